@@ -1,0 +1,194 @@
+//! Bringing the dataplane up on DPDK: EAL, one mempool per worker, both ports with one queue
+//! pair per worker, and one worker launched per configured lcore. The caller (the control
+//! thread, on the EAL main lcore) keeps the [`Running`] handle: it reads counters, and stops
+//! and joins the workers.
+
+use crate::dpdk::{self, DpdkError, Eal, EthPort, LcoreHandle, Mempool, PortSetup, PortStats};
+use crate::flow::Steering;
+use crate::io::DpdkQueues;
+use crate::worker::{HandoffMesh, Side, Worker, WorkerConfig, WorkerStats, WorkerTotals};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Everything needed to start the dataplane (built from the config file by the binary).
+#[derive(Clone, Debug)]
+pub struct DataplaneSpec {
+    /// EAL arguments (without argv\[0\]); must enable `worker_cores` with `-l`.
+    pub eal_args: Vec<String>,
+    /// DPDK port names: outside, inside.
+    pub port_names: [String; 2],
+    /// One worker per lcore listed.
+    pub worker_cores: Vec<u32>,
+    pub mbufs_per_worker: u32,
+    pub mempool_cache: u32,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub burst: u16,
+    pub tx_buffer: u16,
+    pub drain_us: u32,
+    pub handoff_ring: u32,
+}
+
+/// A running dataplane.
+pub struct Running {
+    eal: Eal,
+    ports: [EthPort; 2],
+    pools: Vec<Mempool>,
+    stats: Vec<Arc<WorkerStats>>,
+    handles: Vec<LcoreHandle>,
+    stop: Arc<AtomicBool>,
+    steering: Steering,
+}
+
+/// Counters of one port, summed over workers, plus the device's own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PortCounters {
+    pub worker: WorkerTotals,
+    pub device: PortStats,
+}
+
+impl Running {
+    /// Initialises DPDK and starts every worker. On error nothing keeps running.
+    pub fn start(spec: &DataplaneSpec) -> Result<Running, DpdkError> {
+        let eal = Eal::init(&spec.eal_args)?;
+        let n = spec.worker_cores.len() as u16;
+        let mut pools = Vec::with_capacity(n as usize);
+        for (i, _) in spec.worker_cores.iter().enumerate() {
+            pools.push(Mempool::create(
+                &eal,
+                &format!("levee_w{i}"),
+                spec.mbufs_per_worker,
+                spec.mempool_cache,
+                -1,
+            )?);
+        }
+        // RETA: bucket -> worker, 128 buckets unless a device has fewer (see flow.rs).
+        let provisional = Steering::new(n, 128);
+        let setup = PortSetup {
+            rx_queues: n,
+            tx_queues: n,
+            rx_desc: spec.rx_desc,
+            tx_desc: spec.tx_desc,
+            promiscuous: true,
+            reta: provisional.reta(),
+        };
+        let outside = EthPort::open(&eal, &spec.port_names[0], &setup, &pools)?;
+        let inside = EthPort::open(&eal, &spec.port_names[1], &setup, &pools)?;
+        let buckets = [&outside, &inside]
+            .iter()
+            .filter(|p| p.hardware_rss() && p.reta_size() > 0)
+            .map(|p| (p.reta_size() as u32).min(128))
+            .min()
+            .unwrap_or(128);
+        let steering = Steering::new(n, buckets.next_power_of_two().min(128));
+        let mesh = HandoffMesh::new(n as usize, spec.handoff_ring as usize);
+        let tsc_hz = dpdk::tsc_hz();
+        let cfg = WorkerConfig {
+            burst: spec.burst as usize,
+            tx_buffer: spec.tx_buffer as usize,
+            drain_interval: tsc_hz / 1_000_000 * spec.drain_us as u64,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut stats = Vec::new();
+        let mut handles = Vec::new();
+        for (i, &core) in spec.worker_cores.iter().enumerate() {
+            let q = i as u16;
+            let out_q = DpdkQueues {
+                rx: outside.rx_queue(q)?,
+                tx: outside.tx_queue(q)?,
+            };
+            let in_q = DpdkQueues {
+                rx: inside.rx_queue(q)?,
+                tx: inside.tx_queue(q)?,
+            };
+            let mut worker = Worker::new(q, out_q, in_q, cfg, steering, mesh.clone());
+            stats.push(worker.stats());
+            let stop_flag = stop.clone();
+            let launched = dpdk::launch(&eal, core, move || {
+                worker.run(&stop_flag, dpdk::tsc_now);
+                0
+            });
+            match launched {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // Stop what already runs before reporting.
+                    stop.store(true, Ordering::SeqCst);
+                    for h in handles {
+                        h.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Running {
+            eal,
+            ports: [outside, inside],
+            pools,
+            stats,
+            handles,
+            stop,
+            steering,
+        })
+    }
+
+    /// The flag that stops the workers (set it from a signal handler).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// The EAL guard.
+    pub fn eal(&self) -> &Eal {
+        &self.eal
+    }
+
+    /// A port by side.
+    pub fn port(&self, side: Side) -> &EthPort {
+        &self.ports[side as usize]
+    }
+
+    /// How flows map to workers.
+    pub fn steering(&self) -> Steering {
+        self.steering
+    }
+
+    /// Per-worker counters.
+    pub fn worker_totals(&self) -> Vec<WorkerTotals> {
+        self.stats.iter().map(|s| s.totals()).collect()
+    }
+
+    /// All workers' counters summed.
+    pub fn totals(&self) -> WorkerTotals {
+        let mut t = WorkerTotals::default();
+        for w in self.worker_totals() {
+            t.add(&w);
+        }
+        t
+    }
+
+    /// Device counters of both ports.
+    pub fn device_stats(&self) -> [PortStats; 2] {
+        [self.ports[0].stats(), self.ports[1].stats()]
+    }
+
+    /// Mbufs currently in use across the workers' pools.
+    pub fn mbufs_in_use(&self) -> u32 {
+        self.pools.iter().map(Mempool::in_use).sum()
+    }
+
+    /// Stops the workers (they drain first), stops the ports, and returns the final counters.
+    pub fn shutdown(self) -> (WorkerTotals, [PortStats; 2]) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles {
+            h.join();
+        }
+        let mut totals = WorkerTotals::default();
+        for s in &self.stats {
+            totals.add(&s.totals());
+        }
+        let dev = [self.ports[0].stats(), self.ports[1].stats()];
+        for p in &self.ports {
+            p.stop();
+        }
+        (totals, dev)
+    }
+}

@@ -1,0 +1,473 @@
+//! The per-core worker loop: one worker per core, owning RX/TX queue *q* of both ports.
+//!
+//! ```text
+//! poll_once(now):
+//!   for port in [outside, inside]: rx_burst(32)
+//!     for each frame: parse -> owner = steering(flow hash)
+//!        owner == me  -> buffer for TX on the other port
+//!        owner != me  -> hand-off ring to the owner (counted)
+//!        malformed IP -> drop (counted)
+//!   drain hand-off rings from the other workers (same treatment, owner is me)
+//!   flush TX buffers that are full or older than the drain interval
+//!   publish this burst's counters
+//! ```
+//!
+//! Invariants: the fast path takes no lock, does not allocate once its vectors reached their
+//! burst capacity, and makes no syscall. Counters are kept in plain integers and published once
+//! per `poll_once` with single-writer atomic stores (no read-modify-write). The worker never
+//! reads a clock: `now` is passed in (TSC cycles on DPDK, anything monotonic in tests).
+
+use crate::flow::{steering_hash, Steering};
+use crate::io::{PacketBuf, PortIo};
+use crossbeam_queue::ArrayQueue;
+use levee_packet::parse::parse_frame;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The two sides of the bump in the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Internet-facing port.
+    Outside = 0,
+    /// Server-facing port.
+    Inside = 1,
+}
+
+impl Side {
+    pub const BOTH: [Side; 2] = [Side::Outside, Side::Inside];
+    /// The port a frame received on this side leaves through.
+    #[inline]
+    pub fn other(self) -> Side {
+        match self {
+            Side::Outside => Side::Inside,
+            Side::Inside => Side::Outside,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Outside => "outside",
+            Side::Inside => "inside",
+        }
+    }
+    fn from_index(i: u8) -> Side {
+        if i == 0 {
+            Side::Outside
+        } else {
+            Side::Inside
+        }
+    }
+}
+
+/// Why a worker dropped a packet (the `reason` label of the drop counters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// An IPv4/IPv6 packet whose headers do not parse (the kernel drops these in ip_rcv /
+    /// ipv6_rcv before any netfilter hook sees them).
+    Malformed = 0,
+    /// The hand-off ring to the owning worker was full.
+    HandoffFull = 1,
+    /// The TX queue kept refusing and the worker's TX buffer was full.
+    TxFull = 2,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [DropReason::Malformed, DropReason::HandoffFull, DropReason::TxFull];
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::HandoffFull => "handoff_full",
+            DropReason::TxFull => "tx_full",
+        }
+    }
+}
+
+/// Worker tuning.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerConfig {
+    /// RX burst size (DPDK's customary 32).
+    pub burst: usize,
+    /// Most packets buffered per TX port before new ones are dropped (≥ burst).
+    pub tx_buffer: usize,
+    /// Flush a partly filled TX buffer after this many `now` units.
+    pub drain_interval: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            burst: 32,
+            tx_buffer: 256,
+            drain_interval: 0,
+        }
+    }
+}
+
+/// A worker's counters as the control thread reads them. One writer (the worker), any number
+/// of readers; values are cumulative.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// Frames received per port (index: `Side`).
+    pub rx_packets: [AtomicU64; 2],
+    /// Bytes received per port.
+    pub rx_bytes: [AtomicU64; 2],
+    /// Frames accepted by each port's TX queue.
+    pub tx_packets: [AtomicU64; 2],
+    /// Bytes accepted by each port's TX queue.
+    pub tx_bytes: [AtomicU64; 2],
+    /// Drops by `DropReason`.
+    pub drops: [AtomicU64; 3],
+    /// Packets this worker handed to their owning worker.
+    pub handoffs_out: AtomicU64,
+    /// Packets other workers handed to this one.
+    pub handoffs_in: AtomicU64,
+    /// `poll_once` calls (loop iterations).
+    pub polls: AtomicU64,
+}
+
+/// A plain copy of `WorkerStats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerTotals {
+    pub rx_packets: [u64; 2],
+    pub rx_bytes: [u64; 2],
+    pub tx_packets: [u64; 2],
+    pub tx_bytes: [u64; 2],
+    pub drops: [u64; 3],
+    pub handoffs_out: u64,
+    pub handoffs_in: u64,
+    pub polls: u64,
+}
+
+impl WorkerTotals {
+    /// Adds another worker's totals (for per-port sums across workers).
+    pub fn add(&mut self, o: &WorkerTotals) {
+        for i in 0..2 {
+            self.rx_packets[i] += o.rx_packets[i];
+            self.rx_bytes[i] += o.rx_bytes[i];
+            self.tx_packets[i] += o.tx_packets[i];
+            self.tx_bytes[i] += o.tx_bytes[i];
+        }
+        for i in 0..3 {
+            self.drops[i] += o.drops[i];
+        }
+        self.handoffs_out += o.handoffs_out;
+        self.handoffs_in += o.handoffs_in;
+        self.polls += o.polls;
+    }
+}
+
+impl WorkerStats {
+    /// A snapshot (each counter read once; counters of one burst may straddle a snapshot).
+    pub fn totals(&self) -> WorkerTotals {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WorkerTotals {
+            rx_packets: [ld(&self.rx_packets[0]), ld(&self.rx_packets[1])],
+            rx_bytes: [ld(&self.rx_bytes[0]), ld(&self.rx_bytes[1])],
+            tx_packets: [ld(&self.tx_packets[0]), ld(&self.tx_packets[1])],
+            tx_bytes: [ld(&self.tx_bytes[0]), ld(&self.tx_bytes[1])],
+            drops: [ld(&self.drops[0]), ld(&self.drops[1]), ld(&self.drops[2])],
+            handoffs_out: ld(&self.handoffs_out),
+            handoffs_in: ld(&self.handoffs_in),
+            polls: ld(&self.polls),
+        }
+    }
+
+    fn publish(&self, t: &WorkerTotals) {
+        // Single writer: plain stores, no atomic read-modify-write on the fast path.
+        let st = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        for i in 0..2 {
+            st(&self.rx_packets[i], t.rx_packets[i]);
+            st(&self.rx_bytes[i], t.rx_bytes[i]);
+            st(&self.tx_packets[i], t.tx_packets[i]);
+            st(&self.tx_bytes[i], t.tx_bytes[i]);
+        }
+        for i in 0..3 {
+            st(&self.drops[i], t.drops[i]);
+        }
+        st(&self.handoffs_out, t.handoffs_out);
+        st(&self.handoffs_in, t.handoffs_in);
+        st(&self.polls, t.polls);
+    }
+}
+
+/// Hand-off rings between workers: ring `from * n + to` carries packets that worker `from`
+/// received but worker `to` owns, tagged with the port they arrived on. Each ring has exactly
+/// one producer and one consumer.
+pub struct HandoffMesh<B> {
+    workers: usize,
+    rings: Vec<ArrayQueue<(u8, B)>>,
+}
+
+impl<B> HandoffMesh<B> {
+    /// Rings for `workers` workers, `capacity` packets each.
+    pub fn new(workers: usize, capacity: usize) -> Arc<HandoffMesh<B>> {
+        let rings = (0..workers * workers)
+            .map(|_| ArrayQueue::new(capacity.max(1)))
+            .collect();
+        Arc::new(HandoffMesh { workers, rings })
+    }
+    #[inline]
+    fn ring(&self, from: usize, to: usize) -> &ArrayQueue<(u8, B)> {
+        &self.rings[from * self.workers + to]
+    }
+}
+
+/// What to do with one received frame.
+enum Disposition {
+    Forward,
+    HandOff(u16),
+    Drop(DropReason),
+}
+
+/// Decides a frame's fate from its headers (no packet is modified here).
+#[inline]
+fn classify(frame: &[u8], rss_hash: Option<u32>, steering: &Steering, me: u16) -> Disposition {
+    match parse_frame(frame) {
+        Ok(info) => {
+            if steering.workers() == 1 {
+                return Disposition::Forward;
+            }
+            let hash = rss_hash.or_else(|| steering_hash(&info));
+            match hash {
+                Some(h) => {
+                    let owner = steering.owner(h);
+                    if owner == me {
+                        Disposition::Forward
+                    } else {
+                        Disposition::HandOff(owner)
+                    }
+                }
+                // Not IP (ARP, LLDP, …): no flow state, any worker may forward it.
+                None => Disposition::Forward,
+            }
+        }
+        Err(_) => Disposition::Drop(DropReason::Malformed),
+    }
+}
+
+/// One worker: its two port queue pairs, TX buffers, hand-off rings and counters.
+pub struct Worker<P: PortIo> {
+    id: u16,
+    ports: [P; 2],
+    cfg: WorkerConfig,
+    steering: Steering,
+    mesh: Arc<HandoffMesh<P::Buf>>,
+    rx: Vec<P::Buf>,
+    tx: [Vec<P::Buf>; 2],
+    drops: Vec<P::Buf>,
+    handoff_rx: Vec<(u8, P::Buf)>,
+    tx_since: [u64; 2],
+    totals: WorkerTotals,
+    stats: Arc<WorkerStats>,
+}
+
+impl<P: PortIo> Worker<P> {
+    /// Worker `id` of `steering.workers()`, polling `outside` and `inside`.
+    pub fn new(
+        id: u16,
+        outside: P,
+        inside: P,
+        cfg: WorkerConfig,
+        steering: Steering,
+        mesh: Arc<HandoffMesh<P::Buf>>,
+    ) -> Worker<P> {
+        assert!(id < steering.workers(), "worker {id} of {}", steering.workers());
+        assert_eq!(mesh.workers, steering.workers() as usize, "hand-off mesh size");
+        let cfg = WorkerConfig {
+            tx_buffer: cfg.tx_buffer.max(cfg.burst),
+            ..cfg
+        };
+        Worker {
+            id,
+            ports: [outside, inside],
+            cfg,
+            steering,
+            mesh,
+            rx: Vec::with_capacity(cfg.burst),
+            tx: [
+                Vec::with_capacity(cfg.tx_buffer),
+                Vec::with_capacity(cfg.tx_buffer),
+            ],
+            drops: Vec::with_capacity(cfg.burst),
+            handoff_rx: Vec::with_capacity(cfg.burst),
+            tx_since: [0; 2],
+            totals: WorkerTotals::default(),
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    /// The counters this worker publishes.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Worker index.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// The worker's queue pair on one port. Tests drive a loopback device through the very
+    /// queues the worker polls (sequentially, from the same thread).
+    pub fn port_mut(&mut self, side: Side) -> &mut P {
+        &mut self.ports[side as usize]
+    }
+
+    /// Packets waiting in the TX buffer of a port.
+    pub fn tx_pending(&self, side: Side) -> usize {
+        self.tx[side as usize].len()
+    }
+
+    /// One loop iteration: receive a burst on each port, dispatch, drain hand-offs, flush TX,
+    /// publish counters. Returns the number of packets received (from ports and hand-offs).
+    pub fn poll_once(&mut self, now: u64) -> usize {
+        let mut seen = 0;
+        for side in Side::BOTH {
+            let s = side as usize;
+            let n = self.ports[s].rx_burst(&mut self.rx, self.cfg.burst);
+            if n == 0 {
+                continue;
+            }
+            seen += n;
+            self.totals.rx_packets[s] += n as u64;
+            // Take the burst out so `self` can be borrowed while dispatching.
+            let mut burst = std::mem::take(&mut self.rx);
+            for pkt in burst.drain(..) {
+                self.totals.rx_bytes[s] += pkt.data().len() as u64;
+                match classify(pkt.data(), pkt.rss_hash(), &self.steering, self.id) {
+                    Disposition::Forward => self.enqueue_tx(side.other(), pkt, now),
+                    Disposition::HandOff(owner) => self.hand_off(owner, side, pkt),
+                    Disposition::Drop(reason) => self.drop_pkt(reason, pkt),
+                }
+            }
+            self.rx = burst;
+        }
+        seen += self.drain_handoffs(now);
+        for side in Side::BOTH {
+            let s = side as usize;
+            if !self.tx[s].is_empty() && now.wrapping_sub(self.tx_since[s]) >= self.cfg.drain_interval {
+                self.flush(side);
+            }
+        }
+        P::Buf::free_bulk(&mut self.drops);
+        self.totals.polls += 1;
+        self.stats.publish(&self.totals);
+        seen
+    }
+
+    /// Runs `poll_once` until `stop` is set, then drains (see `finish`).
+    pub fn run(&mut self, stop: &AtomicBool, clock: impl Fn() -> u64) {
+        while !stop.load(Ordering::Relaxed) {
+            self.poll_once(clock());
+        }
+        self.finish(clock());
+    }
+
+    /// Clean stop: forwards what other workers handed over, flushes the TX buffers (retrying a
+    /// bounded number of times), frees whatever the devices still refuse, publishes counters.
+    pub fn finish(&mut self, now: u64) {
+        self.drain_handoffs(now);
+        for side in Side::BOTH {
+            for _ in 0..1000 {
+                if self.tx[side as usize].is_empty() {
+                    break;
+                }
+                self.flush(side);
+            }
+            let s = side as usize;
+            let left = self.tx[s].len();
+            if left > 0 {
+                self.totals.drops[DropReason::TxFull as usize] += left as u64;
+                P::Buf::free_bulk(&mut self.tx[s]);
+            }
+        }
+        P::Buf::free_bulk(&mut self.drops);
+        self.stats.publish(&self.totals);
+    }
+
+    #[inline]
+    fn enqueue_tx(&mut self, side: Side, pkt: P::Buf, now: u64) {
+        let s = side as usize;
+        if self.tx[s].is_empty() {
+            self.tx_since[s] = now;
+        }
+        if self.tx[s].len() >= self.cfg.tx_buffer {
+            self.flush(side);
+            if self.tx[s].len() >= self.cfg.tx_buffer {
+                // The device keeps refusing: drop the new packet, keep the older ones in order.
+                self.drop_pkt(DropReason::TxFull, pkt);
+                return;
+            }
+        }
+        self.tx[s].push(pkt);
+        if self.tx[s].len() >= self.cfg.burst {
+            self.flush(side);
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self, side: Side) {
+        let s = side as usize;
+        // Count bytes before the queue takes the buffers.
+        let before = self.tx[s].len();
+        let bytes_total: u64 = self.tx[s].iter().map(|p| p.data().len() as u64).sum();
+        let sent = self.ports[s].tx_burst(&mut self.tx[s]);
+        if sent > 0 {
+            let bytes_left: u64 = self.tx[s].iter().map(|p| p.data().len() as u64).sum();
+            self.totals.tx_packets[s] += sent as u64;
+            self.totals.tx_bytes[s] += bytes_total - bytes_left;
+        }
+        debug_assert_eq!(before - sent, self.tx[s].len());
+    }
+
+    #[inline]
+    fn hand_off(&mut self, owner: u16, side: Side, pkt: P::Buf) {
+        match self
+            .mesh
+            .ring(self.id as usize, owner as usize)
+            .push((side as u8, pkt))
+        {
+            Ok(()) => self.totals.handoffs_out += 1,
+            Err((_, pkt)) => self.drop_pkt(DropReason::HandoffFull, pkt),
+        }
+    }
+
+    #[inline]
+    fn drop_pkt(&mut self, reason: DropReason, pkt: P::Buf) {
+        self.totals.drops[reason as usize] += 1;
+        self.drops.push(pkt);
+        if self.drops.len() >= self.cfg.burst {
+            P::Buf::free_bulk(&mut self.drops);
+        }
+    }
+
+    /// Forwards packets other workers handed over (at most one burst per ring per call).
+    fn drain_handoffs(&mut self, now: u64) -> usize {
+        let n = self.steering.workers() as usize;
+        if n == 1 {
+            return 0;
+        }
+        let mut got = 0;
+        for from in 0..n {
+            if from == self.id as usize {
+                continue;
+            }
+            // Pop into a reused buffer first: the ring borrows `self.mesh` while forwarding
+            // needs `&mut self`.
+            let ring = self.mesh.ring(from, self.id as usize);
+            while self.handoff_rx.len() < self.cfg.burst {
+                match ring.pop() {
+                    Some(item) => self.handoff_rx.push(item),
+                    None => break,
+                }
+            }
+            got += self.handoff_rx.len();
+            let mut items = std::mem::take(&mut self.handoff_rx);
+            for (side, pkt) in items.drain(..) {
+                self.enqueue_tx(Side::from_index(side).other(), pkt, now);
+            }
+            self.handoff_rx = items;
+        }
+        self.totals.handoffs_in += got as u64;
+        got
+    }
+}

@@ -1,0 +1,6 @@
+//! The `levee` binary's library half: the `run` command and the netns `lab` (shared with the
+//! end-to-end tests in `tests/`).
+#![forbid(unsafe_code)]
+
+pub mod lab;
+pub mod run;

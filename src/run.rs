@@ -1,0 +1,137 @@
+//! `levee run`: load the config, start the dataplane, print counters, stop cleanly on
+//! SIGINT/SIGTERM (workers drain, ports stop, totals printed).
+//!
+//! Runs on the EAL main lcore (the control thread); it sleeps between counter reads.
+
+use levee_control::config::{Config, Device};
+use levee_dataplane::dpdk::PortStats;
+use levee_dataplane::{DataplaneSpec, DropReason, Running, Side, WorkerTotals};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Builds the dataplane's start-up description from a validated config.
+pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
+    let name = |d: &str| Device::parse(d).expect("validated").port_name().to_owned();
+    DataplaneSpec {
+        eal_args: cfg.eal_args(),
+        port_names: [name(&cfg.ports.outside.device), name(&cfg.ports.inside.device)],
+        worker_cores: cfg.workers.cores.clone(),
+        mbufs_per_worker: cfg.pools.mbufs_per_worker,
+        mempool_cache: cfg.pools.cache,
+        rx_desc: cfg.pools.rx_desc,
+        tx_desc: cfg.pools.tx_desc,
+        burst: cfg.dataplane.burst,
+        tx_buffer: cfg.dataplane.tx_buffer,
+        drain_us: cfg.dataplane.drain_us,
+        handoff_ring: cfg.dataplane.handoff_ring,
+    }
+}
+
+/// One counters line: `stats t=… outside_rx=… outside_rx_bytes=… outside_rx_pps=… … inside_tx_pps=…
+/// drop_<reason>=… handoffs=…`.
+/// The format is stable (the lab and perf scripts parse it).
+pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> String {
+    let mut s = format!("stats t={t:.1}");
+    for side in Side::BOTH {
+        let i = side as usize;
+        let rate = |a: u64, b: u64| if dt > 0.0 { (a - b) as f64 / dt } else { 0.0 };
+        s += &format!(
+            " {0}_rx={1} {0}_rx_bytes={2} {0}_rx_pps={3:.0} {0}_tx={4} {0}_tx_bytes={5} {0}_tx_pps={6:.0}",
+            side.name(),
+            now.rx_packets[i],
+            now.rx_bytes[i],
+            rate(now.rx_packets[i], prev.rx_packets[i]),
+            now.tx_packets[i],
+            now.tx_bytes[i],
+            rate(now.tx_packets[i], prev.tx_packets[i]),
+        );
+    }
+    for r in DropReason::ALL {
+        s += &format!(" drop_{}={}", r.name(), now.drops[r as usize]);
+    }
+    s += &format!(" handoffs={}", now.handoffs_out);
+    s
+}
+
+fn device_line(side: Side, d: &PortStats) -> String {
+    format!(
+        "  {} device: rx={} tx={} rx_missed={} rx_errors={} tx_errors={} rx_nombuf={}",
+        side.name(),
+        d.rx_packets,
+        d.tx_packets,
+        d.rx_missed,
+        d.rx_errors,
+        d.tx_errors,
+        d.rx_nombuf
+    )
+}
+
+/// The `run` command.
+pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) -> Result<(), String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let spec = spec_from_config(&cfg);
+    if check_only {
+        println!("config {} is valid", config.display());
+        println!("EAL arguments: {}", spec.eal_args.join(" "));
+        return Ok(());
+    }
+    if !(stats_interval >= 0.0 && duration >= 0.0) {
+        return Err("--stats-interval and --duration must be ≥ 0".into());
+    }
+    // Signals only set a flag; the control loop below notices within 50 ms.
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, term.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+    let running = Running::start(&spec).map_err(|e| e.to_string())?;
+    for side in Side::BOTH {
+        let p = running.port(side);
+        let link = p.link();
+        println!(
+            "levee: {} port {} (driver {}, link {}{} Mb/s, hardware RSS {})",
+            side.name(),
+            p.name(),
+            p.driver(),
+            if link.up { "up " } else { "down " },
+            link.speed_mbps,
+            if p.hardware_rss() { "on" } else { "off" }
+        );
+    }
+    println!(
+        "levee: {} worker(s) on lcores {:?}; forwarding (Ctrl-C stops)",
+        spec.worker_cores.len(),
+        spec.worker_cores
+    );
+
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let mut prev = WorkerTotals::default();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let elapsed = started.elapsed().as_secs_f64();
+        if term.load(Ordering::Relaxed) || (duration > 0.0 && elapsed >= duration) {
+            break;
+        }
+        if stats_interval > 0.0 && last_print.elapsed().as_secs_f64() >= stats_interval {
+            let now = running.totals();
+            let dt = last_print.elapsed().as_secs_f64();
+            println!("{}", stats_line(elapsed, &now, &prev, dt));
+            prev = now;
+            last_print = Instant::now();
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (totals, devices) = running.shutdown();
+    println!("levee: stopped after {elapsed:.1} s");
+    println!(
+        "{}",
+        stats_line(elapsed, &totals, &WorkerTotals::default(), elapsed)
+    );
+    for side in Side::BOTH {
+        println!("{}", device_line(side, &devices[side as usize]));
+    }
+    Ok(())
+}
