@@ -7,7 +7,7 @@
 //!
 //! One lab at a time: the machine has few cores and levee busy-polls one of them.
 
-use levee::lab::{parse_stats_line, Lab, LabOptions, Path4or6, BLOB_BYTES};
+use levee::lab::{parse_stats_line, Family, Lab, LabOptions, BLOB_BYTES};
 use std::sync::Mutex;
 
 static ONE_LAB: Mutex<()> = Mutex::new(());
@@ -41,14 +41,14 @@ fn get(stats: &[(String, String)], key: &str) -> u64 {
 fn http_and_iperf3_through_levee_over_ipv4_ipv6_and_vlan() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = lab(vec![1]);
-    for path in [Path4or6::V4, Path4or6::V6, Path4or6::Vlan] {
+    for path in [Family::V4, Family::V6, Family::Vlan] {
         lab.http_fetch(path)
             .unwrap_or_else(|e| panic!("HTTP over {}: {e}", path.name()));
     }
-    for path in [Path4or6::V4, Path4or6::V6] {
-        let r = lab.iperf(path, 20_000_000).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.bytes_received, r.bytes_sent);
-        assert!(r.bytes_sent >= 20_000_000);
+    for family in [Family::V4, Family::V6] {
+        let r = lab.iperf(family, 20_000_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.bytes_sent, 20_000_000);
+        assert!(r.bits_per_second > 1e6, "{r:?}");
     }
     let out = lab.stop_levee().expect("levee stops cleanly on SIGINT");
     assert!(

@@ -92,6 +92,7 @@ struct PortInner {
     tx_taken: AtomicU64,
     reta_size: u16,
     rss: bool,
+    stopped: std::sync::atomic::AtomicBool,
     driver: String,
     _pools: Vec<Mempool>,
     _eal: Eal,
@@ -268,6 +269,7 @@ impl EthPort {
                 tx_taken: AtomicU64::new(0),
                 reta_size: info.reta_size,
                 rss,
+                stopped: std::sync::atomic::AtomicBool::new(false),
                 driver,
                 _pools: pools.to_vec(),
                 _eal: eal.clone(),
@@ -385,10 +387,9 @@ impl EthPort {
             .collect()
     }
 
-    /// Stops the device (RX and TX halt; queued mbufs are released by the driver).
+    /// Stops the device (RX and TX halt; queued mbufs are released by the driver). Idempotent.
     pub fn stop(&self) {
-        // SAFETY: port valid; stopping a stopped port is harmless.
-        unsafe { sys::rte_eth_dev_stop(self.inner.id) };
+        self.inner.stop();
     }
 }
 
@@ -420,13 +421,21 @@ const fn libc_enotsup() -> i32 {
     95 // ENOTSUP (== EOPNOTSUPP) on Linux
 }
 
+impl PortInner {
+    fn stop(&self) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            // SAFETY: port valid; DPDK allows stopping a started port from the control thread
+            // (workers must have stopped polling, which `Running::shutdown` ensures first).
+            unsafe { sys::rte_eth_dev_stop(self.id) };
+        }
+    }
+}
+
 impl Drop for PortInner {
     fn drop(&mut self) {
+        self.stop();
         // SAFETY: no queue handle is left (they hold this Arc), so no thread polls the port.
-        unsafe {
-            sys::rte_eth_dev_stop(self.id);
-            sys::rte_eth_dev_close(self.id);
-        }
+        unsafe { sys::rte_eth_dev_close(self.id) };
     }
 }
 
