@@ -86,8 +86,7 @@ fn runs_on_vdevs_and_prints_totals_when_it_stops() {
     assert!(t.contains("levee: stopped after"), "{t}");
     let last = t
         .lines()
-        .filter(|l| l.starts_with("stats "))
-        .last()
+        .rfind(|l| l.starts_with("stats "))
         .expect("a stats line");
     let field = |k: &str| -> u64 {
         last.split_whitespace()
