@@ -624,4 +624,47 @@ device = "net_ring1"
         let err = Config::from_toml("[ports.outside]\ndevice = \"0000:03:00.0\"\n[ports.inside]\ndevice = \"net_ring1\"\n[eal]\nargs = [\"--no-pci\"]").unwrap_err();
         assert_eq!(key_of(err), "eal.args");
     }
+
+    proptest::proptest! {
+        /// Whatever numbers an operator writes, the loader either accepts exactly the values
+        /// that satisfy the documented rules or names the offending key; it never panics.
+        #[test]
+        fn numbers_are_accepted_exactly_when_valid(
+            burst in 0u16..100, tx_buffer in 0u16..2000, drain_us in 0u32..200_000,
+            ring in 0u32..5000, mbufs in 0u32..20_000, cache in 0u32..700,
+            cores in proptest::collection::vec(0u32..140, 0..5), main_core in 0u32..140,
+        ) {
+            let cores_s = cores.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            let text = format!(
+                "{MINIMAL}\n[eal]\nmain_core = {main_core}\n[workers]\ncores = [{cores_s}]\n\
+                 [pools]\nmbufs_per_worker = {mbufs}\ncache = {cache}\n\
+                 [dataplane]\nburst = {burst}\ntx_buffer = {tx_buffer}\ndrain_us = {drain_us}\nhandoff_ring = {ring}\n"
+            );
+            let mut unique = cores.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            let need = 2 * (1024 + 1024) + 2 * tx_buffer as u32 + burst as u32 + cache;
+            let valid = (1..=64).contains(&burst)
+                && tx_buffer >= burst
+                && drain_us <= 100_000
+                && ring.is_power_of_two() && ring >= 64
+                && cache <= 512
+                && mbufs >= need
+                && !cores.is_empty()
+                && unique.len() == cores.len()
+                && cores.iter().all(|&c| c < MAX_LCORE && c != main_core)
+                && main_core < MAX_LCORE;
+            match Config::from_toml(&text) {
+                Ok(c) => {
+                    proptest::prop_assert!(valid, "accepted an invalid config:\n{}", text);
+                    proptest::prop_assert_eq!(c.dataplane.burst, burst);
+                    proptest::prop_assert_eq!(&c.workers.cores, &cores);
+                }
+                Err(ConfigError::Invalid { key, .. }) => {
+                    proptest::prop_assert!(!valid, "refused a valid config ({}):\n{}", key, text);
+                }
+                Err(e) => proptest::prop_assert!(false, "unexpected load error {}", e),
+            }
+        }
+    }
 }
