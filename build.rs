@@ -44,6 +44,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", root.join("build.rs").display());
     println!("cargo:rerun-if-changed={}", shim_dir.display());
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_LIBDIR");
 
     let version = pkg_config(&["--modversion"]);
     let version = version.trim();
