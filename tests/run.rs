@@ -122,3 +122,32 @@ fn a_missing_device_is_an_error_not_a_hang() {
         text(&out)
     );
 }
+
+#[test]
+fn sigterm_drains_stops_and_prints_totals() {
+    let p = write_config(
+        "term.toml",
+        &format!(
+            "[eal]\nfile_prefix = \"levee-run-t{}\"\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-telemetry\"]\n\
+             [ports.outside]\ndevice = \"net_null0\"\n[ports.inside]\ndevice = \"net_null1\"\n",
+            std::process::id()
+        ),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_levee"))
+        .args(["run", "--config", p.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("levee: stopped after"), "{t}");
+    assert!(t.contains("outside device: rx="), "{t}");
+}
