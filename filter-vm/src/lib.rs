@@ -1,4 +1,16 @@
-//! levee's nftables-style register VM, its verifier and the nft-syntax compiler (sans-IO).
-//! Nothing is implemented yet; the crate exists so the workspace has the product's shape (see
-//! docs/ARCHITECTURE.md). Tracked by issue 3.
+//! levee's nftables-style register VM (`vm`), its sets (`sets`) and verifier (`verify`), and the
+//! nft-syntax front end and compiler. Sans-IO: evaluation takes a packet context and returns a
+//! verdict and actions; nothing here reads a clock or touches a device.
+//!
+//! Threads: a compiled [`vm::Program`] is immutable and shared by every worker; each worker owns
+//! its [`vm::State`] (counters, limits, quotas, meters), so evaluation takes no lock and does no
+//! read-modify-write atomics.
 #![forbid(unsafe_code)]
+
+pub mod ctx;
+pub mod nft;
+pub mod sets;
+pub mod verify;
+pub mod vm;
+#[cfg(test)]
+mod vm_tests;

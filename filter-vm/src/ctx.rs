@@ -1,0 +1,130 @@
+//! Building the VM's view of a packet ([`PacketCtx`]) from a frame and what the caller knows
+//! about it ([`PacketMeta`]).
+//!
+//! Lengths follow the kernel hook the chain is attached to (measured against the kernel in
+//! `tests/kernel_diff.rs`): at `ingress` (netdev) the packet is everything after the Ethernet
+//! header and VLAN tags, Ethernet padding included; at the IP hooks (prerouting, input,
+//! forward, output, postrouting) it is the IP packet, trimmed to the IP header's length.
+
+use crate::vm::{CtView, PacketCtx};
+use levee_packet::parse::{parse_frame, FragKind, L3Info};
+
+/// What the dataplane (or a test) knows about a packet besides its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub iif: u32,
+    pub iifname: String,
+    pub oif: u32,
+    pub oifname: String,
+    pub mark: u32,
+    pub cpu: u32,
+    /// Wall clock, ns since the Unix epoch (meta time/hour/day).
+    pub wall_ns: u64,
+    /// Monotonic ns (limits, quotas, timeouts).
+    pub now_ns: u64,
+    /// 0 host, 1 broadcast, 2 multicast, 3 other host.
+    pub pkttype: u8,
+    pub ct_state: CtState,
+    pub ct_mark: u32,
+    pub ct_label: u128,
+    /// 0 original, 1 reply.
+    pub ct_direction: u8,
+    pub ct_status: u32,
+    pub ct_expiration_ms: u32,
+    pub ct_zone: u16,
+}
+
+/// The conntrack classification of a packet (nft's `ct state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CtState {
+    New,
+    Established,
+    Related,
+    Invalid,
+    #[default]
+    Untracked,
+}
+
+impl CtState {
+    /// nft's state bit.
+    pub fn bit(self) -> u32 {
+        match self {
+            CtState::Invalid => CtView::INVALID,
+            CtState::Established => CtView::ESTABLISHED,
+            CtState::Related => CtView::RELATED,
+            CtState::New => CtView::NEW,
+            CtState::Untracked => CtView::UNTRACKED,
+        }
+    }
+}
+
+/// Which kind of hook evaluates the packet (decides `meta length` and counter bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookKind {
+    /// netdev/bridge ingress: L2 payload as received.
+    Ingress,
+    /// An IP hook: the IP packet.
+    Ip,
+}
+
+fn ifname(s: &str) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let n = s.len().min(15);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    b
+}
+
+/// Builds the VM's view of `frame`. A frame whose IP headers do not parse is presented as
+/// non-IP (network and transport loads break), which is what an ingress hook sees of it; the
+/// IP hooks never see such frames (the kernel drops them first), see [`crate::Filter`].
+pub fn packet_ctx<'a>(frame: &'a [u8], meta: &PacketMeta, hook: HookKind) -> PacketCtx<'a> {
+    let ct = CtView {
+        state: meta.ct_state.bit(),
+        status: meta.ct_status,
+        direction: meta.ct_direction,
+        mark: meta.ct_mark,
+        label: meta.ct_label,
+        expiration_ms: meta.ct_expiration_ms,
+        zone: meta.ct_zone,
+    };
+    let mut p = PacketCtx {
+        frame,
+        l3_offset: 14.min(frame.len()),
+        l4_offset: None,
+        l3_end: frame.len(),
+        nfproto: 0,
+        l4proto: 0,
+        ethertype: 0,
+        len: frame.len().saturating_sub(14) as u32,
+        iif: meta.iif,
+        oif: meta.oif,
+        iifname: ifname(&meta.iifname),
+        oifname: ifname(&meta.oifname),
+        mark: meta.mark,
+        cpu: meta.cpu,
+        wall_ns: meta.wall_ns,
+        now_ns: meta.now_ns,
+        pkttype: meta.pkttype,
+        ct,
+    };
+    let Ok(info) = parse_frame(frame) else { return p };
+    p.ethertype = info.ethertype;
+    p.l3_offset = info.l3_offset as usize;
+    p.len = (frame.len() - p.l3_offset) as u32;
+    let (nfproto, proto, l4_offset, l4_len, frag) = match info.l3 {
+        L3Info::Ipv4(ip) => (2u8, ip.protocol, ip.l4_offset, ip.l4_len, ip.frag),
+        L3Info::Ipv6(ip) => (10u8, ip.protocol, ip.l4_offset, ip.l4_len, ip.frag),
+        L3Info::Arp | L3Info::Other => return p,
+    };
+    p.nfproto = nfproto;
+    p.l4proto = proto;
+    p.l3_end = l4_offset as usize + l4_len as usize;
+    // Non-first fragments have no transport header (nft: pkt->tprot_set is false).
+    if frag != FragKind::NonFirst {
+        p.l4_offset = Some(l4_offset as usize);
+    }
+    if hook == HookKind::Ip {
+        p.len = (p.l3_end - p.l3_offset) as u32;
+    }
+    p
+}

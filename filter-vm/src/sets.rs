@@ -1,0 +1,712 @@
+//! Sets, maps and verdict maps, and the per-worker dynamic sets behind meters.
+//!
+//! Three element stores, picked when the set is built:
+//! - **exact**: one hash lookup (keys of any fixed length, concatenations included);
+//! - **prefix**: interval sets whose every element is a CIDR block (`198.18.0.0/15`): one hash
+//!   table keyed by (prefix length, masked key), probed once per *distinct prefix length*
+//!   present, longest first — cost depends on how many lengths are used (at most 33 for IPv4,
+//!   129 for IPv6), never on how many elements there are;
+//! - **ranges**: other intervals (port ranges): sorted disjoint ranges, binary search.
+//!
+//! Hashing uses std's SipHash with a random per-process key, so neither operator-loaded nor
+//! packet-derived keys (meters) can be chosen to collide.
+//!
+//! Thread use: a [`Sets`] inside a published program is read-only and shared by all workers;
+//! each worker owns a separate [`Sets`] for dynamic elements (see `vm::State`).
+
+use crate::vm::{DynStmt, DynsetOp, Verdict, MAX_DATA_LEN};
+use std::collections::HashMap;
+
+/// Index of a set in a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SetId(pub u32);
+
+/// Result of a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupResult {
+    Miss,
+    /// Found in a set (no value).
+    Hit,
+    /// Found in a map; the value's length (the value was copied out).
+    Value(usize),
+}
+
+/// Errors building a set.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SetError {
+    #[error("set {set}: element key has {got} bytes, the set's key type has {want}")]
+    KeyLength { set: String, got: usize, want: usize },
+    #[error("set {set}: interval {lo}-{hi} has its low end above its high end")]
+    Inverted { set: String, lo: String, hi: String },
+    #[error("set {set}: intervals {a} and {b} overlap")]
+    Overlap { set: String, a: String, b: String },
+    #[error("set {set}: element {elem} appears twice")]
+    Duplicate { set: String, elem: String },
+    #[error("set {set}: {count} elements exceed its size {size}")]
+    Full { set: String, count: usize, size: usize },
+    #[error("set {set}: value has {got} bytes, the map's data type has {want}")]
+    ValueLength { set: String, got: usize, want: usize },
+}
+
+/// One element's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Elem {
+    value: [u8; MAX_DATA_LEN],
+    vlen: u8,
+    /// Monotonic ns after which the element no longer exists.
+    expires: Option<u64>,
+    /// Per-element token bucket (tokens, last, primed) for meters.
+    bucket: (u64, u64, bool),
+    /// Per-element counter (packets, bytes).
+    pub counter: (u64, u64),
+}
+
+impl Elem {
+    fn live(&self, now: u64) -> bool {
+        self.expires.is_none_or(|t| now < t)
+    }
+}
+
+/// An interval element: low end, high end, payload.
+type RangeElem = (Box<[u8]>, Box<[u8]>, Elem);
+
+#[derive(Clone, Debug)]
+enum Store {
+    Exact(HashMap<Box<[u8]>, Elem>),
+    Prefix {
+        lens_desc: Vec<u16>,
+        map: HashMap<Box<[u8]>, Elem>,
+    },
+    Ranges(Vec<RangeElem>),
+}
+
+/// A set or map.
+#[derive(Clone, Debug)]
+pub struct Set {
+    pub name: String,
+    /// Key length in bytes (concatenations: each part padded to 4 bytes, as in registers).
+    pub key_len: usize,
+    /// Value length for maps (verdict maps: 8); 0 for plain sets.
+    pub data_len: usize,
+    pub verdict_map: bool,
+    /// Largest number of elements (dynamic sets stop adding there).
+    pub size: usize,
+    /// Default element timeout (ns), for sets with `flags timeout`.
+    pub timeout_ns: Option<u64>,
+    store: Store,
+}
+
+/// The sets of a program.
+#[derive(Clone, Debug, Default)]
+pub struct Sets {
+    sets: Vec<Set>,
+}
+
+/// Encodes a verdict as map data (8 bytes).
+pub fn encode_verdict(v: Verdict) -> [u8; 8] {
+    let (tag, chain) = match v {
+        Verdict::Accept => (1u8, 0u16),
+        Verdict::Drop => (2, 0),
+        Verdict::Continue => (3, 0),
+        Verdict::Return => (4, 0),
+        Verdict::Jump(c) => (5, c),
+        Verdict::Goto(c) => (6, c),
+    };
+    let mut b = [0u8; 8];
+    b[0] = tag;
+    b[1..3].copy_from_slice(&chain.to_be_bytes());
+    b
+}
+
+/// Decodes map data written by [`encode_verdict`].
+pub fn decode_verdict(b: &[u8]) -> Option<Verdict> {
+    let chain = u16::from_be_bytes([*b.get(1)?, *b.get(2)?]);
+    Some(match b.first()? {
+        1 => Verdict::Accept,
+        2 => Verdict::Drop,
+        3 => Verdict::Continue,
+        4 => Verdict::Return,
+        5 => Verdict::Jump(chain),
+        6 => Verdict::Goto(chain),
+        _ => return None,
+    })
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// If `[lo, hi]` is exactly a CIDR block, its prefix length in bits.
+fn prefix_len(lo: &[u8], hi: &[u8]) -> Option<u16> {
+    let bits = lo.len() * 8;
+    // Count trailing bits where lo is 0 and hi is 1; above them lo and hi must agree.
+    let mut host = 0;
+    for i in (0..bits).rev() {
+        let (byte, bit) = (i / 8, 7 - (i % 8));
+        let l = (lo[byte] >> bit) & 1;
+        let h = (hi[byte] >> bit) & 1;
+        if l == 0 && h == 1 && host == bits - 1 - i {
+            host += 1;
+        } else if l != h {
+            return None;
+        } else {
+            break;
+        }
+    }
+    // The remaining high bits must be equal.
+    let plen = bits - host;
+    for i in 0..plen {
+        let (byte, bit) = (i / 8, 7 - (i % 8));
+        if (lo[byte] >> bit) & 1 != (hi[byte] >> bit) & 1 {
+            return None;
+        }
+    }
+    Some(plen as u16)
+}
+
+fn mask_into(key: &[u8], plen: u16, out: &mut [u8]) {
+    for (i, (o, k)) in out.iter_mut().zip(key).enumerate() {
+        let keep = (plen as usize).saturating_sub(i * 8).min(8);
+        let m = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+        *o = k & m;
+    }
+}
+
+/// How a set is described to [`Set::build`].
+#[derive(Clone, Debug, Default)]
+pub struct SetSpec {
+    pub name: String,
+    pub key_len: usize,
+    pub data_len: usize,
+    pub verdict_map: bool,
+    pub interval: bool,
+    pub size: Option<usize>,
+    pub timeout_ns: Option<u64>,
+}
+
+/// One element to build a set from: `[lo, hi]` (equal for exact elements) and map data.
+#[derive(Clone, Debug, Default)]
+pub struct ElemSpec {
+    pub lo: Vec<u8>,
+    pub hi: Vec<u8>,
+    pub value: Vec<u8>,
+    pub timeout_ns: Option<u64>,
+}
+
+impl Set {
+    /// Builds a set from its elements; `now` starts element timeouts.
+    pub fn build(spec: &SetSpec, elems: &[ElemSpec], now: u64) -> Result<Set, SetError> {
+        let name = spec.name.clone();
+        let size = spec.size.unwrap_or(usize::MAX);
+        if elems.len() > size {
+            return Err(SetError::Full {
+                set: name,
+                count: elems.len(),
+                size,
+            });
+        }
+        let mk = |e: &ElemSpec| -> Result<Elem, SetError> {
+            if spec.data_len > 0 && e.value.len() != spec.data_len {
+                return Err(SetError::ValueLength {
+                    set: spec.name.clone(),
+                    got: e.value.len(),
+                    want: spec.data_len,
+                });
+            }
+            let mut value = [0u8; MAX_DATA_LEN];
+            let n = e.value.len().min(MAX_DATA_LEN);
+            value[..n].copy_from_slice(&e.value[..n]);
+            let expires = e.timeout_ns.or(spec.timeout_ns).map(|t| now.saturating_add(t));
+            Ok(Elem {
+                value,
+                vlen: n as u8,
+                expires,
+                ..Elem::default()
+            })
+        };
+        for e in elems {
+            for k in [&e.lo, &e.hi] {
+                if k.len() != spec.key_len {
+                    return Err(SetError::KeyLength {
+                        set: name,
+                        got: k.len(),
+                        want: spec.key_len,
+                    });
+                }
+            }
+            if e.lo > e.hi {
+                return Err(SetError::Inverted {
+                    set: name,
+                    lo: hex(&e.lo),
+                    hi: hex(&e.hi),
+                });
+            }
+        }
+        let store = if !spec.interval {
+            let mut map = HashMap::with_capacity(elems.len());
+            for e in elems {
+                if map.insert(e.lo.clone().into_boxed_slice(), mk(e)?).is_some() {
+                    return Err(SetError::Duplicate {
+                        set: name,
+                        elem: hex(&e.lo),
+                    });
+                }
+            }
+            Store::Exact(map)
+        } else {
+            let mut sorted: Vec<&ElemSpec> = elems.iter().collect();
+            sorted.sort_by(|a, b| a.lo.cmp(&b.lo));
+            for w in sorted.windows(2) {
+                if w[1].lo <= w[0].hi {
+                    return Err(SetError::Overlap {
+                        set: name,
+                        a: format!("{}-{}", hex(&w[0].lo), hex(&w[0].hi)),
+                        b: format!("{}-{}", hex(&w[1].lo), hex(&w[1].hi)),
+                    });
+                }
+            }
+            let plens: Option<Vec<u16>> = sorted.iter().map(|e| prefix_len(&e.lo, &e.hi)).collect();
+            match plens {
+                Some(plens) => {
+                    let mut map = HashMap::with_capacity(elems.len());
+                    let mut lens: Vec<u16> = Vec::new();
+                    for (e, plen) in sorted.iter().zip(plens) {
+                        let mut k = Vec::with_capacity(2 + spec.key_len);
+                        k.extend_from_slice(&plen.to_be_bytes());
+                        k.extend_from_slice(&e.lo);
+                        map.insert(k.into_boxed_slice(), mk(e)?);
+                        if !lens.contains(&plen) {
+                            lens.push(plen);
+                        }
+                    }
+                    lens.sort_unstable_by(|a, b| b.cmp(a));
+                    Store::Prefix { lens_desc: lens, map }
+                }
+                None => {
+                    let mut v = Vec::with_capacity(sorted.len());
+                    for e in sorted {
+                        v.push((
+                            e.lo.clone().into_boxed_slice(),
+                            e.hi.clone().into_boxed_slice(),
+                            mk(e)?,
+                        ));
+                    }
+                    Store::Ranges(v)
+                }
+            }
+        };
+        Ok(Set {
+            name,
+            key_len: spec.key_len,
+            data_len: spec.data_len,
+            verdict_map: spec.verdict_map,
+            size,
+            timeout_ns: spec.timeout_ns,
+            store,
+        })
+    }
+
+    /// Number of stored elements (expired ones included until replaced).
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::Exact(m) => m.len(),
+            Store::Prefix { map, .. } => map.len(),
+            Store::Ranges(v) => v.len(),
+        }
+    }
+
+    /// True when the set holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every element's value bytes (maps), e.g. for the verifier to see verdict-map targets.
+    pub fn values(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+        fn v(e: &Elem) -> &[u8] {
+            &e.value[..e.vlen as usize]
+        }
+        match &self.store {
+            Store::Exact(m) => Box::new(m.values().map(v)),
+            Store::Prefix { map, .. } => Box::new(map.values().map(v)),
+            Store::Ranges(r) => Box::new(r.iter().map(|(_, _, e)| v(e))),
+        }
+    }
+
+    fn find(&self, key: &[u8], now: u64) -> Option<&Elem> {
+        if key.len() != self.key_len {
+            return None;
+        }
+        match &self.store {
+            Store::Exact(m) => m.get(key).filter(|e| e.live(now)),
+            Store::Prefix { lens_desc, map } => {
+                let mut buf = [0u8; 2 + 64];
+                let k = buf.get_mut(..2 + key.len())?;
+                for &plen in lens_desc {
+                    k[..2].copy_from_slice(&plen.to_be_bytes());
+                    mask_into(key, plen, &mut k[2..]);
+                    if let Some(e) = map.get(&*k) {
+                        if e.live(now) {
+                            return Some(e);
+                        }
+                    }
+                }
+                None
+            }
+            Store::Ranges(v) => {
+                // The last range whose low end is <= key.
+                let i = v.partition_point(|(lo, _, _)| &**lo <= key);
+                let (_, hi, e) = v.get(i.checked_sub(1)?)?;
+                (key <= &**hi && e.live(now)).then_some(e)
+            }
+        }
+    }
+
+    fn empty_like(&self) -> Set {
+        Set {
+            store: Store::Exact(HashMap::new()),
+            ..self.clone_shape()
+        }
+    }
+
+    fn clone_shape(&self) -> Set {
+        Set {
+            name: self.name.clone(),
+            key_len: self.key_len,
+            data_len: self.data_len,
+            verdict_map: self.verdict_map,
+            size: self.size,
+            timeout_ns: self.timeout_ns,
+            store: Store::Exact(HashMap::new()),
+        }
+    }
+}
+
+impl Sets {
+    /// Adds a set; returns its id.
+    pub fn push(&mut self, set: Set) -> SetId {
+        self.sets.push(set);
+        SetId(self.sets.len() as u32 - 1)
+    }
+
+    /// A set by id.
+    pub fn get(&self, id: SetId) -> Option<&Set> {
+        self.sets.get(id.0 as usize)
+    }
+
+    /// Number of sets.
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+
+    /// The same sets with no elements (a worker's store for dynamically added elements).
+    pub fn empty_dynamic_copy(&self) -> Sets {
+        Sets {
+            sets: self.sets.iter().map(Set::empty_like).collect(),
+        }
+    }
+
+    /// Looks `key` up in set `id`, copying a map value into `value`.
+    #[inline]
+    pub fn lookup(&self, id: SetId, key: &[u8], now: u64, value: &mut [u8; MAX_DATA_LEN]) -> LookupResult {
+        let Some(set) = self.sets.get(id.0 as usize) else {
+            return LookupResult::Miss;
+        };
+        match set.find(key, now) {
+            None => LookupResult::Miss,
+            Some(e) if set.data_len == 0 => {
+                let _ = e;
+                LookupResult::Hit
+            }
+            Some(e) => {
+                let n = e.vlen as usize;
+                value[..n].copy_from_slice(&e.value[..n]);
+                LookupResult::Value(n)
+            }
+        }
+    }
+
+    /// The meter step: add or update `key` in dynamic set `id` and run its per-element
+    /// statement. Returns whether the rule goes on (for a limit: the packet is within the
+    /// limit, or beyond it with `over`; a full set does not add and breaks).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dynset(
+        &mut self,
+        id: SetId,
+        key: &[u8],
+        op: DynsetOp,
+        timeout_ns: u64,
+        stmt: DynStmt,
+        now: u64,
+        bytes: u64,
+        take: impl Fn(&mut (u64, u64, bool), u64, u64, u64) -> bool,
+    ) -> bool {
+        let Some(set) = self.sets.get_mut(id.0 as usize) else {
+            return false;
+        };
+        if key.len() != set.key_len {
+            return false;
+        }
+        let timeout = if timeout_ns > 0 {
+            Some(timeout_ns)
+        } else {
+            set.timeout_ns
+        };
+        let size = set.size;
+        let Store::Exact(map) = &mut set.store else {
+            return false;
+        };
+        let full = map.len() >= size;
+        let elem = match map.get_mut(key) {
+            Some(e) if e.live(now) => {
+                if op == DynsetOp::Update {
+                    e.expires = timeout.map(|t| now.saturating_add(t));
+                }
+                e
+            }
+            Some(e) => {
+                // Expired: start over in place.
+                *e = Elem {
+                    expires: timeout.map(|t| now.saturating_add(t)),
+                    ..Elem::default()
+                };
+                e
+            }
+            None => {
+                if full {
+                    return false;
+                }
+                map.entry(key.into()).or_insert(Elem {
+                    expires: timeout.map(|t| now.saturating_add(t)),
+                    ..Elem::default()
+                })
+            }
+        };
+        match stmt {
+            DynStmt::None => true,
+            DynStmt::Counter => {
+                elem.counter.0 += 1;
+                elem.counter.1 += bytes;
+                true
+            }
+            DynStmt::Limit {
+                rate,
+                per_ns,
+                burst,
+                over,
+            } => take(&mut elem.bucket, rate, per_ns, burst) != over,
+        }
+    }
+
+    /// Number of live elements in dynamic set `id` (for tests and listings).
+    pub fn live_len(&self, id: SetId, now: u64) -> usize {
+        match self.sets.get(id.0 as usize).map(|s| &s.store) {
+            Some(Store::Exact(m)) => m.values().filter(|e| e.live(now)).count(),
+            Some(Store::Prefix { map, .. }) => map.values().filter(|e| e.live(now)).count(),
+            Some(Store::Ranges(v)) => v.iter().filter(|(_, _, e)| e.live(now)).count(),
+            None => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: [u8; 4]) -> Vec<u8> {
+        a.to_vec()
+    }
+
+    fn cidr(a: [u8; 4], plen: u32) -> ElemSpec {
+        let x = u32::from_be_bytes(a);
+        let mask = if plen == 0 { 0 } else { u32::MAX << (32 - plen) };
+        ElemSpec {
+            lo: (x & mask).to_be_bytes().to_vec(),
+            hi: (x | !mask).to_be_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn spec(interval: bool, key_len: usize) -> SetSpec {
+        SetSpec {
+            name: "s".into(),
+            key_len,
+            interval,
+            ..Default::default()
+        }
+    }
+
+    fn hit(s: &Sets, id: SetId, key: &[u8]) -> bool {
+        let mut v = [0; MAX_DATA_LEN];
+        s.lookup(id, key, 0, &mut v) != LookupResult::Miss
+    }
+
+    #[test]
+    fn prefix_sets_match_longest_and_any_length() {
+        let mut sets = Sets::default();
+        let set = Set::build(
+            &spec(true, 4),
+            &[
+                cidr([198, 18, 0, 0], 15),
+                cidr([198, 20, 1, 0], 24),
+                cidr([198, 20, 2, 7], 32),
+            ],
+            0,
+        )
+        .unwrap();
+        assert!(matches!(set.store, Store::Prefix { .. }));
+        let id = sets.push(set);
+        assert!(hit(&sets, id, &v4([198, 18, 0, 1])));
+        assert!(hit(&sets, id, &v4([198, 19, 255, 255])));
+        assert!(!hit(&sets, id, &v4([198, 20, 0, 1])));
+        assert!(hit(&sets, id, &v4([198, 20, 1, 200])));
+        assert!(hit(&sets, id, &v4([198, 20, 2, 7])));
+        assert!(!hit(&sets, id, &v4([198, 20, 2, 8])));
+    }
+
+    #[test]
+    fn port_ranges_use_binary_search() {
+        let mut sets = Sets::default();
+        let r = |a: u16, b: u16| ElemSpec {
+            lo: a.to_be_bytes().to_vec(),
+            hi: b.to_be_bytes().to_vec(),
+            ..Default::default()
+        };
+        let set = Set::build(&spec(true, 2), &[r(22, 22), r(1000, 2000), r(8000, 8080)], 0).unwrap();
+        assert!(matches!(set.store, Store::Ranges(_)));
+        let id = sets.push(set);
+        for (p, want) in [
+            (21, false),
+            (22, true),
+            (23, false),
+            (999, false),
+            (1000, true),
+            (1500, true),
+            (2000, true),
+            (2001, false),
+            (8080, true),
+            (65535, false),
+        ] {
+            assert_eq!(hit(&sets, id, &(p as u16).to_be_bytes()), want, "port {p}");
+        }
+    }
+
+    #[test]
+    fn overlaps_inversions_duplicates_and_lengths_are_refused() {
+        let r = |a: u16, b: u16| ElemSpec {
+            lo: a.to_be_bytes().to_vec(),
+            hi: b.to_be_bytes().to_vec(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Set::build(&spec(true, 2), &[r(1, 10), r(5, 20)], 0),
+            Err(SetError::Overlap { .. })
+        ));
+        assert!(matches!(
+            Set::build(&spec(true, 2), &[r(10, 1)], 0),
+            Err(SetError::Inverted { .. })
+        ));
+        assert!(matches!(
+            Set::build(&spec(false, 2), &[r(1, 1), r(1, 1)], 0),
+            Err(SetError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            Set::build(&spec(false, 4), &[r(1, 1)], 0),
+            Err(SetError::KeyLength { .. })
+        ));
+    }
+
+    #[test]
+    fn maps_return_values_and_verdicts_round_trip() {
+        let mut sets = Sets::default();
+        let e = |k: u16, v: Verdict| ElemSpec {
+            lo: k.to_be_bytes().to_vec(),
+            hi: k.to_be_bytes().to_vec(),
+            value: encode_verdict(v).to_vec(),
+            ..Default::default()
+        };
+        let s = SetSpec {
+            name: "vm".into(),
+            key_len: 2,
+            data_len: 8,
+            verdict_map: true,
+            ..Default::default()
+        };
+        let id = sets.push(Set::build(&s, &[e(22, Verdict::Accept), e(80, Verdict::Jump(3))], 0).unwrap());
+        let mut v = [0; MAX_DATA_LEN];
+        assert_eq!(
+            sets.lookup(id, &80u16.to_be_bytes(), 0, &mut v),
+            LookupResult::Value(8)
+        );
+        assert_eq!(decode_verdict(&v[..8]), Some(Verdict::Jump(3)));
+        for verdict in [
+            Verdict::Accept,
+            Verdict::Drop,
+            Verdict::Continue,
+            Verdict::Return,
+            Verdict::Jump(7),
+            Verdict::Goto(65535),
+        ] {
+            assert_eq!(decode_verdict(&encode_verdict(verdict)), Some(verdict));
+        }
+    }
+
+    #[test]
+    fn element_timeouts_expire() {
+        let mut sets = Sets::default();
+        let s = SetSpec {
+            name: "t".into(),
+            key_len: 4,
+            timeout_ns: Some(1000),
+            ..Default::default()
+        };
+        let id = sets.push(
+            Set::build(
+                &s,
+                &[ElemSpec {
+                    lo: v4([1, 2, 3, 4]),
+                    hi: v4([1, 2, 3, 4]),
+                    ..Default::default()
+                }],
+                0,
+            )
+            .unwrap(),
+        );
+        let mut v = [0; MAX_DATA_LEN];
+        assert_eq!(sets.lookup(id, &v4([1, 2, 3, 4]), 999, &mut v), LookupResult::Hit);
+        assert_eq!(
+            sets.lookup(id, &v4([1, 2, 3, 4]), 1000, &mut v),
+            LookupResult::Miss
+        );
+    }
+
+    #[test]
+    fn meters_limit_per_key_and_stop_at_size() {
+        let mut sets = Sets::default();
+        let s = SetSpec {
+            name: "m".into(),
+            key_len: 4,
+            size: Some(2),
+            ..Default::default()
+        };
+        let id = sets.push(Set::build(&s, &[], 0).unwrap());
+        let stmt = DynStmt::Limit {
+            rate: 1,
+            per_ns: 1_000_000_000,
+            burst: 0,
+            over: true,
+        };
+        let take = |b: &mut (u64, u64, bool), r, p, bu| crate::vm::bucket_take_raw(b, r, p, bu, 0);
+        // `over`: the first packet of a key is within the limit (rule breaks), the second is over.
+        assert!(!sets.dynset(id, &v4([1, 1, 1, 1]), DynsetOp::Add, 0, stmt, 0, 60, take));
+        assert!(sets.dynset(id, &v4([1, 1, 1, 1]), DynsetOp::Add, 0, stmt, 0, 60, take));
+        assert!(!sets.dynset(id, &v4([2, 2, 2, 2]), DynsetOp::Add, 0, stmt, 0, 60, take));
+        // Full: a third key is not added.
+        assert!(!sets.dynset(id, &v4([3, 3, 3, 3]), DynsetOp::Add, 0, stmt, 0, 60, take));
+        assert_eq!(sets.live_len(id, 0), 2);
+    }
+}

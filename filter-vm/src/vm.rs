@@ -1,0 +1,1004 @@
+//! The register VM: instructions, programs, and the interpreter.
+//!
+//! Model (nftables' own, see the kernel's `nf_tables_core.c`): a program is a set of chains;
+//! a chain is a list of rules; a rule is a straight-line list of instructions that either all
+//! succeed (the rule matched; its statements ran) or stop at the first one that *breaks* (a
+//! comparison that failed, a load past the end of the packet), in which case evaluation moves
+//! on to the next rule. A verdict instruction ends the rule with accept, drop, jump, goto,
+//! return or continue. Falling off the end of a regular chain returns to the caller; falling
+//! off a base chain applies its policy.
+//!
+//! Registers: a verdict register plus 16 × 32-bit data registers (64 bytes), addressable as
+//! 4 × 128-bit. Data in registers is always in network byte order (big-endian), including
+//! meta and ct values, so that every comparison and range check is a byte-wise comparison;
+//! `byteorder` exists for programs that need host-order arithmetic.
+//!
+//! Only programs accepted by [`crate::verify`] are ever evaluated: the interpreter relies on
+//! register indices and lengths being in bounds (it still never panics on a bad program — it
+//! treats an out-of-range access as a break — but that is a safety net, not the contract).
+
+use crate::sets::{LookupResult, SetId, Sets};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Number of 32-bit data registers.
+pub const NUM_REGS: usize = 16;
+/// Bytes of register file.
+pub const REG_BYTES: usize = NUM_REGS * 4;
+/// Deepest jump stack (nftables uses 16).
+pub const MAX_CALL_DEPTH: usize = 16;
+/// Longest single load/compare (a 128-bit register).
+pub const MAX_DATA_LEN: usize = 16;
+
+/// Where a payload offset counts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Base {
+    /// The Ethernet header (the start of the frame).
+    Link,
+    /// The IPv4/IPv6 header.
+    Network,
+    /// The transport header (absent for non-first fragments and unknown protocols).
+    Transport,
+}
+
+/// Comparison operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+}
+
+/// The right-hand side of a comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    /// A constant (first `len` bytes used).
+    Imm([u8; MAX_DATA_LEN]),
+    /// Another register (levee extension: nft cannot compare two packet fields).
+    Reg(u8),
+}
+
+/// Bitwise operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BitOp {
+    /// `dst = (src & mask) ^ xor`.
+    MaskXor {
+        mask: [u8; MAX_DATA_LEN],
+        xor: [u8; MAX_DATA_LEN],
+    },
+    /// Shift the big-endian value left by `n` bits.
+    Shl(u8),
+    /// Shift the big-endian value right by `n` bits.
+    Shr(u8),
+}
+
+/// Meta keys (`meta …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetaKey {
+    /// Input interface index (4 bytes).
+    Iif,
+    /// Output interface index (4 bytes).
+    Oif,
+    /// Input interface name (16 bytes, NUL padded).
+    IifName,
+    /// Output interface name (16 bytes).
+    OifName,
+    /// Packet length as the hook sees it (4 bytes).
+    Len,
+    /// Transport protocol number (1 byte).
+    L4Proto,
+    /// Network family: 2 (IPv4) or 10 (IPv6) (1 byte).
+    NfProto,
+    /// EtherType of the network header (2 bytes).
+    Protocol,
+    /// Packet mark (4 bytes).
+    Mark,
+    /// The CPU (worker) evaluating the packet (4 bytes).
+    Cpu,
+    /// Seconds since midnight, UTC (4 bytes).
+    TimeOfDay,
+    /// Day of the week, 0 = Sunday (1 byte).
+    Day,
+    /// Hour of the day, UTC (1 byte).
+    Hour,
+    /// Packet type: 0 host, 1 broadcast, 2 multicast, 3 other host (1 byte).
+    PktType,
+}
+
+impl MetaKey {
+    /// Bytes this key loads.
+    pub fn data_len(self) -> usize {
+        match self {
+            MetaKey::IifName | MetaKey::OifName => 16,
+            MetaKey::L4Proto | MetaKey::NfProto | MetaKey::Day | MetaKey::Hour | MetaKey::PktType => 1,
+            MetaKey::Protocol => 2,
+            _ => 4,
+        }
+    }
+}
+
+/// Conntrack keys (`ct …`), read from the [`CtView`] the caller supplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtKey {
+    /// State bit (4 bytes): invalid 1, established 2, related 4, new 8, untracked 64 (nft's
+    /// encoding).
+    State,
+    /// Status bits (4 bytes).
+    Status,
+    /// 0 original, 1 reply (1 byte).
+    Direction,
+    /// ct mark (4 bytes).
+    Mark,
+    /// 128-bit label (16 bytes).
+    Label,
+    /// Milliseconds until the entry expires (4 bytes).
+    Expiration,
+    /// Zone (2 bytes).
+    Zone,
+}
+
+impl CtKey {
+    /// Bytes this key loads.
+    pub fn data_len(self) -> usize {
+        match self {
+            CtKey::Direction => 1,
+            CtKey::Zone => 2,
+            CtKey::Label => 16,
+            _ => 4,
+        }
+    }
+}
+
+/// Verdicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    /// Go on with the next rule (the default after a rule's statements).
+    Continue,
+    /// Leave the current chain; in a base chain, apply the policy.
+    Return,
+    /// Call a chain; come back afterwards.
+    Jump(u16),
+    /// Continue in a chain without coming back.
+    Goto(u16),
+}
+
+/// Checksum to fix after a payload write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CsumFix {
+    None,
+    /// IPv4 header checksum (network base, offset 10).
+    Ipv4Header,
+    /// The transport checksum at this offset from the transport header (TCP 16, UDP 6); for
+    /// network-header writes it is the pseudo-header part that changes.
+    Transport(u16),
+}
+
+/// Reject flavours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectKind {
+    TcpReset,
+    /// ICMP (IPv4) destination unreachable with this code.
+    Icmp(u8),
+    /// ICMPv6 destination unreachable with this code.
+    Icmpv6(u8),
+    /// Port-unreachable of the packet's family (`icmpx`), or TCP reset for TCP.
+    IcmpxPortUnreachable,
+}
+
+/// What a meter does with a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DynsetOp {
+    /// Add the key if absent (existing elements keep their state).
+    Add,
+    /// Add the key or refresh its timeout.
+    Update,
+}
+
+/// Per-element statement of a meter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DynStmt {
+    None,
+    /// Per-element rate limit; the rule matches when the element is (over: above) within
+    /// (over: beyond) `rate` per `per_ns`, with `burst`.
+    Limit {
+        rate: u64,
+        per_ns: u64,
+        burst: u64,
+        over: bool,
+    },
+    /// Per-element counter.
+    Counter,
+}
+
+/// One instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Insn {
+    /// Copy `len` packet bytes at `base + offset` into registers from `dreg`; breaks when the
+    /// packet is too short or the base does not exist.
+    PayloadLoad {
+        base: Base,
+        offset: u16,
+        len: u8,
+        dreg: u8,
+    },
+    /// Write `len` register bytes from `sreg` into the packet, fixing `csum` incrementally.
+    PayloadWrite {
+        base: Base,
+        offset: u16,
+        len: u8,
+        sreg: u8,
+        csum: CsumFix,
+    },
+    /// Compare `len` bytes at `sreg` with `rhs`; breaks when false.
+    Cmp {
+        op: CmpOp,
+        sreg: u8,
+        len: u8,
+        rhs: Operand,
+    },
+    /// `dreg = op(sreg)` over `len` bytes.
+    Bitwise { sreg: u8, dreg: u8, len: u8, op: BitOp },
+    /// Swap bytes of each `size`-byte word (`size` 2, 4 or 8) over `len` bytes.
+    Byteorder { sreg: u8, dreg: u8, len: u8, size: u8 },
+    /// Breaks unless `from <= value <= to` (or, with `negate`, unless outside).
+    Range {
+        sreg: u8,
+        len: u8,
+        from: [u8; MAX_DATA_LEN],
+        to: [u8; MAX_DATA_LEN],
+        negate: bool,
+    },
+    /// Load a constant.
+    Immediate {
+        dreg: u8,
+        len: u8,
+        data: [u8; MAX_DATA_LEN],
+    },
+    /// Load a meta value.
+    Meta { key: MetaKey, dreg: u8 },
+    /// Set the packet mark from a register.
+    MetaSetMark { sreg: u8 },
+    /// Load a conntrack value.
+    Ct { key: CtKey, dreg: u8 },
+    /// Set the ct mark (4 bytes) or label (16 bytes) from a register.
+    CtSet { key: CtKey, sreg: u8 },
+    /// Set lookup: breaks unless the `len`-byte key at `sreg` is (not, with `invert`) in the
+    /// set; for maps, the value goes to `dreg` (or, for verdict maps, the verdict register).
+    Lookup {
+        set: SetId,
+        sreg: u8,
+        len: u8,
+        dreg: Option<u8>,
+        verdict_map: bool,
+        invert: bool,
+    },
+    /// Add or update a packet-derived key in a per-worker dynamic set (meters).
+    Dynset {
+        set: SetId,
+        sreg: u8,
+        len: u8,
+        op: DynsetOp,
+        timeout_ns: u64,
+        stmt: DynStmt,
+    },
+    /// Count the packet (per-worker counter `id`).
+    Counter { id: u32 },
+    /// Token bucket `id`: breaks when the packet conforms and `over` is set, or when it does
+    /// not conform and `over` is clear.
+    Limit {
+        id: u32,
+        rate: u64,
+        per_ns: u64,
+        burst: u64,
+        bytes: bool,
+        over: bool,
+    },
+    /// Byte quota `id`: breaks once `bytes` are used (or, with `over`, until they are).
+    Quota { id: u32, bytes: u64, over: bool },
+    /// Record a log event with this prefix index (the caller drains events).
+    Log { prefix: u32 },
+    /// Drop the packet and ask the dataplane to answer with a reject.
+    Reject(RejectKind),
+    /// Hand the packet to the SYN proxy with these options; ends evaluation.
+    Synproxy {
+        mss: u16,
+        wscale: u8,
+        timestamp: bool,
+        sack_perm: bool,
+    },
+    /// Do not track the packet in conntrack.
+    Notrack,
+    /// Set the verdict register.
+    Verdict(Verdict),
+}
+
+/// A compiled rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub insns: Vec<Insn>,
+}
+
+/// A compiled chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub rules: Vec<Rule>,
+    /// For base chains: the policy (`Accept` or `Drop`).
+    pub policy: Option<Verdict>,
+}
+
+/// A program: chains (indexed by `Verdict::Jump`/`Goto`), the sets they use, and how many
+/// counters, limits and quotas the per-worker state needs.
+#[derive(Clone, Debug, Default)]
+pub struct Program {
+    pub chains: Vec<Chain>,
+    pub sets: Sets,
+    pub counters: u32,
+    pub limits: u32,
+    pub quotas: u32,
+    pub log_prefixes: Vec<String>,
+}
+
+/// The conntrack facts the caller knows about the packet's flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtView {
+    /// nft state bit (see [`CtKey::State`]).
+    pub state: u32,
+    pub status: u32,
+    /// 0 original, 1 reply.
+    pub direction: u8,
+    pub mark: u32,
+    pub label: u128,
+    pub expiration_ms: u32,
+    pub zone: u16,
+}
+
+impl CtView {
+    pub const INVALID: u32 = 1;
+    pub const ESTABLISHED: u32 = 2;
+    pub const RELATED: u32 = 4;
+    pub const NEW: u32 = 8;
+    pub const UNTRACKED: u32 = 64;
+}
+
+impl Default for CtView {
+    fn default() -> Self {
+        CtView {
+            state: CtView::UNTRACKED,
+            status: 0,
+            direction: 0,
+            mark: 0,
+            label: 0,
+            expiration_ms: 0,
+            zone: 0,
+        }
+    }
+}
+
+/// A packet as the VM sees it: the frame, where its headers start, and its metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketCtx<'a> {
+    pub frame: &'a [u8],
+    /// Offset of the network header (after any VLAN tags).
+    pub l3_offset: usize,
+    /// Offset of the transport header, when there is one.
+    pub l4_offset: Option<usize>,
+    /// End of the network packet (frame length minus Ethernet padding), for bounds.
+    pub l3_end: usize,
+    /// 2 (IPv4), 10 (IPv6) or 0.
+    pub nfproto: u8,
+    /// Transport protocol number (0 when none).
+    pub l4proto: u8,
+    /// EtherType of the network header.
+    pub ethertype: u16,
+    /// Length the hook reports (`meta length`, counter bytes).
+    pub len: u32,
+    pub iif: u32,
+    pub oif: u32,
+    pub iifname: [u8; 16],
+    pub oifname: [u8; 16],
+    pub mark: u32,
+    pub cpu: u32,
+    /// Wall-clock nanoseconds since the Unix epoch (for `meta time/hour/day`).
+    pub wall_ns: u64,
+    /// Monotonic nanoseconds (for limits, quotas refills and timeouts).
+    pub now_ns: u64,
+    pub pkttype: u8,
+    pub ct: CtView,
+}
+
+/// What evaluation decided, besides accept/drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Actions {
+    /// New packet mark, if a rule set one.
+    pub mark: Option<u32>,
+    /// New ct mark, if a rule set one.
+    pub ct_mark: Option<u32>,
+    /// New ct label, if a rule set one.
+    pub ct_label: Option<u128>,
+    /// `notrack` ran.
+    pub notrack: bool,
+    /// A reject to send.
+    pub reject: Option<RejectKind>,
+    /// The SYN proxy takes the packet.
+    pub synproxy: Option<(u16, u8, bool, bool)>,
+}
+
+/// The outcome of evaluating one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Accept or Drop.
+    pub verdict: Verdict,
+    pub actions: Actions,
+}
+
+/// A per-worker counter cell: written by one worker with plain stores (no read-modify-write
+/// atomics on the fast path), read by the control thread.
+#[derive(Debug, Default)]
+pub struct CounterCell {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl CounterCell {
+    #[inline]
+    fn add(&self, bytes: u64) {
+        // Single writer: load + store, not fetch_add.
+        self.packets
+            .store(self.packets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.bytes
+            .store(self.bytes.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+    }
+    /// (packets, bytes).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.packets.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    tokens: u64,
+    last_ns: u64,
+    primed: bool,
+}
+
+/// One worker's mutable state for a program: counters, token buckets, quotas, meters, log
+/// events. Never shared between workers.
+#[derive(Debug, Default)]
+pub struct State {
+    pub counters: Vec<CounterCell>,
+    buckets: Vec<Bucket>,
+    quotas: Vec<u64>,
+    pub dynamic: Sets,
+    /// Log events (prefix index), bounded; the caller drains them.
+    pub log_events: Vec<u32>,
+    /// Log events dropped because the buffer was full.
+    pub log_dropped: u64,
+}
+
+const LOG_EVENTS_MAX: usize = 1024;
+
+impl State {
+    /// Fresh state sized for `p`.
+    pub fn new(p: &Program) -> State {
+        State {
+            counters: (0..p.counters).map(|_| CounterCell::default()).collect(),
+            buckets: vec![Bucket::default(); p.limits as usize],
+            quotas: vec![0; p.quotas as usize],
+            dynamic: p.sets.empty_dynamic_copy(),
+            log_events: Vec::new(),
+            log_dropped: 0,
+        }
+    }
+}
+
+/// Token bucket: `rate` tokens per `per_ns`, at most `burst` (+ rate) stored; costs `cost`.
+/// Returns true when the packet conforms. Integer arithmetic in units of 1/per_ns.
+fn bucket_take(b: &mut Bucket, rate: u64, per_ns: u64, burst: u64, cost: u64, now: u64) -> bool {
+    // Tokens are kept scaled by per_ns so refills never lose precision.
+    let cap = rate.saturating_add(burst).saturating_mul(per_ns);
+    if !b.primed {
+        b.primed = true;
+        b.tokens = cap;
+        b.last_ns = now;
+    }
+    let elapsed = now.saturating_sub(b.last_ns);
+    b.last_ns = now;
+    b.tokens = b.tokens.saturating_add(elapsed.saturating_mul(rate)).min(cap);
+    let need = cost.saturating_mul(per_ns);
+    if b.tokens >= need {
+        b.tokens -= need;
+        true
+    } else {
+        false
+    }
+}
+
+struct Regs {
+    data: [u8; REG_BYTES],
+    verdict: Verdict,
+}
+
+impl Regs {
+    #[inline]
+    fn slice(&self, reg: u8, len: u8) -> Option<&[u8]> {
+        let start = reg as usize * 4;
+        self.data.get(start..start + len as usize)
+    }
+    #[inline]
+    fn slice_mut(&mut self, reg: u8, len: u8) -> Option<&mut [u8]> {
+        let start = reg as usize * 4;
+        self.data.get_mut(start..start + len as usize)
+    }
+    /// Writes `bytes` at `reg`, zero-padding to the 4-byte register boundary (nft semantics).
+    #[inline]
+    fn store(&mut self, reg: u8, bytes: &[u8]) -> bool {
+        let start = reg as usize * 4;
+        let padded = bytes.len().div_ceil(4) * 4;
+        match self.data.get_mut(start..start + padded) {
+            Some(dst) => {
+                dst[..bytes.len()].copy_from_slice(bytes);
+                dst[bytes.len()..].fill(0);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Why a rule stopped early.
+enum Flow {
+    Next,
+    Break,
+}
+
+#[inline]
+fn cmp(op: CmpOp, a: &[u8], b: &[u8]) -> bool {
+    let o = a.cmp(b);
+    match op {
+        CmpOp::Eq => o.is_eq(),
+        CmpOp::Ne => o.is_ne(),
+        CmpOp::Lt => o.is_lt(),
+        CmpOp::Lte => o.is_le(),
+        CmpOp::Gt => o.is_gt(),
+        CmpOp::Gte => o.is_ge(),
+    }
+}
+
+fn shift(src: &[u8], dst: &mut [u8], n: u8, left: bool) {
+    // Big-endian multi-byte shift by n (< 32) bits.
+    let len = src.len();
+    let mut v = [0u8; MAX_DATA_LEN];
+    v[..len].copy_from_slice(src);
+    let bytes = (n / 8) as usize;
+    let bits = n % 8;
+    for i in 0..len {
+        let (hi, lo) = if left {
+            let j = i + bytes;
+            (v.get(j).copied().unwrap_or(0), v.get(j + 1).copied().unwrap_or(0))
+        } else {
+            let hi = if i >= bytes { v[i - bytes] } else { 0 };
+            let lo = if i > bytes { v[i - bytes - 1] } else { 0 };
+            (lo, hi)
+        };
+        dst[i] = if left {
+            if bits == 0 {
+                hi
+            } else {
+                (hi << bits) | (lo >> (8 - bits))
+            }
+        } else if bits == 0 {
+            lo
+        } else {
+            (lo >> bits) | (hi << (8 - bits))
+        };
+    }
+}
+
+fn meta_value(key: MetaKey, p: &PacketCtx<'_>, out: &mut [u8; 16]) {
+    let secs = p.wall_ns / 1_000_000_000;
+    match key {
+        MetaKey::Iif => out[..4].copy_from_slice(&p.iif.to_be_bytes()),
+        MetaKey::Oif => out[..4].copy_from_slice(&p.oif.to_be_bytes()),
+        MetaKey::IifName => *out = p.iifname,
+        MetaKey::OifName => *out = p.oifname,
+        MetaKey::Len => out[..4].copy_from_slice(&p.len.to_be_bytes()),
+        MetaKey::L4Proto => out[0] = p.l4proto,
+        MetaKey::NfProto => out[0] = p.nfproto,
+        MetaKey::Protocol => out[..2].copy_from_slice(&p.ethertype.to_be_bytes()),
+        MetaKey::Mark => out[..4].copy_from_slice(&p.mark.to_be_bytes()),
+        MetaKey::Cpu => out[..4].copy_from_slice(&p.cpu.to_be_bytes()),
+        MetaKey::TimeOfDay => out[..4].copy_from_slice(&((secs % 86_400) as u32).to_be_bytes()),
+        // 1970-01-01 was a Thursday (4).
+        MetaKey::Day => out[0] = ((secs / 86_400 + 4) % 7) as u8,
+        MetaKey::Hour => out[0] = ((secs % 86_400) / 3600) as u8,
+        MetaKey::PktType => out[0] = p.pkttype,
+    }
+}
+
+fn ct_value(key: CtKey, ct: &CtView, out: &mut [u8; 16]) {
+    match key {
+        CtKey::State => out[..4].copy_from_slice(&ct.state.to_be_bytes()),
+        CtKey::Status => out[..4].copy_from_slice(&ct.status.to_be_bytes()),
+        CtKey::Direction => out[0] = ct.direction,
+        CtKey::Mark => out[..4].copy_from_slice(&ct.mark.to_be_bytes()),
+        CtKey::Label => *out = ct.label.to_be_bytes(),
+        CtKey::Expiration => out[..4].copy_from_slice(&ct.expiration_ms.to_be_bytes()),
+        CtKey::Zone => out[..2].copy_from_slice(&ct.zone.to_be_bytes()),
+    }
+}
+
+/// Evaluates base chain `entry` of `prog` for one packet. `frame` may be rewritten by payload
+/// writes (`frame_mut` is the same bytes the context's `frame` describes, if writable).
+pub fn evaluate(prog: &Program, state: &mut State, entry: usize, p: &PacketCtx<'_>) -> Outcome {
+    let mut regs = Regs {
+        data: [0; REG_BYTES],
+        verdict: Verdict::Continue,
+    };
+    let mut actions = Actions::default();
+    // (chain, next rule) to resume after a jump returns.
+    let mut stack: [(u16, u32); MAX_CALL_DEPTH] = [(0, 0); MAX_CALL_DEPTH];
+    let mut depth = 0usize;
+    let mut chain = entry;
+    let mut rule = 0usize;
+    let mark_len = p.len as u64;
+    let policy = prog
+        .chains
+        .get(entry)
+        .and_then(|c| c.policy)
+        .unwrap_or(Verdict::Accept);
+    loop {
+        let Some(c) = prog.chains.get(chain) else {
+            return Outcome {
+                verdict: policy,
+                actions,
+            };
+        };
+        let Some(r) = c.rules.get(rule) else {
+            // End of chain: regular chains return to their caller, base chains apply policy.
+            if depth == 0 {
+                return Outcome {
+                    verdict: policy,
+                    actions,
+                };
+            }
+            depth -= 1;
+            chain = stack[depth].0 as usize;
+            rule = stack[depth].1 as usize;
+            continue;
+        };
+        regs.verdict = Verdict::Continue;
+        let mut flow = Flow::Next;
+        for insn in &r.insns {
+            if let Flow::Break = run(insn, prog, state, p, &mut regs, &mut actions, mark_len) {
+                flow = Flow::Break;
+                break;
+            }
+            if regs.verdict != Verdict::Continue {
+                break;
+            }
+        }
+        if let Flow::Break = flow {
+            rule += 1;
+            continue;
+        }
+        match regs.verdict {
+            Verdict::Continue => rule += 1,
+            Verdict::Accept | Verdict::Drop => {
+                return Outcome {
+                    verdict: regs.verdict,
+                    actions,
+                }
+            }
+            Verdict::Return => {
+                if depth == 0 {
+                    return Outcome {
+                        verdict: policy,
+                        actions,
+                    };
+                }
+                depth -= 1;
+                chain = stack[depth].0 as usize;
+                rule = stack[depth].1 as usize;
+            }
+            Verdict::Jump(to) => {
+                if depth == MAX_CALL_DEPTH {
+                    // The verifier refuses programs that can get here; drop to be safe.
+                    return Outcome {
+                        verdict: Verdict::Drop,
+                        actions,
+                    };
+                }
+                stack[depth] = (chain as u16, (rule + 1) as u32);
+                depth += 1;
+                chain = to as usize;
+                rule = 0;
+            }
+            Verdict::Goto(to) => {
+                chain = to as usize;
+                rule = 0;
+            }
+        }
+    }
+}
+
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn run(
+    insn: &Insn,
+    prog: &Program,
+    state: &mut State,
+    p: &PacketCtx<'_>,
+    regs: &mut Regs,
+    actions: &mut Actions,
+    len: u64,
+) -> Flow {
+    macro_rules! or_break {
+        ($e:expr) => {
+            match $e {
+                Some(v) => v,
+                None => return Flow::Break,
+            }
+        };
+    }
+    match insn {
+        Insn::PayloadLoad {
+            base,
+            offset,
+            len,
+            dreg,
+        } => {
+            let start = match base {
+                Base::Link => 0,
+                Base::Network => {
+                    if p.nfproto == 0 {
+                        return Flow::Break;
+                    }
+                    p.l3_offset
+                }
+                Base::Transport => or_break!(p.l4_offset),
+            };
+            let from = start + *offset as usize;
+            let end = if matches!(base, Base::Link) {
+                p.frame.len()
+            } else {
+                p.l3_end
+            };
+            if from + *len as usize > end {
+                return Flow::Break;
+            }
+            let bytes = or_break!(p.frame.get(from..from + *len as usize));
+            or_break!(regs.store(*dreg, bytes).then_some(()));
+        }
+        Insn::PayloadWrite { .. } => {
+            // Packet rewriting needs a mutable frame; evaluation through `evaluate` is
+            // read-only, so writes are recorded nowhere yet (the dataplane applies `Actions`).
+        }
+        Insn::Cmp { op, sreg, len, rhs } => {
+            let a = or_break!(regs.slice(*sreg, *len));
+            let ok = match rhs {
+                Operand::Imm(d) => cmp(*op, a, &d[..*len as usize]),
+                Operand::Reg(r) => cmp(*op, a, or_break!(regs.slice(*r, *len))),
+            };
+            if !ok {
+                return Flow::Break;
+            }
+        }
+        Insn::Bitwise { sreg, dreg, len, op } => {
+            let mut src = [0u8; MAX_DATA_LEN];
+            let n = *len as usize;
+            src[..n].copy_from_slice(or_break!(regs.slice(*sreg, *len)));
+            let dst = or_break!(regs.slice_mut(*dreg, *len));
+            match op {
+                BitOp::MaskXor { mask, xor } => {
+                    for i in 0..n {
+                        dst[i] = (src[i] & mask[i]) ^ xor[i];
+                    }
+                }
+                BitOp::Shl(s) => shift(&src[..n], dst, *s, true),
+                BitOp::Shr(s) => shift(&src[..n], dst, *s, false),
+            }
+        }
+        Insn::Byteorder {
+            sreg,
+            dreg,
+            len,
+            size,
+        } => {
+            let mut src = [0u8; MAX_DATA_LEN];
+            let n = *len as usize;
+            src[..n].copy_from_slice(or_break!(regs.slice(*sreg, *len)));
+            let dst = or_break!(regs.slice_mut(*dreg, *len));
+            let w = (*size as usize).max(1);
+            for (d, s) in dst.chunks_mut(w).zip(src[..n].chunks(w)) {
+                for (i, b) in s.iter().rev().enumerate() {
+                    if let Some(x) = d.get_mut(i) {
+                        *x = *b;
+                    }
+                }
+            }
+        }
+        Insn::Range {
+            sreg,
+            len,
+            from,
+            to,
+            negate,
+        } => {
+            let v = or_break!(regs.slice(*sreg, *len));
+            let n = *len as usize;
+            let inside = v >= &from[..n] && v <= &to[..n];
+            if inside == *negate {
+                return Flow::Break;
+            }
+        }
+        Insn::Immediate { dreg, len, data } => {
+            or_break!(regs.store(*dreg, &data[..*len as usize]).then_some(()));
+        }
+        Insn::Meta { key, dreg } => {
+            let mut v = [0u8; 16];
+            meta_value(*key, p, &mut v);
+            or_break!(regs.store(*dreg, &v[..key.data_len()]).then_some(()));
+        }
+        Insn::MetaSetMark { sreg } => {
+            let v = or_break!(regs.slice(*sreg, 4));
+            actions.mark = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+        }
+        Insn::Ct { key, dreg } => {
+            if p.ct.state == CtView::UNTRACKED && *key != CtKey::State {
+                // No entry: every ct key but the state is absent (nft_ct breaks).
+                return Flow::Break;
+            }
+            let mut v = [0u8; 16];
+            ct_value(*key, &p.ct, &mut v);
+            or_break!(regs.store(*dreg, &v[..key.data_len()]).then_some(()));
+        }
+        Insn::CtSet { key, sreg } => match key {
+            CtKey::Mark => {
+                let v = or_break!(regs.slice(*sreg, 4));
+                actions.ct_mark = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+            }
+            CtKey::Label => {
+                let v = or_break!(regs.slice(*sreg, 16));
+                let mut b = [0u8; 16];
+                b.copy_from_slice(v);
+                actions.ct_label = Some(u128::from_be_bytes(b));
+            }
+            _ => {}
+        },
+        Insn::Lookup {
+            set,
+            sreg,
+            len,
+            dreg,
+            verdict_map,
+            invert,
+        } => {
+            let key = or_break!(regs.slice(*sreg, *len));
+            let mut value = [0u8; MAX_DATA_LEN];
+            let found = match prog.sets.lookup(*set, key, p.now_ns, &mut value) {
+                LookupResult::Miss => state.dynamic.lookup(*set, key, p.now_ns, &mut value),
+                hit => hit,
+            };
+            let hit = !matches!(found, LookupResult::Miss);
+            if hit == *invert {
+                return Flow::Break;
+            }
+            if let LookupResult::Value(vlen) = found {
+                if *verdict_map {
+                    regs.verdict = or_break!(crate::sets::decode_verdict(&value[..vlen]));
+                } else if let Some(d) = dreg {
+                    or_break!(regs.store(*d, &value[..vlen]).then_some(()));
+                }
+            }
+        }
+        Insn::Dynset {
+            set,
+            sreg,
+            len,
+            op,
+            timeout_ns,
+            stmt,
+        } => {
+            let key = or_break!(regs.slice(*sreg, *len));
+            let conforms = state.dynamic.dynset(
+                *set,
+                key,
+                *op,
+                *timeout_ns,
+                *stmt,
+                p.now_ns,
+                len_bytes(p),
+                |b, r, per, burst| bucket_take_raw(b, r, per, burst, p.now_ns),
+            );
+            if !conforms {
+                return Flow::Break;
+            }
+        }
+        Insn::Counter { id } => {
+            if let Some(c) = state.counters.get(*id as usize) {
+                c.add(len);
+            }
+        }
+        Insn::Limit {
+            id,
+            rate,
+            per_ns,
+            burst,
+            bytes,
+            over,
+        } => {
+            let cost = if *bytes { len } else { 1 };
+            let b = or_break!(state.buckets.get_mut(*id as usize));
+            let conforms = bucket_take(b, *rate, *per_ns, *burst, cost, p.now_ns);
+            // `limit rate N` matches conforming packets; `limit rate over N` the others.
+            if conforms == *over {
+                return Flow::Break;
+            }
+        }
+        Insn::Quota { id, bytes, over } => {
+            let used = or_break!(state.quotas.get_mut(*id as usize));
+            let within = *used + len <= *bytes;
+            if within {
+                *used += len;
+            }
+            // `quota N` matches while within; `quota over N` once exhausted.
+            if within == *over {
+                return Flow::Break;
+            }
+        }
+        Insn::Log { prefix } => {
+            if state.log_events.len() < LOG_EVENTS_MAX {
+                state.log_events.push(*prefix);
+            } else {
+                state.log_dropped += 1;
+            }
+        }
+        Insn::Reject(kind) => {
+            actions.reject = Some(*kind);
+            regs.verdict = Verdict::Drop;
+        }
+        Insn::Synproxy {
+            mss,
+            wscale,
+            timestamp,
+            sack_perm,
+        } => {
+            actions.synproxy = Some((*mss, *wscale, *timestamp, *sack_perm));
+            // The proxy consumes the packet (nft_synproxy returns NF_STOLEN / NF_DROP).
+            regs.verdict = Verdict::Drop;
+        }
+        Insn::Notrack => actions.notrack = true,
+        Insn::Verdict(v) => regs.verdict = *v,
+    }
+    Flow::Next
+}
+
+fn len_bytes(p: &PacketCtx<'_>) -> u64 {
+    p.len as u64
+}
+
+/// Token-bucket step used by meters (element buckets live in the dynamic set).
+pub(crate) fn bucket_take_raw(
+    b: &mut (u64, u64, bool),
+    rate: u64,
+    per_ns: u64,
+    burst: u64,
+    now: u64,
+) -> bool {
+    let mut bucket = Bucket {
+        tokens: b.0,
+        last_ns: b.1,
+        primed: b.2,
+    };
+    let ok = bucket_take(&mut bucket, rate, per_ns, burst, 1, now);
+    *b = (bucket.tokens, bucket.last_ns, bucket.primed);
+    ok
+}
