@@ -7,6 +7,7 @@
 //! read-modify-write atomics.
 #![forbid(unsafe_code)]
 
+pub mod compile;
 pub mod ctx;
 pub mod nft;
 pub mod sets;
@@ -14,3 +15,6 @@ pub mod verify;
 pub mod vm;
 #[cfg(test)]
 mod vm_tests;
+
+pub use compile::{compile, CompileError, Compiled, Filter};
+pub use ctx::{CtState, PacketMeta};

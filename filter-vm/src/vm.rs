@@ -97,11 +97,11 @@ pub enum MetaKey {
     Mark,
     /// The CPU (worker) evaluating the packet (4 bytes).
     Cpu,
-    /// Seconds since midnight, UTC (4 bytes).
-    TimeOfDay,
-    /// Day of the week, 0 = Sunday (1 byte).
+    /// Nanoseconds since the Unix epoch (8 bytes).
+    TimeNs,
+    /// Day of the week, 0 = Sunday, UTC (1 byte).
     Day,
-    /// Hour of the day, UTC (1 byte).
+    /// Seconds since midnight, UTC (4 bytes; nft's `meta hour`).
     Hour,
     /// Packet type: 0 host, 1 broadcast, 2 multicast, 3 other host (1 byte).
     PktType,
@@ -112,8 +112,9 @@ impl MetaKey {
     pub fn data_len(self) -> usize {
         match self {
             MetaKey::IifName | MetaKey::OifName => 16,
-            MetaKey::L4Proto | MetaKey::NfProto | MetaKey::Day | MetaKey::Hour | MetaKey::PktType => 1,
+            MetaKey::L4Proto | MetaKey::NfProto | MetaKey::Day | MetaKey::PktType => 1,
             MetaKey::Protocol => 2,
+            MetaKey::TimeNs => 8,
             _ => 4,
         }
     }
@@ -185,8 +186,9 @@ pub enum RejectKind {
     Icmp(u8),
     /// ICMPv6 destination unreachable with this code.
     Icmpv6(u8),
-    /// Port-unreachable of the packet's family (`icmpx`), or TCP reset for TCP.
-    IcmpxPortUnreachable,
+    /// A family-independent code (`icmpx`: 0 no-route, 1 port-unreachable, 2 host-unreachable,
+    /// 3 admin-prohibited), answered as ICMP or ICMPv6 by the packet's family.
+    Icmpx(u8),
 }
 
 /// What a meter does with a key.
@@ -340,6 +342,8 @@ pub struct Program {
     pub counters: u32,
     pub limits: u32,
     pub quotas: u32,
+    /// Bytes already used per quota when the program starts (`quota … used N`).
+    pub quota_used: Vec<u64>,
     pub log_prefixes: Vec<String>,
 }
 
@@ -491,7 +495,7 @@ impl State {
         State {
             counters: (0..p.counters).map(|_| CounterCell::default()).collect(),
             buckets: vec![Bucket::default(); p.limits as usize],
-            quotas: vec![0; p.quotas as usize],
+            quotas: (0..p.quotas as usize).map(|i| p.quota_used.get(i).copied().unwrap_or(0)).collect(),
             dynamic: p.sets.empty_dynamic_copy(),
             log_events: Vec::new(),
             log_dropped: 0,
@@ -615,10 +619,10 @@ fn meta_value(key: MetaKey, p: &PacketCtx<'_>, out: &mut [u8; 16]) {
         MetaKey::Protocol => out[..2].copy_from_slice(&p.ethertype.to_be_bytes()),
         MetaKey::Mark => out[..4].copy_from_slice(&p.mark.to_be_bytes()),
         MetaKey::Cpu => out[..4].copy_from_slice(&p.cpu.to_be_bytes()),
-        MetaKey::TimeOfDay => out[..4].copy_from_slice(&((secs % 86_400) as u32).to_be_bytes()),
+        MetaKey::TimeNs => out[..8].copy_from_slice(&p.wall_ns.to_be_bytes()),
         // 1970-01-01 was a Thursday (4).
         MetaKey::Day => out[0] = ((secs / 86_400 + 4) % 7) as u8,
-        MetaKey::Hour => out[0] = ((secs % 86_400) / 3600) as u8,
+        MetaKey::Hour => out[..4].copy_from_slice(&((secs % 86_400) as u32).to_be_bytes()),
         MetaKey::PktType => out[0] = p.pkttype,
     }
 }

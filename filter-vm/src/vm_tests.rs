@@ -364,7 +364,7 @@ fn meta_and_ct_loads() {
                 key: MetaKey::Hour,
                 dreg: 0,
             },
-            eq(&[1]),
+            eq(&3600u32.to_be_bytes()),
             DROP,
         ],
         Verdict::Drop,

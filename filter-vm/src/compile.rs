@@ -1,0 +1,959 @@
+//! The compiler: nft AST ([`crate::nft::ast`]) to verified VM programs.
+//!
+//! One [`Program`] holds every chain of every table (jumps resolve within a table); each base
+//! chain is an entry point registered under its hook with its family and priority. Rules
+//! become straight-line instruction lists, following what nft itself emits:
+//! - header fields are payload loads; fields that are not whole bytes are loaded, masked and
+//!   shifted so the field sits at the top of the register, and constants are encoded the same
+//!   way (left-aligned), so equality, order and ranges all stay byte comparisons;
+//! - a transport field brings its protocol dependency (`meta l4proto tcp`), an IPv4/IPv6 field
+//!   in an `inet`, `netdev` or `bridge` table its family dependency (`meta nfproto` /
+//!   `meta protocol`), as nft inserts them;
+//! - flag types (`tcp flags`, `ct state`, `ct status`) compared with a bare constant test for
+//!   any of its bits (`& bits != 0`), with `==` for exact equality;
+//! - anonymous sets become real sets (exact, prefix or range stores, see [`crate::sets`]);
+//! - concatenations pad each part to 4 bytes, as registers do.
+//!
+//! **Fast path** (what the compiler does on its own): a run of two or more consecutive rules
+//! in one chain that each match one field against one constant and end in the same verdict,
+//! with no other statement (`ip saddr 198.18.0.1 drop`, `ip saddr 198.18.0.2 drop`, …), is
+//! compiled to a single set lookup. Rules with counters are never merged, because each rule's
+//! counter must stay its own.
+
+use crate::ctx::{packet_ctx, HookKind, PacketMeta};
+use crate::nft::ast::{self, Const, DataType, Expr, HeaderBase, Rhs, SetRef, Stmt, Value};
+use crate::sets::{encode_verdict, ElemSpec, Set, SetId, SetSpec};
+use crate::verify::{verify, VerifyError};
+use crate::vm::{
+    self, evaluate, Base, BitOp, CmpOp, CtKey, DynStmt, DynsetOp, Insn, MetaKey, Operand, Program, RejectKind,
+    State, Verdict, MAX_DATA_LEN, REG_BYTES,
+};
+use std::collections::HashMap;
+
+/// A compile error, positioned in the source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}:{col}: {message}")]
+pub struct CompileError {
+    pub line: u32,
+    pub col: u32,
+    pub message: String,
+}
+
+fn err_at(span: ast::Span, message: impl Into<String>) -> CompileError {
+    CompileError { line: span.line, col: span.col, message: message.into() }
+}
+
+impl From<VerifyError> for CompileError {
+    fn from(e: VerifyError) -> Self {
+        CompileError { line: 0, col: 0, message: format!("verifier: {e}") }
+    }
+}
+
+/// A base chain's registration.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub family: ast::Family,
+    pub hook: ast::Hook,
+    pub priority: i32,
+    pub device: Option<String>,
+    pub chain: usize,
+}
+
+/// Where a rule's counter lives.
+#[derive(Clone, Debug)]
+pub struct RuleCounter {
+    pub table: String,
+    pub chain: String,
+    /// Index of the rule within its chain (declaration order).
+    pub index: usize,
+    pub counter: u32,
+}
+
+/// A compiled ruleset: the verified program, its entry points and rule counters.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub program: Program,
+    /// Base chains, sorted by hook, then priority, then declaration order.
+    pub entries: Vec<Entry>,
+    pub rule_counters: Vec<RuleCounter>,
+}
+
+/// A per-rule compile context.
+struct RuleCx<'a> {
+    family: ast::Family,
+    table: &'a TableCx,
+    next_reg: u8,
+    insns: Vec<Insn>,
+    span: ast::Span,
+}
+
+/// Names of a table's chains and sets.
+struct TableCx {
+    chains: HashMap<String, u16>,
+    sets: HashMap<String, (SetId, Vec<DataType>, Option<DataType>)>,
+}
+
+/// How a value of some type sits in a register.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    /// Bytes compared.
+    len: usize,
+    /// Significant bits, left-aligned in `len` bytes.
+    bits: u32,
+}
+
+fn dtype_shape(t: DataType) -> Shape {
+    match t.bits() {
+        Some(bits) => Shape { len: (bits as usize).div_ceil(8), bits },
+        None => Shape { len: 16, bits: 128 }, // interface names
+    }
+}
+
+/// Encodes a value of type `t` into `shape.len` bytes, left-aligned.
+fn encode(v: &Value, t: DataType, shape: Shape, span: ast::Span) -> Result<Vec<u8>, CompileError> {
+    match (v, t) {
+        (Value::Ipv4(a), _) => Ok(a.octets().to_vec()),
+        (Value::Ipv6(a), _) => Ok(a.octets().to_vec()),
+        (Value::Ether(e), _) => Ok(e.to_vec()),
+        (Value::Str(s), DataType::Ifname) => {
+            let mut b = s.trim_end_matches('*').as_bytes().to_vec();
+            if !s.ends_with('*') {
+                b.push(0);
+            }
+            b.resize(16, 0);
+            Ok(b)
+        }
+        (Value::Int(bit), DataType::CtLabel) => {
+            if *bit > 127 {
+                return Err(err_at(span, format!("ct label bit {bit} is beyond 127")));
+            }
+            Ok((1u128 << bit).to_be_bytes().to_vec())
+        }
+        (Value::Int(n), DataType::Time) => Ok((n.saturating_mul(1_000_000_000)).to_be_bytes().to_vec()),
+        (Value::Int(n), _) => {
+            let len = shape.len;
+            let pad = len as u32 * 8 - shape.bits;
+            if shape.bits < 64 && *n >> shape.bits != 0 {
+                return Err(err_at(span, format!("value {n} does not fit in {} bits", shape.bits)));
+            }
+            let wide = (*n as u128) << pad;
+            Ok(wide.to_be_bytes()[16 - len..].to_vec())
+        }
+        (Value::Str(s), _) => Err(err_at(span, format!("\"{s}\" is not a value of type {t:?}"))),
+    }
+}
+
+fn const_bytes(c: &Const, t: DataType, span: ast::Span) -> Result<(Vec<u8>, Vec<u8>), CompileError> {
+    let shape = dtype_shape(t);
+    match c {
+        Const::Value(v) => {
+            if let (Value::Str(s), DataType::Ifname) = (v, t) {
+                if s.ends_with('*') {
+                    // A wildcard name is the range of every name with that prefix.
+                    let lo = encode(v, t, shape, span)?;
+                    let mut hi = lo.clone();
+                    for b in hi.iter_mut().skip(s.len() - 1) {
+                        *b = 0xff;
+                    }
+                    return Ok((lo, hi));
+                }
+            }
+            let b = encode(v, t, shape, span)?;
+            Ok((b.clone(), b))
+        }
+        Const::Prefix { addr, len } => {
+            let lo = encode(addr, t, shape, span)?;
+            let mut hi = lo.clone();
+            for (i, b) in hi.iter_mut().enumerate() {
+                let keep = (*len as usize).saturating_sub(i * 8).min(8);
+                let host = if keep == 8 { 0 } else { 0xffu8 >> keep };
+                *b |= host;
+            }
+            Ok((lo, hi))
+        }
+        Const::Range { low, high } => Ok((encode(low, t, shape, span)?, encode(high, t, shape, span)?)),
+        Const::Concat(_) => Err(err_at(span, "a concatenation where a single value was expected")),
+    }
+}
+
+/// Key bytes of a (possibly concatenated) constant for key types `types`: each part padded to
+/// 4 bytes, as registers hold them. Returns (lo, hi).
+fn key_bytes(c: &Const, types: &[DataType], span: ast::Span) -> Result<(Vec<u8>, Vec<u8>), CompileError> {
+    let parts: Vec<&Const> = match c {
+        Const::Concat(p) => p.iter().collect(),
+        other => vec![other],
+    };
+    if parts.len() != types.len() {
+        return Err(err_at(span, format!("element has {} parts, the key has {}", parts.len(), types.len())));
+    }
+    if types.len() == 1 {
+        return const_bytes(parts[0], types[0], span);
+    }
+    let (mut lo, mut hi) = (Vec::new(), Vec::new());
+    for (p, t) in parts.iter().zip(types) {
+        let (l, h) = const_bytes(p, *t, span)?;
+        let padded = l.len().div_ceil(4) * 4;
+        lo.extend_from_slice(&l);
+        lo.resize(lo.len() + padded - l.len(), 0);
+        hi.extend_from_slice(&h);
+        hi.resize(hi.len() + padded - h.len(), 0);
+    }
+    Ok((lo, hi))
+}
+
+fn key_len(types: &[DataType]) -> usize {
+    if types.len() == 1 {
+        return dtype_shape(types[0]).len;
+    }
+    types.iter().map(|t| dtype_shape(*t).len.div_ceil(4) * 4).sum()
+}
+
+fn is_interval(c: &Const) -> bool {
+    match c {
+        Const::Prefix { .. } | Const::Range { .. } => true,
+        Const::Value(Value::Str(s)) => s.ends_with('*'),
+        Const::Concat(p) => p.iter().any(is_interval),
+        Const::Value(_) => false,
+    }
+}
+
+fn duration_ns(d: std::time::Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+fn per_ns(u: ast::RateUnit) -> u64 {
+    1_000_000_000
+        * match u {
+            ast::RateUnit::Second => 1,
+            ast::RateUnit::Minute => 60,
+            ast::RateUnit::Hour => 3600,
+            ast::RateUnit::Day => 86_400,
+            ast::RateUnit::Week => 604_800,
+        }
+}
+
+fn imm(bytes: &[u8]) -> [u8; MAX_DATA_LEN] {
+    let mut d = [0u8; MAX_DATA_LEN];
+    let n = bytes.len().min(MAX_DATA_LEN);
+    d[..n].copy_from_slice(&bytes[..n]);
+    d
+}
+
+fn meta_key(k: ast::MetaKey) -> MetaKey {
+    match k {
+        ast::MetaKey::Length => MetaKey::Len,
+        ast::MetaKey::Protocol => MetaKey::Protocol,
+        ast::MetaKey::L4proto => MetaKey::L4Proto,
+        ast::MetaKey::Nfproto => MetaKey::NfProto,
+        ast::MetaKey::Mark => MetaKey::Mark,
+        ast::MetaKey::Iif => MetaKey::Iif,
+        ast::MetaKey::Iifname => MetaKey::IifName,
+        ast::MetaKey::Oif => MetaKey::Oif,
+        ast::MetaKey::Oifname => MetaKey::OifName,
+        ast::MetaKey::Cpu => MetaKey::Cpu,
+        ast::MetaKey::Pkttype => MetaKey::PktType,
+        ast::MetaKey::Hour => MetaKey::Hour,
+        ast::MetaKey::Day => MetaKey::Day,
+        ast::MetaKey::Time => MetaKey::TimeNs,
+    }
+}
+
+fn ct_key(k: ast::CtKey) -> CtKey {
+    match k {
+        ast::CtKey::State => CtKey::State,
+        ast::CtKey::Status => CtKey::Status,
+        ast::CtKey::Mark => CtKey::Mark,
+        ast::CtKey::Label => CtKey::Label,
+        ast::CtKey::Direction => CtKey::Direction,
+        ast::CtKey::Expiration => CtKey::Expiration,
+        ast::CtKey::Zone => CtKey::Zone,
+    }
+}
+
+/// The type of a key expression's value(s).
+fn expr_types(e: &Expr, table: &TableCx, span: ast::Span) -> Result<Vec<DataType>, CompileError> {
+    match e {
+        Expr::Concat(parts) => parts.iter().map(|p| single_type(p, table, span)).collect(),
+        other => Ok(vec![single_type(other, table, span)?]),
+    }
+}
+
+fn single_type(e: &Expr, table: &TableCx, span: ast::Span) -> Result<DataType, CompileError> {
+    match e {
+        Expr::Map { map: SetRef::Named(n), .. } => table
+            .sets
+            .get(n)
+            .and_then(|s| s.2)
+            .ok_or_else(|| err_at(span, format!("no map named {n}"))),
+        Expr::Map { .. } => Err(err_at(span, "anonymous maps on the left of a match are not supported")),
+        other => other.data_type().ok_or_else(|| err_at(span, "this expression has no single type")),
+    }
+}
+
+impl RuleCx<'_> {
+    fn alloc(&mut self, len: usize) -> Result<u8, CompileError> {
+        let regs = len.div_ceil(4) as u8;
+        let r = self.next_reg;
+        if (r as usize + regs as usize) * 4 > REG_BYTES {
+            return Err(err_at(self.span, "rule needs more than the 64 bytes of registers"));
+        }
+        self.next_reg += regs;
+        Ok(r)
+    }
+
+    fn meta_eq(&mut self, key: MetaKey, value: &[u8]) -> Result<(), CompileError> {
+        let r = self.alloc(value.len())?;
+        self.insns.push(Insn::Meta { key, dreg: r });
+        self.insns.push(Insn::Cmp { op: CmpOp::Eq, sreg: r, len: value.len() as u8, rhs: Operand::Imm(imm(value)) });
+        self.next_reg = r; // the dependency's register is free again
+        Ok(())
+    }
+
+    /// The protocol dependency nft inserts before a header field.
+    fn dependency(&mut self, p: ast::Payload) -> Result<(), CompileError> {
+        use ast::Family::*;
+        use ast::Payload as P;
+        let family = self.family;
+        let l3 = |v4: bool| -> Option<(MetaKey, Vec<u8>)> {
+            match family {
+                Ip | Ip6 => None,
+                Inet => Some((MetaKey::NfProto, vec![if v4 { 2 } else { 10 }])),
+                Netdev | Bridge => Some((MetaKey::Protocol, if v4 { vec![8, 0] } else { vec![0x86, 0xdd] })),
+            }
+        };
+        let dep = match p {
+            P::Ip(_) => l3(true),
+            P::Ip6(_) => l3(false),
+            P::Tcp(_) => Some((MetaKey::L4Proto, vec![6])),
+            P::Udp(_) => Some((MetaKey::L4Proto, vec![17])),
+            P::Icmp(_) => Some((MetaKey::L4Proto, vec![1])),
+            P::Icmpv6(_) => Some((MetaKey::L4Proto, vec![58])),
+            P::Vlan(_) => Some((MetaKey::Protocol, vec![0x81, 0x00])),
+            P::Th(_) | P::Ether(_) => None,
+        };
+        if family == Ip6 && matches!(p, P::Ip(_)) || family == Ip && matches!(p, P::Ip6(_)) {
+            return Err(err_at(self.span, format!("{p:?} cannot match in a table of family {family:?}")));
+        }
+        if let Some((k, v)) = dep {
+            // A `vlan id` in this layout reads the tag in the frame; nft checks the ether type.
+            if matches!(p, P::Vlan(_)) {
+                let r = self.alloc(2)?;
+                self.insns.push(Insn::PayloadLoad { base: Base::Link, offset: 12, len: 2, dreg: r });
+                self.insns.push(Insn::Cmp { op: CmpOp::Eq, sreg: r, len: 2, rhs: Operand::Imm(imm(&v)) });
+                self.next_reg = r;
+                return Ok(());
+            }
+            self.meta_eq(k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Loads one (non-concatenated) expression; returns its register and shape.
+    fn load(&mut self, e: &Expr) -> Result<(u8, Shape, DataType), CompileError> {
+        match e {
+            Expr::Payload(p) => {
+                self.dependency(*p)?;
+                let (hb, bit_off, bits) = p.layout();
+                let base = match hb {
+                    HeaderBase::Link => Base::Link,
+                    HeaderBase::Network => Base::Network,
+                    HeaderBase::Transport => Base::Transport,
+                };
+                let byte = (bit_off / 8) as u16;
+                let shift = (bit_off % 8) as u8;
+                let load_len = (shift as u32 + bits).div_ceil(8) as u8;
+                let r = self.alloc(load_len as usize)?;
+                self.insns.push(Insn::PayloadLoad { base, offset: byte, len: load_len, dreg: r });
+                if shift != 0 || bits % 8 != 0 {
+                    // Keep the field's bits only, then move them to the top of the register.
+                    let mut mask = [0u8; MAX_DATA_LEN];
+                    for i in 0..bits {
+                        let b = shift as u32 + i;
+                        mask[(b / 8) as usize] |= 0x80 >> (b % 8);
+                    }
+                    self.insns.push(Insn::Bitwise {
+                        sreg: r,
+                        dreg: r,
+                        len: load_len,
+                        op: BitOp::MaskXor { mask, xor: [0; MAX_DATA_LEN] },
+                    });
+                    if shift != 0 {
+                        self.insns.push(Insn::Bitwise { sreg: r, dreg: r, len: load_len, op: BitOp::Shl(shift) });
+                    }
+                }
+                let t = p.data_type();
+                Ok((r, Shape { len: (bits as usize).div_ceil(8), bits }, t))
+            }
+            Expr::Meta(k) => {
+                let key = meta_key(*k);
+                let r = self.alloc(key.data_len())?;
+                self.insns.push(Insn::Meta { key, dreg: r });
+                let t = k.data_type();
+                Ok((r, Shape { len: key.data_len(), bits: key.data_len() as u32 * 8 }, t))
+            }
+            Expr::Ct(k) => {
+                let key = ct_key(*k);
+                let r = self.alloc(key.data_len())?;
+                self.insns.push(Insn::Ct { key, dreg: r });
+                let t = k.data_type();
+                Ok((r, Shape { len: key.data_len(), bits: key.data_len() as u32 * 8 }, t))
+            }
+            Expr::Bitwise { expr, op, value } => {
+                let (r, shape, t) = self.load(expr)?;
+                let operand = encode(value, if matches!(op, ast::BitOp::Shl | ast::BitOp::Shr) { DataType::Integer { bits: 8 } } else { t }, shape, self.span);
+                let vop = match op {
+                    ast::BitOp::And => BitOp::MaskXor { mask: imm(&operand?), xor: [0; MAX_DATA_LEN] },
+                    ast::BitOp::Or => {
+                        let v = operand?;
+                        let inv: Vec<u8> = v.iter().map(|b| !b).collect();
+                        BitOp::MaskXor { mask: imm(&inv), xor: imm(&v) }
+                    }
+                    ast::BitOp::Xor => BitOp::MaskXor { mask: [0xff; MAX_DATA_LEN], xor: imm(&operand?) },
+                    ast::BitOp::Shl | ast::BitOp::Shr => {
+                        let Value::Int(n) = value else { return Err(err_at(self.span, "shift by a non-number")) };
+                        if *n >= 32 {
+                            return Err(err_at(self.span, format!("shift by {n} bits")));
+                        }
+                        if matches!(op, ast::BitOp::Shl) {
+                            BitOp::Shl(*n as u8)
+                        } else {
+                            BitOp::Shr(*n as u8)
+                        }
+                    }
+                };
+                self.insns.push(Insn::Bitwise { sreg: r, dreg: r, len: shape.len as u8, op: vop });
+                Ok((r, shape, t))
+            }
+            Expr::Map { key, map } => {
+                let (kr, klen) = self.load_key(key)?;
+                let set = match map {
+                    SetRef::Named(n) => self.table.sets.get(n).ok_or_else(|| err_at(self.span, format!("no map named {n}")))?.clone(),
+                    SetRef::Anonymous(_) => return Err(err_at(self.span, "anonymous data maps are not supported; declare a named map")),
+                };
+                let data = set.2.ok_or_else(|| err_at(self.span, "a set used as a map"))?;
+                let shape = dtype_shape(data);
+                let d = self.alloc(shape.len)?;
+                self.insns.push(Insn::Lookup { set: set.0, sreg: kr, len: klen as u8, dreg: Some(d), verdict_map: false, invert: false });
+                Ok((d, shape, data))
+            }
+            Expr::Concat(_) => Err(err_at(self.span, "a concatenation is only a set or map key")),
+            Expr::Const(v) => {
+                let t = DataType::Integer { bits: 32 };
+                let shape = dtype_shape(t);
+                let b = encode(v, t, shape, self.span)?;
+                let r = self.alloc(b.len())?;
+                self.insns.push(Insn::Immediate { dreg: r, len: b.len() as u8, data: imm(&b) });
+                Ok((r, shape, t))
+            }
+        }
+    }
+
+    /// Loads a key (possibly concatenated) into consecutive registers; returns (reg, len).
+    fn load_key(&mut self, e: &Expr) -> Result<(u8, usize), CompileError> {
+        match e {
+            Expr::Concat(parts) => {
+                let start = self.next_reg;
+                let mut len = 0;
+                for p in parts {
+                    // Each part starts on its own register (4-byte padding).
+                    let (_, shape, _) = self.load(p)?;
+                    len += shape.len.div_ceil(4) * 4;
+                    let _ = start;
+                }
+                Ok((start, len))
+            }
+            other => {
+                let (r, shape, _) = self.load(other)?;
+                Ok((r, shape.len))
+            }
+        }
+    }
+}
+
+/// The state of compiling a whole ruleset.
+struct Builder {
+    program: Program,
+    entries: Vec<Entry>,
+    rule_counters: Vec<RuleCounter>,
+    now_ns: u64,
+}
+
+impl Builder {
+    fn anon_set(
+        &mut self,
+        elems: &[ast::SetElem],
+        types: &[DataType],
+        data: Option<DataType>,
+        table: &TableCx,
+        span: ast::Span,
+    ) -> Result<SetId, CompileError> {
+        let id = self.program.sets.len();
+        let spec = SetSpec {
+            name: format!("__anon{id}"),
+            key_len: key_len(types),
+            data_len: data.map(|d| if d == DataType::Verdict { 8 } else { dtype_shape(d).len }).unwrap_or(0),
+            verdict_map: data == Some(DataType::Verdict),
+            interval: elems.iter().any(|e| is_interval(&e.key)),
+            size: None,
+            timeout_ns: None,
+        };
+        let specs = self.elem_specs(elems, types, data, table, span)?;
+        let set = Set::build(&spec, &specs, self.now_ns).map_err(|e| err_at(span, e.to_string()))?;
+        Ok(self.program.sets.push(set))
+    }
+
+    fn elem_specs(
+        &self,
+        elems: &[ast::SetElem],
+        types: &[DataType],
+        data: Option<DataType>,
+        table: &TableCx,
+        span: ast::Span,
+    ) -> Result<Vec<ElemSpec>, CompileError> {
+        elems
+            .iter()
+            .map(|e| {
+                let (lo, hi) = key_bytes(&e.key, types, span)?;
+                let value = match (&e.data, data) {
+                    (Some(ast::ElemData::Verdict(v)), _) => encode_verdict(resolve_verdict(v, table, span)?).to_vec(),
+                    (Some(ast::ElemData::Const(c)), Some(t)) => const_bytes(c, t, span)?.0,
+                    (None, None) => Vec::new(),
+                    _ => return Err(err_at(span, "element data does not match the map's type")),
+                };
+                Ok(ElemSpec { lo, hi, value, timeout_ns: e.timeout.map(duration_ns) })
+            })
+            .collect()
+    }
+
+    fn compile_match(&mut self, cx: &mut RuleCx<'_>, m: &ast::Match) -> Result<(), CompileError> {
+        let span = cx.span;
+        let table = cx.table;
+        match &m.right {
+            Rhs::Expr(other) => {
+                let (a, shape, _) = cx.load(&m.left)?;
+                let (b, shape_b, _) = cx.load(other)?;
+                if shape.len != shape_b.len {
+                    return Err(err_at(span, "the two sides of a register comparison differ in width"));
+                }
+                cx.insns.push(Insn::Cmp { op: cmp_op(m.op), sreg: a, len: shape.len as u8, rhs: Operand::Reg(b) });
+            }
+            Rhs::Set(set) => {
+                let types = expr_types(&m.left, table, span)?;
+                let (r, len) = cx.load_key(&m.left)?;
+                let id = match set {
+                    SetRef::Anonymous(elems) => self.anon_set(elems, &types, None, table, span)?,
+                    SetRef::Named(n) => {
+                        let (id, stypes, data) = table.sets.get(n).ok_or_else(|| err_at(span, format!("no set named @{n}")))?;
+                        if data.is_some() {
+                            return Err(err_at(span, format!("@{n} is a map; use `map @{n}` or `vmap @{n}`")));
+                        }
+                        if key_len(stypes) != len {
+                            return Err(err_at(span, format!("@{n} has keys of {} bytes, this key has {len}", key_len(stypes))));
+                        }
+                        *id
+                    }
+                };
+                let invert = match m.op {
+                    ast::RelOp::Implicit | ast::RelOp::Eq => false,
+                    ast::RelOp::Ne => true,
+                    op => return Err(err_at(span, format!("{op:?} cannot compare with a set"))),
+                };
+                cx.insns.push(Insn::Lookup { set: id, sreg: r, len: len as u8, dreg: None, verdict_map: false, invert });
+            }
+            Rhs::Const(c) => {
+                if matches!(c, Const::Concat(_)) {
+                    // A concatenated constant is a one-element set.
+                    let elem = ast::SetElem { key: c.clone(), timeout: None, expires: None, counter: None, comment: None, data: None };
+                    let set = ast::Match { left: m.left.clone(), op: m.op, right: Rhs::Set(SetRef::Anonymous(vec![elem])) };
+                    return self.compile_match(cx, &set);
+                }
+                let t = single_type(&m.left, table, span)?;
+                let (r, shape, _) = cx.load(&m.left)?;
+                let (lo, hi) = const_bytes(c, t, span)?;
+                let n = shape.len as u8;
+                let bitmask = t.is_bitmask() || t == DataType::CtLabel;
+                match (c, m.op) {
+                    (Const::Value(_), ast::RelOp::Implicit) if bitmask => {
+                        // Flag test: any of the bits.
+                        cx.insns.push(Insn::Bitwise { sreg: r, dreg: r, len: n, op: BitOp::MaskXor { mask: imm(&lo), xor: [0; MAX_DATA_LEN] } });
+                        cx.insns.push(Insn::Cmp { op: CmpOp::Ne, sreg: r, len: n, rhs: Operand::Imm([0; MAX_DATA_LEN]) });
+                    }
+                    _ if lo == hi => cx.insns.push(Insn::Cmp { op: cmp_op(m.op), sreg: r, len: n, rhs: Operand::Imm(imm(&lo)) }),
+                    (_, ast::RelOp::Implicit | ast::RelOp::Eq | ast::RelOp::Ne) => cx.insns.push(Insn::Range {
+                        sreg: r,
+                        len: n,
+                        from: imm(&lo),
+                        to: imm(&hi),
+                        negate: m.op == ast::RelOp::Ne,
+                    }),
+                    (_, op) => return Err(err_at(span, format!("{op:?} cannot compare with a prefix or range"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn compile_stmt(&mut self, cx: &mut RuleCx<'_>, s: &Stmt, counter: &mut Option<u32>) -> Result<(), CompileError> {
+        let span = cx.span;
+        match s {
+            Stmt::Match(m) => {
+                let mark = cx.next_reg;
+                self.compile_match(cx, m)?;
+                // Registers are free again after a match.
+                cx.next_reg = mark;
+            }
+            Stmt::Counter(_) => {
+                let id = self.program.counters;
+                self.program.counters += 1;
+                counter.get_or_insert(id);
+                cx.insns.push(Insn::Counter { id });
+            }
+            Stmt::Limit(l) => {
+                let id = self.program.limits;
+                self.program.limits += 1;
+                // nft's default burst: 5 packets for packet rates, none for byte rates.
+                let burst = l.burst;
+                cx.insns.push(Insn::Limit { id, rate: l.rate, per_ns: per_ns(l.per), burst, bytes: l.bytes, over: l.over });
+            }
+            Stmt::Quota(q) => {
+                let id = self.program.quotas;
+                self.program.quotas += 1;
+                self.program.quota_used.push(q.used);
+                cx.insns.push(Insn::Quota { id, bytes: q.bytes, over: q.over });
+            }
+            Stmt::Log(l) => {
+                let prefix = self.program.log_prefixes.len() as u32;
+                self.program.log_prefixes.push(l.prefix.clone().unwrap_or_default());
+                cx.insns.push(Insn::Log { prefix });
+            }
+            Stmt::Reject(r) => {
+                let kind = match r {
+                    ast::Reject::Default => match cx.family {
+                        ast::Family::Ip => RejectKind::Icmp(3),
+                        ast::Family::Ip6 => RejectKind::Icmpv6(4),
+                        _ => RejectKind::Icmpx(1),
+                    },
+                    ast::Reject::TcpReset => {
+                        cx.meta_eq(MetaKey::L4Proto, &[6])?;
+                        RejectKind::TcpReset
+                    }
+                    ast::Reject::Icmp(c) => RejectKind::Icmp(*c),
+                    ast::Reject::Icmpv6(c) => RejectKind::Icmpv6(*c),
+                    ast::Reject::Icmpx(c) => RejectKind::Icmpx(*c),
+                };
+                cx.insns.push(Insn::Reject(kind));
+            }
+            Stmt::Synproxy(sp) => cx.insns.push(Insn::Synproxy {
+                mss: sp.mss.unwrap_or(1460),
+                wscale: sp.wscale.unwrap_or(0),
+                timestamp: sp.timestamp,
+                sack_perm: sp.sack_perm,
+            }),
+            Stmt::Notrack => cx.insns.push(Insn::Notrack),
+            Stmt::MetaSet { value, .. } => {
+                let (r, shape, _) = cx.load(value)?;
+                if shape.len != 4 {
+                    return Err(err_at(span, "meta mark is set from a 32-bit value"));
+                }
+                cx.insns.push(Insn::MetaSetMark { sreg: r });
+            }
+            Stmt::CtSet { key, value } => {
+                let k = ct_key(*key);
+                let r = match (k, value) {
+                    (CtKey::Label, Expr::Const(v)) => {
+                        let b = encode(v, DataType::CtLabel, dtype_shape(DataType::CtLabel), span)?;
+                        let r = cx.alloc(16)?;
+                        cx.insns.push(Insn::Immediate { dreg: r, len: 16, data: imm(&b) });
+                        r
+                    }
+                    (CtKey::Mark, Expr::Const(v)) => {
+                        let b = encode(v, DataType::Mark, dtype_shape(DataType::Mark), span)?;
+                        let r = cx.alloc(4)?;
+                        cx.insns.push(Insn::Immediate { dreg: r, len: 4, data: imm(&b) });
+                        r
+                    }
+                    (_, e) => cx.load(e)?.0,
+                };
+                cx.insns.push(Insn::CtSet { key: k, sreg: r });
+            }
+            Stmt::Dynset(d) => {
+                let (id, types, _) = cx.table.sets.get(&d.set).cloned().ok_or_else(|| err_at(span, format!("no set named @{}", d.set)))?;
+                let (r, len) = cx.load_key(&d.key)?;
+                if len != key_len(&types) {
+                    return Err(err_at(span, format!("@{} has keys of {} bytes, this key has {len}", d.set, key_len(&types))));
+                }
+                let op = if d.op == ast::DynsetOp::Add { DynsetOp::Add } else { DynsetOp::Update };
+                let stmt = dyn_stmt(&d.stmts, span)?;
+                cx.insns.push(Insn::Dynset { set: id, sreg: r, len: len as u8, op, timeout_ns: d.timeout.map(duration_ns).unwrap_or(0), stmt });
+            }
+            Stmt::Meter(m) => {
+                let types = expr_types(&m.key, cx.table, span)?;
+                let spec = SetSpec {
+                    name: m.name.clone(),
+                    key_len: key_len(&types),
+                    size: Some(m.size.unwrap_or(65_535) as usize),
+                    timeout_ns: m.timeout.map(duration_ns),
+                    ..Default::default()
+                };
+                let set = Set::build(&spec, &[], self.now_ns).map_err(|e| err_at(span, e.to_string()))?;
+                let id = self.program.sets.push(set);
+                let (r, len) = cx.load_key(&m.key)?;
+                let stmt = dyn_stmt(&m.stmts, span)?;
+                cx.insns.push(Insn::Dynset { set: id, sreg: r, len: len as u8, op: DynsetOp::Update, timeout_ns: 0, stmt });
+            }
+            Stmt::Vmap { key, map } => {
+                let types = expr_types(key, cx.table, span)?;
+                let (r, len) = cx.load_key(key)?;
+                let id = match map {
+                    SetRef::Anonymous(elems) => self.anon_set(elems, &types, Some(DataType::Verdict), cx.table, span)?,
+                    SetRef::Named(n) => {
+                        let (id, _, data) = cx.table.sets.get(n).ok_or_else(|| err_at(span, format!("no map named @{n}")))?;
+                        if *data != Some(DataType::Verdict) {
+                            return Err(err_at(span, format!("@{n} is not a verdict map")));
+                        }
+                        *id
+                    }
+                };
+                cx.insns.push(Insn::Lookup { set: id, sreg: r, len: len as u8, dreg: None, verdict_map: true, invert: false });
+            }
+            Stmt::Verdict(v) => cx.insns.push(Insn::Verdict(resolve_verdict(v, cx.table, span)?)),
+        }
+        Ok(())
+    }
+}
+
+fn dyn_stmt(stmts: &[Stmt], span: ast::Span) -> Result<DynStmt, CompileError> {
+    match stmts {
+        [] => Ok(DynStmt::None),
+        [Stmt::Limit(l)] => Ok(DynStmt::Limit {
+            rate: l.rate,
+            per_ns: per_ns(l.per),
+            burst: l.burst,
+            over: l.over,
+        }),
+        [Stmt::Counter(_)] => Ok(DynStmt::Counter),
+        _ => Err(err_at(span, "a meter takes one statement: limit or counter")),
+    }
+}
+
+fn cmp_op(op: ast::RelOp) -> CmpOp {
+    match op {
+        ast::RelOp::Implicit | ast::RelOp::Eq => CmpOp::Eq,
+        ast::RelOp::Ne => CmpOp::Ne,
+        ast::RelOp::Lt => CmpOp::Lt,
+        ast::RelOp::Le => CmpOp::Lte,
+        ast::RelOp::Gt => CmpOp::Gt,
+        ast::RelOp::Ge => CmpOp::Gte,
+    }
+}
+
+fn resolve_verdict(v: &ast::Verdict, table: &TableCx, span: ast::Span) -> Result<Verdict, CompileError> {
+    let chain = |n: &String| table.chains.get(n).copied().ok_or_else(|| err_at(span, format!("no chain named {n} in this table")));
+    Ok(match v {
+        ast::Verdict::Accept => Verdict::Accept,
+        ast::Verdict::Drop => Verdict::Drop,
+        ast::Verdict::Continue => Verdict::Continue,
+        ast::Verdict::Return => Verdict::Return,
+        ast::Verdict::Jump(n) => Verdict::Jump(chain(n)?),
+        ast::Verdict::Goto(n) => Verdict::Goto(chain(n)?),
+    })
+}
+
+/// The fast path: if `rules[i..]` starts a run of ≥ 2 rules `FIELD CONST VERDICT` on the same
+/// field with the same verdict and nothing else, returns the run's length.
+fn mergeable_run(rules: &[ast::Rule]) -> usize {
+    fn shape(r: &ast::Rule) -> Option<(&Expr, &ast::Verdict)> {
+        match r.stmts.as_slice() {
+            [Stmt::Match(ast::Match { left, op: ast::RelOp::Implicit, right: Rhs::Const(c) }), Stmt::Verdict(v)]
+                if !matches!(c, Const::Concat(_)) && !matches!(left, Expr::Map { .. } | Expr::Concat(_)) =>
+            {
+                let t = left.data_type()?;
+                (!t.is_bitmask() && t != DataType::CtLabel).then_some((left, v))
+            }
+            _ => None,
+        }
+    }
+    let Some((field, verdict)) = rules.first().and_then(shape) else { return 0 };
+    let n = rules.iter().take_while(|r| shape(r) == Some((field, verdict))).count();
+    if n >= 2 {
+        n
+    } else {
+        0
+    }
+}
+
+/// Compiles a parsed ruleset. `now_ns` starts element timeouts.
+pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError> {
+    let mut b = Builder { program: Program::default(), entries: Vec::new(), rule_counters: Vec::new(), now_ns };
+    for table in &rs.tables {
+        // Chain indexes first, so jumps can go forward.
+        let base = b.program.chains.len();
+        let mut tcx = TableCx { chains: HashMap::new(), sets: HashMap::new() };
+        for (i, c) in table.chains.iter().enumerate() {
+            let idx = base + i;
+            if idx > u16::MAX as usize {
+                return Err(err_at(c.span, "more than 65536 chains"));
+            }
+            tcx.chains.insert(c.name.clone(), idx as u16);
+            b.program.chains.push(vm::Chain {
+                name: format!("{}/{}", table.name, c.name),
+                rules: Vec::new(),
+                policy: c.base.as_ref().map(|bc| if bc.policy == ast::Policy::Drop { Verdict::Drop } else { Verdict::Accept }),
+            });
+        }
+        for s in &table.sets {
+            let data_len = match s.data {
+                Some(DataType::Verdict) => 8,
+                Some(t) => dtype_shape(t).len,
+                None => 0,
+            };
+            let spec = SetSpec {
+                name: s.name.clone(),
+                key_len: key_len(&s.key),
+                data_len,
+                verdict_map: s.data == Some(DataType::Verdict),
+                interval: s.flags.interval,
+                size: s.size.map(|n| n as usize).or(if s.flags.dynamic || s.flags.timeout { Some(65_535) } else { None }),
+                timeout_ns: s.timeout.map(duration_ns),
+            };
+            let elems = b.elem_specs(&s.elements, &s.key, s.data, &tcx, s.span)?;
+            let set = Set::build(&spec, &elems, now_ns).map_err(|e| err_at(s.span, e.to_string()))?;
+            let id = b.program.sets.push(set);
+            tcx.sets.insert(s.name.clone(), (id, s.key.clone(), s.data));
+        }
+        for (i, c) in table.chains.iter().enumerate() {
+            let idx = base + i;
+            let mut rules = Vec::new();
+            let mut r = 0;
+            while r < c.rules.len() {
+                let run = mergeable_run(&c.rules[r..]);
+                if run > 0 {
+                    // Fast path: one set lookup for the whole run.
+                    let first = &c.rules[r];
+                    let Stmt::Match(m) = &first.stmts[0] else { unreachable!("mergeable_run checked") };
+                    let Stmt::Verdict(v) = &first.stmts[1] else { unreachable!("mergeable_run checked") };
+                    let elems: Vec<ast::SetElem> = c.rules[r..r + run]
+                        .iter()
+                        .map(|rule| {
+                            let Stmt::Match(ast::Match { right: Rhs::Const(k), .. }) = &rule.stmts[0] else { unreachable!() };
+                            ast::SetElem { key: k.clone(), timeout: None, expires: None, counter: None, comment: None, data: None }
+                        })
+                        .collect();
+                    let merged = ast::Match { left: m.left.clone(), op: ast::RelOp::Implicit, right: Rhs::Set(SetRef::Anonymous(elems)) };
+                    let mut cx = RuleCx { family: table.family, table: &tcx, next_reg: 0, insns: Vec::new(), span: first.span };
+                    // Overlapping constants cannot share a set: then they compile one by one.
+                    if b.compile_match(&mut cx, &merged).is_ok() {
+                        cx.insns.push(Insn::Verdict(resolve_verdict(v, &tcx, first.span)?));
+                        rules.push(vm::Rule { insns: cx.insns });
+                        r += run;
+                        continue;
+                    }
+                }
+                let rule = &c.rules[r];
+                let mut cx = RuleCx { family: table.family, table: &tcx, next_reg: 0, insns: Vec::new(), span: rule.span };
+                let mut counter = None;
+                for (si, s) in rule.stmts.iter().enumerate() {
+                    cx.span = rule.stmt_spans.get(si).copied().unwrap_or(rule.span);
+                    b.compile_stmt(&mut cx, s, &mut counter)?;
+                }
+                if let Some(id) = counter {
+                    b.rule_counters.push(RuleCounter { table: table.name.clone(), chain: c.name.clone(), index: r, counter: id });
+                }
+                rules.push(vm::Rule { insns: cx.insns });
+                r += 1;
+            }
+            b.program.chains[idx].rules = rules;
+            if let Some(bc) = &c.base {
+                b.entries.push(Entry { family: table.family, hook: bc.hook, priority: bc.priority, device: bc.device.clone(), chain: idx });
+            }
+        }
+    }
+    verify(&b.program)?;
+    // Stable sort keeps declaration order among equal priorities.
+    b.entries.sort_by_key(|e| (hook_rank(e.hook), e.priority));
+    Ok(Compiled { program: b.program, entries: b.entries, rule_counters: b.rule_counters })
+}
+
+fn hook_rank(h: ast::Hook) -> u8 {
+    match h {
+        ast::Hook::Ingress => 0,
+        ast::Hook::Prerouting => 1,
+        ast::Hook::Input => 2,
+        ast::Hook::Forward => 3,
+        ast::Hook::Output => 4,
+        ast::Hook::Postrouting => 5,
+    }
+}
+
+/// A compiled ruleset with one worker's state: what a test or a single-core user evaluates
+/// packets with.
+pub struct Filter {
+    pub compiled: Compiled,
+    pub state: State,
+}
+
+fn parse_hook(h: &str) -> Option<ast::Hook> {
+    Some(match h {
+        "ingress" => ast::Hook::Ingress,
+        "prerouting" => ast::Hook::Prerouting,
+        "input" => ast::Hook::Input,
+        "forward" => ast::Hook::Forward,
+        "output" => ast::Hook::Output,
+        "postrouting" => ast::Hook::Postrouting,
+        _ => return None,
+    })
+}
+
+impl Filter {
+    /// Runs every base chain attached to `hook` (by name) in priority order, as the kernel
+    /// does; true if the packet is accepted. At the IP hooks only IPv4/IPv6 packets whose
+    /// headers parse are evaluated (the kernel drops the others before any hook, and non-IP
+    /// frames never reach them); chains of family `ip` see IPv4, `ip6` IPv6, `inet` both.
+    pub fn evaluate(&mut self, hook: &str, frame: &[u8], meta: &PacketMeta) -> bool {
+        self.evaluate_outcome(hook, frame, meta).verdict != Verdict::Drop
+    }
+
+    /// Like [`Filter::evaluate`], with the actions (marks, reject, synproxy, …).
+    pub fn evaluate_outcome(&mut self, hook: &str, frame: &[u8], meta: &PacketMeta) -> vm::Outcome {
+        let accept = vm::Outcome { verdict: Verdict::Accept, actions: Default::default() };
+        let Some(h) = parse_hook(hook) else { return accept };
+        let kind = if h == ast::Hook::Ingress { HookKind::Ingress } else { HookKind::Ip };
+        let ctx = packet_ctx(frame, meta, kind);
+        if kind == HookKind::Ip && ctx.nfproto == 0 {
+            return accept;
+        }
+        let mut last = accept;
+        for e in &self.compiled.entries {
+            if e.hook != h {
+                continue;
+            }
+            let applies = match e.family {
+                ast::Family::Ip => ctx.nfproto == 2,
+                ast::Family::Ip6 => ctx.nfproto == 10,
+                ast::Family::Inet => ctx.nfproto != 0,
+                ast::Family::Netdev | ast::Family::Bridge => true,
+            };
+            if !applies || e.device.as_deref().is_some_and(|d| d != meta.iifname) {
+                continue;
+            }
+            let o = evaluate(&self.compiled.program, &mut self.state, e.chain, &ctx);
+            if o.verdict == Verdict::Drop {
+                return o;
+            }
+            last = o;
+        }
+        last
+    }
+
+    /// Per-rule counters: (table, chain, rule index within its chain, packets, bytes).
+    pub fn rule_counters(&self) -> Vec<(String, String, usize, u64, u64)> {
+        self.compiled
+            .rule_counters
+            .iter()
+            .map(|rc| {
+                let (p, b) = self.state.counters.get(rc.counter as usize).map(|c| c.get()).unwrap_or((0, 0));
+                (rc.table.clone(), rc.chain.clone(), rc.index, p, b)
+            })
+            .collect()
+    }
+}

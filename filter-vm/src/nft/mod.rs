@@ -1,0 +1,2 @@
+//! The nft rule language front end: its syntax tree so far (the parser lands next).
+pub mod ast;
