@@ -1,2 +1,2 @@
-//! The nft rule language front end: its syntax tree so far (the parser lands next).
+//! nft rule language front end (work in progress).
 pub mod ast;
