@@ -26,6 +26,7 @@ pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
         tx_buffer: cfg.dataplane.tx_buffer,
         drain_us: cfg.dataplane.drain_us,
         handoff_ring: cfg.dataplane.handoff_ring,
+        filter: None,
     }
 }
 
@@ -86,7 +87,7 @@ pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) 
         signal_hook::flag::register(sig, term.clone())
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
-    let running = Running::start(&spec).map_err(|e| e.to_string())?;
+    let mut running = Running::start(&spec).map_err(|e| e.to_string())?;
     for side in Side::BOTH {
         let p = running.port(side);
         let link = p.link();

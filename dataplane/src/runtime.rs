@@ -6,7 +6,9 @@
 use crate::dpdk::{self, DpdkError, Eal, EthPort, LcoreHandle, Mempool, PortSetup, PortStats};
 use crate::flow::Steering;
 use crate::io::DpdkQueues;
-use crate::worker::{HandoffMesh, Side, Worker, WorkerConfig, WorkerStats, WorkerTotals};
+use crate::worker::{HandoffMesh, Side, Worker, WorkerConfig, WorkerFilter, WorkerStats, WorkerTotals};
+use levee_filter_vm::vm::CounterBank;
+use levee_filter_vm::Compiled;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ pub struct DataplaneSpec {
     pub tx_buffer: u16,
     pub drain_us: u32,
     pub handoff_ring: u32,
+    /// The ruleset every worker evaluates (None: forward everything).
+    pub filter: Option<Arc<Compiled>>,
 }
 
 /// A running dataplane.
@@ -38,6 +42,7 @@ pub struct Running {
     handles: Vec<LcoreHandle>,
     stop: Arc<AtomicBool>,
     steering: Steering,
+    filter: Option<(Arc<Compiled>, Vec<CounterBank>)>,
 }
 
 /// Counters of one port, summed over workers, plus the device's own.
@@ -87,10 +92,12 @@ impl Running {
             burst: spec.burst as usize,
             tx_buffer: spec.tx_buffer as usize,
             drain_interval: tsc_hz / 1_000_000 * spec.drain_us as u64,
+            ticks_per_us: (tsc_hz / 1_000_000).max(1),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let mut stats = Vec::new();
         let mut handles = Vec::new();
+        let mut banks = Vec::new();
         for (i, &core) in spec.worker_cores.iter().enumerate() {
             let q = i as u16;
             let out_q = DpdkQueues {
@@ -102,6 +109,11 @@ impl Running {
                 tx: inside.tx_queue(q)?,
             };
             let mut worker = Worker::new(q, out_q, in_q, cfg, steering, mesh.clone());
+            if let Some(compiled) = &spec.filter {
+                let wf = WorkerFilter::new(compiled.clone(), core);
+                banks.push(wf.counters());
+                worker = worker.with_filter(wf);
+            }
             stats.push(worker.stats());
             let stop_flag = stop.clone();
             let launched = dpdk::launch(&eal, core, move || {
@@ -128,7 +140,16 @@ impl Running {
             handles,
             stop,
             steering,
+            filter: spec.filter.clone().map(|c| (c, banks)),
         })
+    }
+
+    /// Per-rule counters summed over workers: (table, chain, rule index, packets, bytes).
+    pub fn rule_counters(&self) -> Vec<(String, String, usize, u64, u64)> {
+        match &self.filter {
+            Some((compiled, banks)) => compiled.rule_counter_totals(&banks.iter().collect::<Vec<_>>()),
+            None => Vec::new(),
+        }
     }
 
     /// The flag that stops the workers (set it from a signal handler).
@@ -176,9 +197,9 @@ impl Running {
     }
 
     /// Stops the workers (they drain first), stops the ports, and returns the final counters.
-    pub fn shutdown(self) -> (WorkerTotals, [PortStats; 2]) {
+    pub fn shutdown(&mut self) -> (WorkerTotals, [PortStats; 2]) {
         self.stop.store(true, Ordering::SeqCst);
-        for h in self.handles {
+        for h in self.handles.drain(..) {
             h.join();
         }
         let mut totals = WorkerTotals::default();

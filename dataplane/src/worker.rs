@@ -20,7 +20,10 @@
 use crate::flow::{steering_hash, Steering};
 use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
-use levee_packet::parse::parse_frame;
+use levee_filter_vm::nft::ast::Hook;
+use levee_filter_vm::vm::{CounterBank, State as FilterState, Verdict};
+use levee_filter_vm::{Compiled, PacketMeta};
+use levee_packet::parse::{parse_frame, FrameInfo};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -68,15 +71,23 @@ pub enum DropReason {
     HandoffFull = 1,
     /// The TX queue kept refusing and the worker's TX buffer was full.
     TxFull = 2,
+    /// The ruleset dropped it (a drop verdict, a policy, a reject).
+    Filter = 3,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [DropReason::Malformed, DropReason::HandoffFull, DropReason::TxFull];
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Malformed,
+        DropReason::HandoffFull,
+        DropReason::TxFull,
+        DropReason::Filter,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",
             DropReason::HandoffFull => "handoff_full",
             DropReason::TxFull => "tx_full",
+            DropReason::Filter => "filter",
         }
     }
 }
@@ -90,6 +101,8 @@ pub struct WorkerConfig {
     pub tx_buffer: usize,
     /// Flush a partly filled TX buffer after this many `now` units.
     pub drain_interval: u64,
+    /// `now` units per microsecond (TSC cycles on DPDK); 0 when `now` is in nanoseconds.
+    pub ticks_per_us: u64,
 }
 
 impl Default for WorkerConfig {
@@ -98,6 +111,7 @@ impl Default for WorkerConfig {
             burst: 32,
             tx_buffer: 256,
             drain_interval: 0,
+            ticks_per_us: 0,
         }
     }
 }
@@ -116,7 +130,7 @@ pub struct WorkerStats {
     /// Bytes accepted by each port's TX queue.
     pub tx_bytes: [AtomicU64; 2],
     /// Drops by `DropReason`.
-    pub drops: [AtomicU64; 3],
+    pub drops: [AtomicU64; 4],
     /// Packets this worker handed to their owning worker.
     pub handoffs_out: AtomicU64,
     /// Packets other workers handed to this one.
@@ -132,7 +146,7 @@ pub struct WorkerTotals {
     pub rx_bytes: [u64; 2],
     pub tx_packets: [u64; 2],
     pub tx_bytes: [u64; 2],
-    pub drops: [u64; 3],
+    pub drops: [u64; 4],
     pub handoffs_out: u64,
     pub handoffs_in: u64,
     pub polls: u64,
@@ -147,7 +161,7 @@ impl WorkerTotals {
             self.tx_packets[i] += o.tx_packets[i];
             self.tx_bytes[i] += o.tx_bytes[i];
         }
-        for i in 0..3 {
+        for i in 0..self.drops.len() {
             self.drops[i] += o.drops[i];
         }
         self.handoffs_out += o.handoffs_out;
@@ -165,7 +179,12 @@ impl WorkerStats {
             rx_bytes: [ld(&self.rx_bytes[0]), ld(&self.rx_bytes[1])],
             tx_packets: [ld(&self.tx_packets[0]), ld(&self.tx_packets[1])],
             tx_bytes: [ld(&self.tx_bytes[0]), ld(&self.tx_bytes[1])],
-            drops: [ld(&self.drops[0]), ld(&self.drops[1]), ld(&self.drops[2])],
+            drops: [
+                ld(&self.drops[0]),
+                ld(&self.drops[1]),
+                ld(&self.drops[2]),
+                ld(&self.drops[3]),
+            ],
             handoffs_out: ld(&self.handoffs_out),
             handoffs_in: ld(&self.handoffs_in),
             polls: ld(&self.polls),
@@ -181,7 +200,7 @@ impl WorkerStats {
             st(&self.tx_packets[i], t.tx_packets[i]);
             st(&self.tx_bytes[i], t.tx_bytes[i]);
         }
-        for i in 0..3 {
+        for i in 0..self.drops.len() {
             st(&self.drops[i], t.drops[i]);
         }
         st(&self.handoffs_out, t.handoffs_out);
@@ -214,7 +233,8 @@ impl<B> HandoffMesh<B> {
 
 /// What to do with one received frame.
 enum Disposition {
-    Forward,
+    /// This worker owns it: filter, then forward.
+    Mine(Option<FrameInfo>),
     HandOff(u16),
     Drop(DropReason),
 }
@@ -225,23 +245,56 @@ fn classify(frame: &[u8], rss_hash: Option<u32>, steering: &Steering, me: u16) -
     match parse_frame(frame) {
         Ok(info) => {
             if steering.workers() == 1 {
-                return Disposition::Forward;
+                return Disposition::Mine(Some(info));
             }
-            let hash = rss_hash.or_else(|| steering_hash(&info));
-            match hash {
-                Some(h) => {
-                    let owner = steering.owner(h);
-                    if owner == me {
-                        Disposition::Forward
-                    } else {
-                        Disposition::HandOff(owner)
-                    }
-                }
-                // Not IP (ARP, LLDP, …): no flow state, any worker may forward it.
-                None => Disposition::Forward,
+            match rss_hash.or_else(|| steering_hash(&info)) {
+                Some(h) if steering.owner(h) != me => Disposition::HandOff(steering.owner(h)),
+                // Mine, or not IP (ARP, LLDP, …: no flow state, any worker may forward it).
+                _ => Disposition::Mine(Some(info)),
             }
         }
         Err(_) => Disposition::Drop(DropReason::Malformed),
+    }
+}
+
+/// The filter as one worker runs it: the compiled ruleset (shared by all workers, immutable)
+/// and this worker's own state (counters, limits, quotas, meters).
+pub struct WorkerFilter {
+    pub compiled: Arc<Compiled>,
+    pub state: FilterState,
+    /// The hooks a bridged packet passes, in order (those the ruleset uses).
+    hooks: Vec<Hook>,
+    /// Per-side packet metadata (interface names and indexes), updated with the clock.
+    meta: [PacketMeta; 2],
+}
+
+impl WorkerFilter {
+    /// A worker's instance of `compiled`; `cpu` is what `meta cpu` reports.
+    pub fn new(compiled: Arc<Compiled>, cpu: u32) -> WorkerFilter {
+        // A bump in the wire: frames pass ingress, then prerouting, then forward.
+        let hooks = [Hook::Ingress, Hook::Prerouting, Hook::Forward]
+            .into_iter()
+            .filter(|h| compiled.has_hook(*h))
+            .collect();
+        let side_meta = |side: Side| PacketMeta {
+            iif: side as u32 + 1,
+            iifname: side.name().to_owned(),
+            oif: side.other() as u32 + 1,
+            oifname: side.other().name().to_owned(),
+            cpu,
+            ..Default::default()
+        };
+        WorkerFilter {
+            state: FilterState::new(&compiled.program),
+            compiled,
+            hooks,
+            meta: [side_meta(Side::Outside), side_meta(Side::Inside)],
+        }
+    }
+
+    /// The per-rule counters this worker writes (the control thread sums them).
+    pub fn counters(&self) -> CounterBank {
+        self.state.counters.clone()
     }
 }
 
@@ -259,6 +312,9 @@ pub struct Worker<P: PortIo> {
     tx_since: [u64; 2],
     totals: WorkerTotals,
     stats: Arc<WorkerStats>,
+    filter: Option<WorkerFilter>,
+    /// Wall clock for `meta time/hour/day`, read once per poll.
+    wall_ns: u64,
 }
 
 impl<P: PortIo> Worker<P> {
@@ -293,7 +349,20 @@ impl<P: PortIo> Worker<P> {
             tx_since: [0; 2],
             totals: WorkerTotals::default(),
             stats: Arc::new(WorkerStats::default()),
+            filter: None,
+            wall_ns: 0,
         }
+    }
+
+    /// Evaluates every packet this worker owns with `filter` before forwarding it.
+    pub fn with_filter(mut self, filter: WorkerFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// The filter this worker runs, if any.
+    pub fn filter(&self) -> Option<&WorkerFilter> {
+        self.filter.as_ref()
     }
 
     /// The counters this worker publishes.
@@ -321,6 +390,13 @@ impl<P: PortIo> Worker<P> {
     /// publish counters. Returns the number of packets received (from ports and hand-offs).
     pub fn poll_once(&mut self, now: u64) -> usize {
         let mut seen = 0;
+        if self.filter.is_some() {
+            // Once per poll, not per packet (a vDSO read, no syscall).
+            self.wall_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        }
         for side in Side::BOTH {
             let s = side as usize;
             let n = self.ports[s].rx_burst(&mut self.rx, self.cfg.burst);
@@ -334,7 +410,7 @@ impl<P: PortIo> Worker<P> {
             for pkt in burst.drain(..) {
                 self.totals.rx_bytes[s] += pkt.data().len() as u64;
                 match classify(pkt.data(), pkt.rss_hash(), &self.steering, self.id) {
-                    Disposition::Forward => self.enqueue_tx(side.other(), pkt, now),
+                    Disposition::Mine(info) => self.admit(side, pkt, info.as_ref(), now),
                     Disposition::HandOff(owner) => self.hand_off(owner, side, pkt),
                     Disposition::Drop(reason) => self.drop_pkt(reason, pkt),
                 }
@@ -382,6 +458,24 @@ impl<P: PortIo> Worker<P> {
         }
         P::Buf::free_bulk(&mut self.drops);
         self.stats.publish(&self.totals);
+    }
+
+    /// A packet this worker owns, received on `side`: run the filter, then forward it.
+    #[inline]
+    fn admit(&mut self, side: Side, pkt: P::Buf, info: Option<&FrameInfo>, now: u64) {
+        if let Some(f) = self.filter.as_mut() {
+            let meta = &mut f.meta[side as usize];
+            meta.now_ns = now.checked_div(self.cfg.ticks_per_us).map_or(now, |us| us * 1000);
+            meta.wall_ns = self.wall_ns;
+            let o = f
+                .compiled
+                .evaluate_hooks(&mut f.state, &f.hooks, pkt.data(), info, meta);
+            if o.verdict == Verdict::Drop {
+                self.drop_pkt(DropReason::Filter, pkt);
+                return;
+            }
+        }
+        self.enqueue_tx(side.other(), pkt, now);
     }
 
     #[inline]
@@ -463,7 +557,9 @@ impl<P: PortIo> Worker<P> {
             got += self.handoff_rx.len();
             let mut items = std::mem::take(&mut self.handoff_rx);
             for (side, pkt) in items.drain(..) {
-                self.enqueue_tx(Side::from_index(side).other(), pkt, now);
+                // Parsed again here: the sender's parse result is not carried in the ring.
+                let info = parse_frame(pkt.data()).ok();
+                self.admit(Side::from_index(side), pkt, info.as_ref(), now);
             }
             self.handoff_rx = items;
         }
@@ -549,6 +645,7 @@ mod tests {
             burst: 32,
             tx_buffer: 64,
             drain_interval: 100,
+            ticks_per_us: 0,
         };
         let mut w = worker(0, 1, &mesh, cfg);
         w.port_mut(Side::Inside)

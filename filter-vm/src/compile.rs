@@ -20,13 +20,13 @@
 //! compiled to a single set lookup. Rules with counters are never merged, because each rule's
 //! counter must stay its own.
 
-use crate::ctx::{packet_ctx, HookKind, PacketMeta};
+use crate::ctx::{HookKind, PacketMeta};
 use crate::nft::ast::{self, Const, DataType, Expr, HeaderBase, Rhs, SetRef, Stmt, Value};
 use crate::sets::{encode_verdict, ElemSpec, Set, SetId, SetSpec};
 use crate::verify::{verify, VerifyError};
 use crate::vm::{
-    self, evaluate, Base, BitOp, CmpOp, CtKey, DynStmt, DynsetOp, Insn, MetaKey, Operand, Program, RejectKind,
-    State, Verdict, MAX_DATA_LEN, REG_BYTES,
+    self, evaluate, Base, BitOp, CmpOp, CtKey, DynStmt, DynsetOp, Insn, MetaKey, Operand, Program,
+    RejectKind, State, Verdict, MAX_DATA_LEN, REG_BYTES,
 };
 use std::collections::HashMap;
 
@@ -40,12 +40,20 @@ pub struct CompileError {
 }
 
 fn err_at(span: ast::Span, message: impl Into<String>) -> CompileError {
-    CompileError { line: span.line, col: span.col, message: message.into() }
+    CompileError {
+        line: span.line,
+        col: span.col,
+        message: message.into(),
+    }
 }
 
 impl From<VerifyError> for CompileError {
     fn from(e: VerifyError) -> Self {
-        CompileError { line: 0, col: 0, message: format!("verifier: {e}") }
+        CompileError {
+            line: 0,
+            col: 0,
+            message: format!("verifier: {e}"),
+        }
     }
 }
 
@@ -104,7 +112,10 @@ struct Shape {
 
 fn dtype_shape(t: DataType) -> Shape {
     match t.bits() {
-        Some(bits) => Shape { len: (bits as usize).div_ceil(8), bits },
+        Some(bits) => Shape {
+            len: (bits as usize).div_ceil(8),
+            bits,
+        },
         None => Shape { len: 16, bits: 128 }, // interface names
     }
 }
@@ -134,7 +145,10 @@ fn encode(v: &Value, t: DataType, shape: Shape, span: ast::Span) -> Result<Vec<u
             let len = shape.len;
             let pad = len as u32 * 8 - shape.bits;
             if shape.bits < 64 && *n >> shape.bits != 0 {
-                return Err(err_at(span, format!("value {n} does not fit in {} bits", shape.bits)));
+                return Err(err_at(
+                    span,
+                    format!("value {n} does not fit in {} bits", shape.bits),
+                ));
             }
             let wide = (*n as u128) << pad;
             Ok(wide.to_be_bytes()[16 - len..].to_vec())
@@ -184,7 +198,10 @@ fn key_bytes(c: &Const, types: &[DataType], span: ast::Span) -> Result<(Vec<u8>,
         other => vec![other],
     };
     if parts.len() != types.len() {
-        return Err(err_at(span, format!("element has {} parts, the key has {}", parts.len(), types.len())));
+        return Err(err_at(
+            span,
+            format!("element has {} parts, the key has {}", parts.len(), types.len()),
+        ));
     }
     if types.len() == 1 {
         return const_bytes(parts[0], types[0], span);
@@ -280,13 +297,21 @@ fn expr_types(e: &Expr, table: &TableCx, span: ast::Span) -> Result<Vec<DataType
 
 fn single_type(e: &Expr, table: &TableCx, span: ast::Span) -> Result<DataType, CompileError> {
     match e {
-        Expr::Map { map: SetRef::Named(n), .. } => table
+        Expr::Map {
+            map: SetRef::Named(n),
+            ..
+        } => table
             .sets
             .get(n)
             .and_then(|s| s.2)
             .ok_or_else(|| err_at(span, format!("no map named {n}"))),
-        Expr::Map { .. } => Err(err_at(span, "anonymous maps on the left of a match are not supported")),
-        other => other.data_type().ok_or_else(|| err_at(span, "this expression has no single type")),
+        Expr::Map { .. } => Err(err_at(
+            span,
+            "anonymous maps on the left of a match are not supported",
+        )),
+        other => other
+            .data_type()
+            .ok_or_else(|| err_at(span, "this expression has no single type")),
     }
 }
 
@@ -295,7 +320,10 @@ impl RuleCx<'_> {
         let regs = len.div_ceil(4) as u8;
         let r = self.next_reg;
         if (r as usize + regs as usize) * 4 > REG_BYTES {
-            return Err(err_at(self.span, "rule needs more than the 64 bytes of registers"));
+            return Err(err_at(
+                self.span,
+                "rule needs more than the 64 bytes of registers",
+            ));
         }
         self.next_reg += regs;
         Ok(r)
@@ -304,7 +332,12 @@ impl RuleCx<'_> {
     fn meta_eq(&mut self, key: MetaKey, value: &[u8]) -> Result<(), CompileError> {
         let r = self.alloc(value.len())?;
         self.insns.push(Insn::Meta { key, dreg: r });
-        self.insns.push(Insn::Cmp { op: CmpOp::Eq, sreg: r, len: value.len() as u8, rhs: Operand::Imm(imm(value)) });
+        self.insns.push(Insn::Cmp {
+            op: CmpOp::Eq,
+            sreg: r,
+            len: value.len() as u8,
+            rhs: Operand::Imm(imm(value)),
+        });
         self.next_reg = r; // the dependency's register is free again
         Ok(())
     }
@@ -332,14 +365,27 @@ impl RuleCx<'_> {
             P::Th(_) | P::Ether(_) => None,
         };
         if family == Ip6 && matches!(p, P::Ip(_)) || family == Ip && matches!(p, P::Ip6(_)) {
-            return Err(err_at(self.span, format!("{p:?} cannot match in a table of family {family:?}")));
+            return Err(err_at(
+                self.span,
+                format!("{p:?} cannot match in a table of family {family:?}"),
+            ));
         }
         if let Some((k, v)) = dep {
             // A `vlan id` in this layout reads the tag in the frame; nft checks the ether type.
             if matches!(p, P::Vlan(_)) {
                 let r = self.alloc(2)?;
-                self.insns.push(Insn::PayloadLoad { base: Base::Link, offset: 12, len: 2, dreg: r });
-                self.insns.push(Insn::Cmp { op: CmpOp::Eq, sreg: r, len: 2, rhs: Operand::Imm(imm(&v)) });
+                self.insns.push(Insn::PayloadLoad {
+                    base: Base::Link,
+                    offset: 12,
+                    len: 2,
+                    dreg: r,
+                });
+                self.insns.push(Insn::Cmp {
+                    op: CmpOp::Eq,
+                    sreg: r,
+                    len: 2,
+                    rhs: Operand::Imm(imm(&v)),
+                });
                 self.next_reg = r;
                 return Ok(());
             }
@@ -363,7 +409,12 @@ impl RuleCx<'_> {
                 let shift = (bit_off % 8) as u8;
                 let load_len = (shift as u32 + bits).div_ceil(8) as u8;
                 let r = self.alloc(load_len as usize)?;
-                self.insns.push(Insn::PayloadLoad { base, offset: byte, len: load_len, dreg: r });
+                self.insns.push(Insn::PayloadLoad {
+                    base,
+                    offset: byte,
+                    len: load_len,
+                    dreg: r,
+                });
                 if shift != 0 || bits % 8 != 0 {
                     // Keep the field's bits only, then move them to the top of the register.
                     let mut mask = [0u8; MAX_DATA_LEN];
@@ -375,42 +426,91 @@ impl RuleCx<'_> {
                         sreg: r,
                         dreg: r,
                         len: load_len,
-                        op: BitOp::MaskXor { mask, xor: [0; MAX_DATA_LEN] },
+                        op: BitOp::MaskXor {
+                            mask,
+                            xor: [0; MAX_DATA_LEN],
+                        },
                     });
                     if shift != 0 {
-                        self.insns.push(Insn::Bitwise { sreg: r, dreg: r, len: load_len, op: BitOp::Shl(shift) });
+                        self.insns.push(Insn::Bitwise {
+                            sreg: r,
+                            dreg: r,
+                            len: load_len,
+                            op: BitOp::Shl(shift),
+                        });
                     }
                 }
                 let t = p.data_type();
-                Ok((r, Shape { len: (bits as usize).div_ceil(8), bits }, t))
+                Ok((
+                    r,
+                    Shape {
+                        len: (bits as usize).div_ceil(8),
+                        bits,
+                    },
+                    t,
+                ))
             }
             Expr::Meta(k) => {
                 let key = meta_key(*k);
                 let r = self.alloc(key.data_len())?;
                 self.insns.push(Insn::Meta { key, dreg: r });
                 let t = k.data_type();
-                Ok((r, Shape { len: key.data_len(), bits: key.data_len() as u32 * 8 }, t))
+                Ok((
+                    r,
+                    Shape {
+                        len: key.data_len(),
+                        bits: key.data_len() as u32 * 8,
+                    },
+                    t,
+                ))
             }
             Expr::Ct(k) => {
                 let key = ct_key(*k);
                 let r = self.alloc(key.data_len())?;
                 self.insns.push(Insn::Ct { key, dreg: r });
                 let t = k.data_type();
-                Ok((r, Shape { len: key.data_len(), bits: key.data_len() as u32 * 8 }, t))
+                Ok((
+                    r,
+                    Shape {
+                        len: key.data_len(),
+                        bits: key.data_len() as u32 * 8,
+                    },
+                    t,
+                ))
             }
             Expr::Bitwise { expr, op, value } => {
                 let (r, shape, t) = self.load(expr)?;
-                let operand = encode(value, if matches!(op, ast::BitOp::Shl | ast::BitOp::Shr) { DataType::Integer { bits: 8 } } else { t }, shape, self.span);
+                let operand = encode(
+                    value,
+                    if matches!(op, ast::BitOp::Shl | ast::BitOp::Shr) {
+                        DataType::Integer { bits: 8 }
+                    } else {
+                        t
+                    },
+                    shape,
+                    self.span,
+                );
                 let vop = match op {
-                    ast::BitOp::And => BitOp::MaskXor { mask: imm(&operand?), xor: [0; MAX_DATA_LEN] },
+                    ast::BitOp::And => BitOp::MaskXor {
+                        mask: imm(&operand?),
+                        xor: [0; MAX_DATA_LEN],
+                    },
                     ast::BitOp::Or => {
                         let v = operand?;
                         let inv: Vec<u8> = v.iter().map(|b| !b).collect();
-                        BitOp::MaskXor { mask: imm(&inv), xor: imm(&v) }
+                        BitOp::MaskXor {
+                            mask: imm(&inv),
+                            xor: imm(&v),
+                        }
                     }
-                    ast::BitOp::Xor => BitOp::MaskXor { mask: [0xff; MAX_DATA_LEN], xor: imm(&operand?) },
+                    ast::BitOp::Xor => BitOp::MaskXor {
+                        mask: [0xff; MAX_DATA_LEN],
+                        xor: imm(&operand?),
+                    },
                     ast::BitOp::Shl | ast::BitOp::Shr => {
-                        let Value::Int(n) = value else { return Err(err_at(self.span, "shift by a non-number")) };
+                        let Value::Int(n) = value else {
+                            return Err(err_at(self.span, "shift by a non-number"));
+                        };
                         if *n >= 32 {
                             return Err(err_at(self.span, format!("shift by {n} bits")));
                         }
@@ -421,19 +521,41 @@ impl RuleCx<'_> {
                         }
                     }
                 };
-                self.insns.push(Insn::Bitwise { sreg: r, dreg: r, len: shape.len as u8, op: vop });
+                self.insns.push(Insn::Bitwise {
+                    sreg: r,
+                    dreg: r,
+                    len: shape.len as u8,
+                    op: vop,
+                });
                 Ok((r, shape, t))
             }
             Expr::Map { key, map } => {
                 let (kr, klen) = self.load_key(key)?;
                 let set = match map {
-                    SetRef::Named(n) => self.table.sets.get(n).ok_or_else(|| err_at(self.span, format!("no map named {n}")))?.clone(),
-                    SetRef::Anonymous(_) => return Err(err_at(self.span, "anonymous data maps are not supported; declare a named map")),
+                    SetRef::Named(n) => self
+                        .table
+                        .sets
+                        .get(n)
+                        .ok_or_else(|| err_at(self.span, format!("no map named {n}")))?
+                        .clone(),
+                    SetRef::Anonymous(_) => {
+                        return Err(err_at(
+                            self.span,
+                            "anonymous data maps are not supported; declare a named map",
+                        ))
+                    }
                 };
                 let data = set.2.ok_or_else(|| err_at(self.span, "a set used as a map"))?;
                 let shape = dtype_shape(data);
                 let d = self.alloc(shape.len)?;
-                self.insns.push(Insn::Lookup { set: set.0, sreg: kr, len: klen as u8, dreg: Some(d), verdict_map: false, invert: false });
+                self.insns.push(Insn::Lookup {
+                    set: set.0,
+                    sreg: kr,
+                    len: klen as u8,
+                    dreg: Some(d),
+                    verdict_map: false,
+                    invert: false,
+                });
                 Ok((d, shape, data))
             }
             Expr::Concat(_) => Err(err_at(self.span, "a concatenation is only a set or map key")),
@@ -442,7 +564,11 @@ impl RuleCx<'_> {
                 let shape = dtype_shape(t);
                 let b = encode(v, t, shape, self.span)?;
                 let r = self.alloc(b.len())?;
-                self.insns.push(Insn::Immediate { dreg: r, len: b.len() as u8, data: imm(&b) });
+                self.insns.push(Insn::Immediate {
+                    dreg: r,
+                    len: b.len() as u8,
+                    data: imm(&b),
+                });
                 Ok((r, shape, t))
             }
         }
@@ -491,7 +617,15 @@ impl Builder {
         let spec = SetSpec {
             name: format!("__anon{id}"),
             key_len: key_len(types),
-            data_len: data.map(|d| if d == DataType::Verdict { 8 } else { dtype_shape(d).len }).unwrap_or(0),
+            data_len: data
+                .map(|d| {
+                    if d == DataType::Verdict {
+                        8
+                    } else {
+                        dtype_shape(d).len
+                    }
+                })
+                .unwrap_or(0),
             verdict_map: data == Some(DataType::Verdict),
             interval: elems.iter().any(|e| is_interval(&e.key)),
             size: None,
@@ -515,12 +649,19 @@ impl Builder {
             .map(|e| {
                 let (lo, hi) = key_bytes(&e.key, types, span)?;
                 let value = match (&e.data, data) {
-                    (Some(ast::ElemData::Verdict(v)), _) => encode_verdict(resolve_verdict(v, table, span)?).to_vec(),
+                    (Some(ast::ElemData::Verdict(v)), _) => {
+                        encode_verdict(resolve_verdict(v, table, span)?).to_vec()
+                    }
                     (Some(ast::ElemData::Const(c)), Some(t)) => const_bytes(c, t, span)?.0,
                     (None, None) => Vec::new(),
                     _ => return Err(err_at(span, "element data does not match the map's type")),
                 };
-                Ok(ElemSpec { lo, hi, value, timeout_ns: e.timeout.map(duration_ns) })
+                Ok(ElemSpec {
+                    lo,
+                    hi,
+                    value,
+                    timeout_ns: e.timeout.map(duration_ns),
+                })
             })
             .collect()
     }
@@ -533,9 +674,17 @@ impl Builder {
                 let (a, shape, _) = cx.load(&m.left)?;
                 let (b, shape_b, _) = cx.load(other)?;
                 if shape.len != shape_b.len {
-                    return Err(err_at(span, "the two sides of a register comparison differ in width"));
+                    return Err(err_at(
+                        span,
+                        "the two sides of a register comparison differ in width",
+                    ));
                 }
-                cx.insns.push(Insn::Cmp { op: cmp_op(m.op), sreg: a, len: shape.len as u8, rhs: Operand::Reg(b) });
+                cx.insns.push(Insn::Cmp {
+                    op: cmp_op(m.op),
+                    sreg: a,
+                    len: shape.len as u8,
+                    rhs: Operand::Reg(b),
+                });
             }
             Rhs::Set(set) => {
                 let types = expr_types(&m.left, table, span)?;
@@ -543,12 +692,21 @@ impl Builder {
                 let id = match set {
                     SetRef::Anonymous(elems) => self.anon_set(elems, &types, None, table, span)?,
                     SetRef::Named(n) => {
-                        let (id, stypes, data) = table.sets.get(n).ok_or_else(|| err_at(span, format!("no set named @{n}")))?;
+                        let (id, stypes, data) = table
+                            .sets
+                            .get(n)
+                            .ok_or_else(|| err_at(span, format!("no set named @{n}")))?;
                         if data.is_some() {
-                            return Err(err_at(span, format!("@{n} is a map; use `map @{n}` or `vmap @{n}`")));
+                            return Err(err_at(
+                                span,
+                                format!("@{n} is a map; use `map @{n}` or `vmap @{n}`"),
+                            ));
                         }
                         if key_len(stypes) != len {
-                            return Err(err_at(span, format!("@{n} has keys of {} bytes, this key has {len}", key_len(stypes))));
+                            return Err(err_at(
+                                span,
+                                format!("@{n} has keys of {} bytes, this key has {len}", key_len(stypes)),
+                            ));
                         }
                         *id
                     }
@@ -558,13 +716,31 @@ impl Builder {
                     ast::RelOp::Ne => true,
                     op => return Err(err_at(span, format!("{op:?} cannot compare with a set"))),
                 };
-                cx.insns.push(Insn::Lookup { set: id, sreg: r, len: len as u8, dreg: None, verdict_map: false, invert });
+                cx.insns.push(Insn::Lookup {
+                    set: id,
+                    sreg: r,
+                    len: len as u8,
+                    dreg: None,
+                    verdict_map: false,
+                    invert,
+                });
             }
             Rhs::Const(c) => {
                 if matches!(c, Const::Concat(_)) {
                     // A concatenated constant is a one-element set.
-                    let elem = ast::SetElem { key: c.clone(), timeout: None, expires: None, counter: None, comment: None, data: None };
-                    let set = ast::Match { left: m.left.clone(), op: m.op, right: Rhs::Set(SetRef::Anonymous(vec![elem])) };
+                    let elem = ast::SetElem {
+                        key: c.clone(),
+                        timeout: None,
+                        expires: None,
+                        counter: None,
+                        comment: None,
+                        data: None,
+                    };
+                    let set = ast::Match {
+                        left: m.left.clone(),
+                        op: m.op,
+                        right: Rhs::Set(SetRef::Anonymous(vec![elem])),
+                    };
                     return self.compile_match(cx, &set);
                 }
                 let t = single_type(&m.left, table, span)?;
@@ -575,25 +751,55 @@ impl Builder {
                 match (c, m.op) {
                     (Const::Value(_), ast::RelOp::Implicit) if bitmask => {
                         // Flag test: any of the bits.
-                        cx.insns.push(Insn::Bitwise { sreg: r, dreg: r, len: n, op: BitOp::MaskXor { mask: imm(&lo), xor: [0; MAX_DATA_LEN] } });
-                        cx.insns.push(Insn::Cmp { op: CmpOp::Ne, sreg: r, len: n, rhs: Operand::Imm([0; MAX_DATA_LEN]) });
+                        cx.insns.push(Insn::Bitwise {
+                            sreg: r,
+                            dreg: r,
+                            len: n,
+                            op: BitOp::MaskXor {
+                                mask: imm(&lo),
+                                xor: [0; MAX_DATA_LEN],
+                            },
+                        });
+                        cx.insns.push(Insn::Cmp {
+                            op: CmpOp::Ne,
+                            sreg: r,
+                            len: n,
+                            rhs: Operand::Imm([0; MAX_DATA_LEN]),
+                        });
                     }
-                    _ if lo == hi => cx.insns.push(Insn::Cmp { op: cmp_op(m.op), sreg: r, len: n, rhs: Operand::Imm(imm(&lo)) }),
-                    (_, ast::RelOp::Implicit | ast::RelOp::Eq | ast::RelOp::Ne) => cx.insns.push(Insn::Range {
+                    _ if lo == hi => cx.insns.push(Insn::Cmp {
+                        op: cmp_op(m.op),
                         sreg: r,
                         len: n,
-                        from: imm(&lo),
-                        to: imm(&hi),
-                        negate: m.op == ast::RelOp::Ne,
+                        rhs: Operand::Imm(imm(&lo)),
                     }),
-                    (_, op) => return Err(err_at(span, format!("{op:?} cannot compare with a prefix or range"))),
+                    (_, ast::RelOp::Implicit | ast::RelOp::Eq | ast::RelOp::Ne) => {
+                        cx.insns.push(Insn::Range {
+                            sreg: r,
+                            len: n,
+                            from: imm(&lo),
+                            to: imm(&hi),
+                            negate: m.op == ast::RelOp::Ne,
+                        })
+                    }
+                    (_, op) => {
+                        return Err(err_at(
+                            span,
+                            format!("{op:?} cannot compare with a prefix or range"),
+                        ))
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    fn compile_stmt(&mut self, cx: &mut RuleCx<'_>, s: &Stmt, counter: &mut Option<u32>) -> Result<(), CompileError> {
+    fn compile_stmt(
+        &mut self,
+        cx: &mut RuleCx<'_>,
+        s: &Stmt,
+        counter: &mut Option<u32>,
+    ) -> Result<(), CompileError> {
         let span = cx.span;
         match s {
             Stmt::Match(m) => {
@@ -613,17 +819,30 @@ impl Builder {
                 self.program.limits += 1;
                 // nft's default burst: 5 packets for packet rates, none for byte rates.
                 let burst = l.burst;
-                cx.insns.push(Insn::Limit { id, rate: l.rate, per_ns: per_ns(l.per), burst, bytes: l.bytes, over: l.over });
+                cx.insns.push(Insn::Limit {
+                    id,
+                    rate: l.rate,
+                    per_ns: per_ns(l.per),
+                    burst,
+                    bytes: l.bytes,
+                    over: l.over,
+                });
             }
             Stmt::Quota(q) => {
                 let id = self.program.quotas;
                 self.program.quotas += 1;
                 self.program.quota_used.push(q.used);
-                cx.insns.push(Insn::Quota { id, bytes: q.bytes, over: q.over });
+                cx.insns.push(Insn::Quota {
+                    id,
+                    bytes: q.bytes,
+                    over: q.over,
+                });
             }
             Stmt::Log(l) => {
                 let prefix = self.program.log_prefixes.len() as u32;
-                self.program.log_prefixes.push(l.prefix.clone().unwrap_or_default());
+                self.program
+                    .log_prefixes
+                    .push(l.prefix.clone().unwrap_or_default());
                 cx.insns.push(Insn::Log { prefix });
             }
             Stmt::Reject(r) => {
@@ -663,13 +882,21 @@ impl Builder {
                     (CtKey::Label, Expr::Const(v)) => {
                         let b = encode(v, DataType::CtLabel, dtype_shape(DataType::CtLabel), span)?;
                         let r = cx.alloc(16)?;
-                        cx.insns.push(Insn::Immediate { dreg: r, len: 16, data: imm(&b) });
+                        cx.insns.push(Insn::Immediate {
+                            dreg: r,
+                            len: 16,
+                            data: imm(&b),
+                        });
                         r
                     }
                     (CtKey::Mark, Expr::Const(v)) => {
                         let b = encode(v, DataType::Mark, dtype_shape(DataType::Mark), span)?;
                         let r = cx.alloc(4)?;
-                        cx.insns.push(Insn::Immediate { dreg: r, len: 4, data: imm(&b) });
+                        cx.insns.push(Insn::Immediate {
+                            dreg: r,
+                            len: 4,
+                            data: imm(&b),
+                        });
                         r
                     }
                     (_, e) => cx.load(e)?.0,
@@ -677,14 +904,37 @@ impl Builder {
                 cx.insns.push(Insn::CtSet { key: k, sreg: r });
             }
             Stmt::Dynset(d) => {
-                let (id, types, _) = cx.table.sets.get(&d.set).cloned().ok_or_else(|| err_at(span, format!("no set named @{}", d.set)))?;
+                let (id, types, _) = cx
+                    .table
+                    .sets
+                    .get(&d.set)
+                    .cloned()
+                    .ok_or_else(|| err_at(span, format!("no set named @{}", d.set)))?;
                 let (r, len) = cx.load_key(&d.key)?;
                 if len != key_len(&types) {
-                    return Err(err_at(span, format!("@{} has keys of {} bytes, this key has {len}", d.set, key_len(&types))));
+                    return Err(err_at(
+                        span,
+                        format!(
+                            "@{} has keys of {} bytes, this key has {len}",
+                            d.set,
+                            key_len(&types)
+                        ),
+                    ));
                 }
-                let op = if d.op == ast::DynsetOp::Add { DynsetOp::Add } else { DynsetOp::Update };
+                let op = if d.op == ast::DynsetOp::Add {
+                    DynsetOp::Add
+                } else {
+                    DynsetOp::Update
+                };
                 let stmt = dyn_stmt(&d.stmts, span)?;
-                cx.insns.push(Insn::Dynset { set: id, sreg: r, len: len as u8, op, timeout_ns: d.timeout.map(duration_ns).unwrap_or(0), stmt });
+                cx.insns.push(Insn::Dynset {
+                    set: id,
+                    sreg: r,
+                    len: len as u8,
+                    op,
+                    timeout_ns: d.timeout.map(duration_ns).unwrap_or(0),
+                    stmt,
+                });
             }
             Stmt::Meter(m) => {
                 let types = expr_types(&m.key, cx.table, span)?;
@@ -699,22 +949,42 @@ impl Builder {
                 let id = self.program.sets.push(set);
                 let (r, len) = cx.load_key(&m.key)?;
                 let stmt = dyn_stmt(&m.stmts, span)?;
-                cx.insns.push(Insn::Dynset { set: id, sreg: r, len: len as u8, op: DynsetOp::Update, timeout_ns: 0, stmt });
+                cx.insns.push(Insn::Dynset {
+                    set: id,
+                    sreg: r,
+                    len: len as u8,
+                    op: DynsetOp::Update,
+                    timeout_ns: 0,
+                    stmt,
+                });
             }
             Stmt::Vmap { key, map } => {
                 let types = expr_types(key, cx.table, span)?;
                 let (r, len) = cx.load_key(key)?;
                 let id = match map {
-                    SetRef::Anonymous(elems) => self.anon_set(elems, &types, Some(DataType::Verdict), cx.table, span)?,
+                    SetRef::Anonymous(elems) => {
+                        self.anon_set(elems, &types, Some(DataType::Verdict), cx.table, span)?
+                    }
                     SetRef::Named(n) => {
-                        let (id, _, data) = cx.table.sets.get(n).ok_or_else(|| err_at(span, format!("no map named @{n}")))?;
+                        let (id, _, data) = cx
+                            .table
+                            .sets
+                            .get(n)
+                            .ok_or_else(|| err_at(span, format!("no map named @{n}")))?;
                         if *data != Some(DataType::Verdict) {
                             return Err(err_at(span, format!("@{n} is not a verdict map")));
                         }
                         *id
                     }
                 };
-                cx.insns.push(Insn::Lookup { set: id, sreg: r, len: len as u8, dreg: None, verdict_map: true, invert: false });
+                cx.insns.push(Insn::Lookup {
+                    set: id,
+                    sreg: r,
+                    len: len as u8,
+                    dreg: None,
+                    verdict_map: true,
+                    invert: false,
+                });
             }
             Stmt::Verdict(v) => cx.insns.push(Insn::Verdict(resolve_verdict(v, cx.table, span)?)),
         }
@@ -748,7 +1018,13 @@ fn cmp_op(op: ast::RelOp) -> CmpOp {
 }
 
 fn resolve_verdict(v: &ast::Verdict, table: &TableCx, span: ast::Span) -> Result<Verdict, CompileError> {
-    let chain = |n: &String| table.chains.get(n).copied().ok_or_else(|| err_at(span, format!("no chain named {n} in this table")));
+    let chain = |n: &String| {
+        table
+            .chains
+            .get(n)
+            .copied()
+            .ok_or_else(|| err_at(span, format!("no chain named {n} in this table")))
+    };
     Ok(match v {
         ast::Verdict::Accept => Verdict::Accept,
         ast::Verdict::Drop => Verdict::Drop,
@@ -764,7 +1040,11 @@ fn resolve_verdict(v: &ast::Verdict, table: &TableCx, span: ast::Span) -> Result
 fn mergeable_run(rules: &[ast::Rule]) -> usize {
     fn shape(r: &ast::Rule) -> Option<(&Expr, &ast::Verdict)> {
         match r.stmts.as_slice() {
-            [Stmt::Match(ast::Match { left, op: ast::RelOp::Implicit, right: Rhs::Const(c) }), Stmt::Verdict(v)]
+            [Stmt::Match(ast::Match {
+                left,
+                op: ast::RelOp::Implicit,
+                right: Rhs::Const(c),
+            }), Stmt::Verdict(v)]
                 if !matches!(c, Const::Concat(_)) && !matches!(left, Expr::Map { .. } | Expr::Concat(_)) =>
             {
                 let t = left.data_type()?;
@@ -773,8 +1053,13 @@ fn mergeable_run(rules: &[ast::Rule]) -> usize {
             _ => None,
         }
     }
-    let Some((field, verdict)) = rules.first().and_then(shape) else { return 0 };
-    let n = rules.iter().take_while(|r| shape(r) == Some((field, verdict))).count();
+    let Some((field, verdict)) = rules.first().and_then(shape) else {
+        return 0;
+    };
+    let n = rules
+        .iter()
+        .take_while(|r| shape(r) == Some((field, verdict)))
+        .count();
     if n >= 2 {
         n
     } else {
@@ -784,11 +1069,19 @@ fn mergeable_run(rules: &[ast::Rule]) -> usize {
 
 /// Compiles a parsed ruleset. `now_ns` starts element timeouts.
 pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError> {
-    let mut b = Builder { program: Program::default(), entries: Vec::new(), rule_counters: Vec::new(), now_ns };
+    let mut b = Builder {
+        program: Program::default(),
+        entries: Vec::new(),
+        rule_counters: Vec::new(),
+        now_ns,
+    };
     for table in &rs.tables {
         // Chain indexes first, so jumps can go forward.
         let base = b.program.chains.len();
-        let mut tcx = TableCx { chains: HashMap::new(), sets: HashMap::new() };
+        let mut tcx = TableCx {
+            chains: HashMap::new(),
+            sets: HashMap::new(),
+        };
         for (i, c) in table.chains.iter().enumerate() {
             let idx = base + i;
             if idx > u16::MAX as usize {
@@ -798,7 +1091,13 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
             b.program.chains.push(vm::Chain {
                 name: format!("{}/{}", table.name, c.name),
                 rules: Vec::new(),
-                policy: c.base.as_ref().map(|bc| if bc.policy == ast::Policy::Drop { Verdict::Drop } else { Verdict::Accept }),
+                policy: c.base.as_ref().map(|bc| {
+                    if bc.policy == ast::Policy::Drop {
+                        Verdict::Drop
+                    } else {
+                        Verdict::Accept
+                    }
+                }),
             });
         }
         for s in &table.sets {
@@ -813,7 +1112,14 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
                 data_len,
                 verdict_map: s.data == Some(DataType::Verdict),
                 interval: s.flags.interval,
-                size: s.size.map(|n| n as usize).or(if s.flags.dynamic || s.flags.timeout { Some(65_535) } else { None }),
+                size: s
+                    .size
+                    .map(|n| n as usize)
+                    .or(if s.flags.dynamic || s.flags.timeout {
+                        Some(65_535)
+                    } else {
+                        None
+                    }),
                 timeout_ns: s.timeout.map(duration_ns),
             };
             let elems = b.elem_specs(&s.elements, &s.key, s.data, &tcx, s.span)?;
@@ -830,48 +1136,96 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
                 if run > 0 {
                     // Fast path: one set lookup for the whole run.
                     let first = &c.rules[r];
-                    let Stmt::Match(m) = &first.stmts[0] else { unreachable!("mergeable_run checked") };
-                    let Stmt::Verdict(v) = &first.stmts[1] else { unreachable!("mergeable_run checked") };
+                    let Stmt::Match(m) = &first.stmts[0] else {
+                        unreachable!("mergeable_run checked")
+                    };
+                    let Stmt::Verdict(v) = &first.stmts[1] else {
+                        unreachable!("mergeable_run checked")
+                    };
                     let elems: Vec<ast::SetElem> = c.rules[r..r + run]
                         .iter()
                         .map(|rule| {
-                            let Stmt::Match(ast::Match { right: Rhs::Const(k), .. }) = &rule.stmts[0] else { unreachable!() };
-                            ast::SetElem { key: k.clone(), timeout: None, expires: None, counter: None, comment: None, data: None }
+                            let Stmt::Match(ast::Match {
+                                right: Rhs::Const(k), ..
+                            }) = &rule.stmts[0]
+                            else {
+                                unreachable!()
+                            };
+                            ast::SetElem {
+                                key: k.clone(),
+                                timeout: None,
+                                expires: None,
+                                counter: None,
+                                comment: None,
+                                data: None,
+                            }
                         })
                         .collect();
-                    let merged = ast::Match { left: m.left.clone(), op: ast::RelOp::Implicit, right: Rhs::Set(SetRef::Anonymous(elems)) };
-                    let mut cx = RuleCx { family: table.family, table: &tcx, next_reg: 0, insns: Vec::new(), span: first.span };
+                    let merged = ast::Match {
+                        left: m.left.clone(),
+                        op: ast::RelOp::Implicit,
+                        right: Rhs::Set(SetRef::Anonymous(elems)),
+                    };
+                    let mut cx = RuleCx {
+                        family: table.family,
+                        table: &tcx,
+                        next_reg: 0,
+                        insns: Vec::new(),
+                        span: first.span,
+                    };
                     // Overlapping constants cannot share a set: then they compile one by one.
                     if b.compile_match(&mut cx, &merged).is_ok() {
-                        cx.insns.push(Insn::Verdict(resolve_verdict(v, &tcx, first.span)?));
+                        cx.insns
+                            .push(Insn::Verdict(resolve_verdict(v, &tcx, first.span)?));
                         rules.push(vm::Rule { insns: cx.insns });
                         r += run;
                         continue;
                     }
                 }
                 let rule = &c.rules[r];
-                let mut cx = RuleCx { family: table.family, table: &tcx, next_reg: 0, insns: Vec::new(), span: rule.span };
+                let mut cx = RuleCx {
+                    family: table.family,
+                    table: &tcx,
+                    next_reg: 0,
+                    insns: Vec::new(),
+                    span: rule.span,
+                };
                 let mut counter = None;
                 for (si, s) in rule.stmts.iter().enumerate() {
                     cx.span = rule.stmt_spans.get(si).copied().unwrap_or(rule.span);
                     b.compile_stmt(&mut cx, s, &mut counter)?;
                 }
                 if let Some(id) = counter {
-                    b.rule_counters.push(RuleCounter { table: table.name.clone(), chain: c.name.clone(), index: r, counter: id });
+                    b.rule_counters.push(RuleCounter {
+                        table: table.name.clone(),
+                        chain: c.name.clone(),
+                        index: r,
+                        counter: id,
+                    });
                 }
                 rules.push(vm::Rule { insns: cx.insns });
                 r += 1;
             }
             b.program.chains[idx].rules = rules;
             if let Some(bc) = &c.base {
-                b.entries.push(Entry { family: table.family, hook: bc.hook, priority: bc.priority, device: bc.device.clone(), chain: idx });
+                b.entries.push(Entry {
+                    family: table.family,
+                    hook: bc.hook,
+                    priority: bc.priority,
+                    device: bc.device.clone(),
+                    chain: idx,
+                });
             }
         }
     }
     verify(&b.program)?;
     // Stable sort keeps declaration order among equal priorities.
     b.entries.sort_by_key(|e| (hook_rank(e.hook), e.priority));
-    Ok(Compiled { program: b.program, entries: b.entries, rule_counters: b.rule_counters })
+    Ok(Compiled {
+        program: b.program,
+        entries: b.entries,
+        rule_counters: b.rule_counters,
+    })
 }
 
 fn hook_rank(h: ast::Hook) -> u8 {
@@ -885,6 +1239,90 @@ fn hook_rank(h: ast::Hook) -> u8 {
     }
 }
 
+const ACCEPT: vm::Outcome = vm::Outcome {
+    verdict: Verdict::Accept,
+    actions: vm::Actions {
+        mark: None,
+        ct_mark: None,
+        ct_label: None,
+        notrack: false,
+        reject: None,
+        synproxy: None,
+    },
+};
+
+impl Compiled {
+    /// Runs the base chains of each hook in `hooks`, in that order, each hook's chains by
+    /// priority; stops at the first drop. At the IP hooks only IPv4/IPv6 packets whose headers
+    /// parse are evaluated; chains of family `ip` see IPv4, `ip6` IPv6, `inet` both, `netdev`
+    /// and `bridge` everything; a chain bound to a device sees only packets from it.
+    /// `info` is the frame's parse result (None if it did not parse).
+    pub fn evaluate_hooks(
+        &self,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+    ) -> vm::Outcome {
+        let mut last = ACCEPT;
+        for &h in hooks {
+            let kind = if h == ast::Hook::Ingress {
+                HookKind::Ingress
+            } else {
+                HookKind::Ip
+            };
+            let ctx = crate::ctx::packet_ctx_from(frame, info, meta, kind);
+            if kind == HookKind::Ip && ctx.nfproto == 0 {
+                continue;
+            }
+            for e in &self.entries {
+                if e.hook != h {
+                    continue;
+                }
+                let applies = match e.family {
+                    ast::Family::Ip => ctx.nfproto == 2,
+                    ast::Family::Ip6 => ctx.nfproto == 10,
+                    ast::Family::Inet => ctx.nfproto != 0,
+                    ast::Family::Netdev | ast::Family::Bridge => true,
+                };
+                if !applies || e.device.as_deref().is_some_and(|d| d != meta.iifname) {
+                    continue;
+                }
+                let o = evaluate(&self.program, state, e.chain, &ctx);
+                if o.verdict == Verdict::Drop {
+                    return o;
+                }
+                last = o;
+            }
+        }
+        last
+    }
+
+    /// Whether any base chain is attached to `hook`.
+    pub fn has_hook(&self, hook: ast::Hook) -> bool {
+        self.entries.iter().any(|e| e.hook == hook)
+    }
+
+    /// Rule counters summed over several workers' states.
+    pub fn rule_counter_totals(&self, states: &[&vm::CounterBank]) -> Vec<(String, String, usize, u64, u64)> {
+        self.rule_counters
+            .iter()
+            .map(|rc| {
+                let (mut p, mut b) = (0, 0);
+                for s in states {
+                    if let Some(c) = s.get(rc.counter as usize) {
+                        let (cp, cb) = c.get();
+                        p += cp;
+                        b += cb;
+                    }
+                }
+                (rc.table.clone(), rc.chain.clone(), rc.index, p, b)
+            })
+            .collect()
+    }
+}
+
 /// A compiled ruleset with one worker's state: what a test or a single-core user evaluates
 /// packets with.
 pub struct Filter {
@@ -892,7 +1330,8 @@ pub struct Filter {
     pub state: State,
 }
 
-fn parse_hook(h: &str) -> Option<ast::Hook> {
+/// A hook by name.
+pub fn parse_hook(h: &str) -> Option<ast::Hook> {
     Some(match h {
         "ingress" => ast::Hook::Ingress,
         "prerouting" => ast::Hook::Prerouting,
@@ -915,45 +1354,14 @@ impl Filter {
 
     /// Like [`Filter::evaluate`], with the actions (marks, reject, synproxy, …).
     pub fn evaluate_outcome(&mut self, hook: &str, frame: &[u8], meta: &PacketMeta) -> vm::Outcome {
-        let accept = vm::Outcome { verdict: Verdict::Accept, actions: Default::default() };
-        let Some(h) = parse_hook(hook) else { return accept };
-        let kind = if h == ast::Hook::Ingress { HookKind::Ingress } else { HookKind::Ip };
-        let ctx = packet_ctx(frame, meta, kind);
-        if kind == HookKind::Ip && ctx.nfproto == 0 {
-            return accept;
-        }
-        let mut last = accept;
-        for e in &self.compiled.entries {
-            if e.hook != h {
-                continue;
-            }
-            let applies = match e.family {
-                ast::Family::Ip => ctx.nfproto == 2,
-                ast::Family::Ip6 => ctx.nfproto == 10,
-                ast::Family::Inet => ctx.nfproto != 0,
-                ast::Family::Netdev | ast::Family::Bridge => true,
-            };
-            if !applies || e.device.as_deref().is_some_and(|d| d != meta.iifname) {
-                continue;
-            }
-            let o = evaluate(&self.compiled.program, &mut self.state, e.chain, &ctx);
-            if o.verdict == Verdict::Drop {
-                return o;
-            }
-            last = o;
-        }
-        last
+        let Some(h) = parse_hook(hook) else { return ACCEPT };
+        let info = levee_packet::parse::parse_frame(frame).ok();
+        self.compiled
+            .evaluate_hooks(&mut self.state, &[h], frame, info.as_ref(), meta)
     }
 
     /// Per-rule counters: (table, chain, rule index within its chain, packets, bytes).
     pub fn rule_counters(&self) -> Vec<(String, String, usize, u64, u64)> {
-        self.compiled
-            .rule_counters
-            .iter()
-            .map(|rc| {
-                let (p, b) = self.state.counters.get(rc.counter as usize).map(|c| c.get()).unwrap_or((0, 0));
-                (rc.table.clone(), rc.chain.clone(), rc.index, p, b)
-            })
-            .collect()
+        self.compiled.rule_counter_totals(&[&self.state.counters])
     }
 }

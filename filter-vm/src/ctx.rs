@@ -7,7 +7,7 @@
 //! forward, output, postrouting) it is the IP packet, trimmed to the IP header's length.
 
 use crate::vm::{CtView, PacketCtx};
-use levee_packet::parse::{parse_frame, FragKind, L3Info};
+use levee_packet::parse::{parse_frame, FragKind, FrameInfo, L3Info};
 
 /// What the dataplane (or a test) knows about a packet besides its bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +78,17 @@ fn ifname(s: &str) -> [u8; 16] {
 /// non-IP (network and transport loads break), which is what an ingress hook sees of it; the
 /// IP hooks never see such frames (the kernel drops them first), see [`crate::Filter`].
 pub fn packet_ctx<'a>(frame: &'a [u8], meta: &PacketMeta, hook: HookKind) -> PacketCtx<'a> {
+    packet_ctx_from(frame, parse_frame(frame).ok().as_ref(), meta, hook)
+}
+
+/// [`packet_ctx`] for a frame the caller already parsed (the dataplane parses every frame
+/// once, for steering, and reuses the result here).
+pub fn packet_ctx_from<'a>(
+    frame: &'a [u8],
+    info: Option<&FrameInfo>,
+    meta: &PacketMeta,
+    hook: HookKind,
+) -> PacketCtx<'a> {
     let ct = CtView {
         state: meta.ct_state.bit(),
         status: meta.ct_status,
@@ -107,7 +118,7 @@ pub fn packet_ctx<'a>(frame: &'a [u8], meta: &PacketMeta, hook: HookKind) -> Pac
         pkttype: meta.pkttype,
         ct,
     };
-    let Ok(info) = parse_frame(frame) else { return p };
+    let Some(info) = info else { return p };
     p.ethertype = info.ethertype;
     p.l3_offset = info.l3_offset as usize;
     p.len = (frame.len() - p.l3_offset) as u32;

@@ -440,6 +440,9 @@ pub struct Outcome {
     pub actions: Actions,
 }
 
+/// One worker's counters, readable by the control thread through a clone of the `Arc`.
+pub type CounterBank = std::sync::Arc<Vec<CounterCell>>;
+
 /// A per-worker counter cell: written by one worker with plain stores (no read-modify-write
 /// atomics on the fast path), read by the control thread.
 #[derive(Debug, Default)]
@@ -477,7 +480,8 @@ struct Bucket {
 /// events. Never shared between workers.
 #[derive(Debug, Default)]
 pub struct State {
-    pub counters: Vec<CounterCell>,
+    /// Rule counters; shared (read-only) with the control thread, written only by the owner.
+    pub counters: CounterBank,
     buckets: Vec<Bucket>,
     quotas: Vec<u64>,
     pub dynamic: Sets,
@@ -493,9 +497,11 @@ impl State {
     /// Fresh state sized for `p`.
     pub fn new(p: &Program) -> State {
         State {
-            counters: (0..p.counters).map(|_| CounterCell::default()).collect(),
+            counters: std::sync::Arc::new((0..p.counters).map(|_| CounterCell::default()).collect()),
             buckets: vec![Bucket::default(); p.limits as usize],
-            quotas: (0..p.quotas as usize).map(|i| p.quota_used.get(i).copied().unwrap_or(0)).collect(),
+            quotas: (0..p.quotas as usize)
+                .map(|i| p.quota_used.get(i).copied().unwrap_or(0))
+                .collect(),
             dynamic: p.sets.empty_dynamic_copy(),
             log_events: Vec::new(),
             log_dropped: 0,
