@@ -41,6 +41,17 @@ pub struct Config {
     pub pools: PoolsConfig,
     #[serde(default)]
     pub dataplane: DataplaneConfig,
+    #[serde(default)]
+    pub filter: FilterConfig,
+}
+
+/// `[filter]`: the ruleset.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// An nft-syntax ruleset file loaded at start (relative paths are relative to the config
+    /// file). None: every frame is forwarded.
+    pub ruleset: Option<std::path::PathBuf>,
 }
 
 /// `[eal]`: how DPDK's environment is initialised.
