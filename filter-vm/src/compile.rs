@@ -47,6 +47,12 @@ fn err_at(span: ast::Span, message: impl Into<String>) -> CompileError {
     }
 }
 
+impl From<crate::nft::ParseError> for CompileError {
+    fn from(e: crate::nft::ParseError) -> Self {
+        CompileError { line: e.line, col: e.col, message: e.message }
+    }
+}
+
 impl From<VerifyError> for CompileError {
     fn from(e: VerifyError) -> Self {
         CompileError {
@@ -1328,6 +1334,14 @@ impl Compiled {
 pub struct Filter {
     pub compiled: Compiled,
     pub state: State,
+}
+
+/// Parses and compiles nft text into a [`Filter`] (one state).
+pub fn compile_ruleset(text: &str) -> Result<Filter, CompileError> {
+    let ast = crate::nft::parse_ruleset(text)?;
+    let compiled = compile(&ast, 0)?;
+    let state = State::new(&compiled.program);
+    Ok(Filter { compiled, state })
 }
 
 /// A hook by name.

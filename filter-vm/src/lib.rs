@@ -14,7 +14,9 @@ pub mod sets;
 pub mod verify;
 pub mod vm;
 #[cfg(test)]
+mod compile_tests;
+#[cfg(test)]
 mod vm_tests;
 
-pub use compile::{compile, CompileError, Compiled, Filter};
+pub use compile::{compile, compile_ruleset, CompileError, Compiled, Filter};
 pub use ctx::{CtState, PacketMeta};

@@ -1,0 +1,204 @@
+//! The compiler end to end: nft text in, verdicts and counters out.
+
+use crate::{compile_ruleset, CtState, PacketMeta};
+
+fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    f[12] = 0x08;
+    let total = 20 + l4.len();
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let sum = levee_packet::checksum::checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(l4);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[12] = 0x50;
+    t[13] = flags;
+    t
+}
+
+fn udp(sport: u16, dport: u16) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&8u16.to_be_bytes());
+    u
+}
+
+fn ipv6_icmp(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    f[12] = 0x86;
+    f[13] = 0xdd;
+    let mut ip = [0u8; 40];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&8u16.to_be_bytes());
+    ip[6] = 58;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&src);
+    ip[24..40].copy_from_slice(&dst);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
+    f
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const RULESET: &str = r#"
+table inet filter {
+  set blk { type ipv4_addr; flags interval; elements = { 198.18.5.0/24, 198.18.9.9 } }
+  chain pre {
+    type filter hook prerouting priority filter; policy accept;
+    ct state established,related accept
+    ip saddr @blk counter drop
+    tcp dport { 22, 80, 443 } counter accept
+    tcp sport == tcp dport counter drop
+    tcp flags & (syn|ack) == syn counter
+    udp dport 53 limit rate over 2/second burst 1 packets counter drop
+    ip6 saddr 2001:2::/48 counter jump six
+    counter
+  }
+  chain six {
+    ip6 nexthdr icmpv6 counter accept
+    return
+  }
+}
+"#;
+
+fn counts(f: &crate::Filter) -> Vec<u64> {
+    f.rule_counters().into_iter().map(|c| c.3).collect()
+}
+
+#[test]
+fn a_realistic_ruleset_decides_and_counts_like_nft() {
+    let mut f = compile_ruleset(RULESET).unwrap_or_else(|e| panic!("{e}"));
+    let new = PacketMeta { ct_state: CtState::New, ..Default::default() };
+    let est = PacketMeta { ct_state: CtState::Established, ..Default::default() };
+    let (cli, srv, bad) = ([198, 18, 0, 1], [198, 18, 0, 2], [198, 18, 5, 7]);
+    let mut run = |frame: Vec<u8>, meta: &PacketMeta| f.evaluate("prerouting", &frame, meta);
+    assert!(run(ipv4(cli, srv, 6, &tcp(4000, 9999, ACK)), &est), "established passes first");
+    assert!(!run(ipv4(bad, srv, 6, &tcp(4000, 22, SYN)), &new), "blocklisted prefix");
+    assert!(!run(ipv4([198, 18, 9, 9], srv, 6, &tcp(4000, 22, SYN)), &new), "blocklisted host");
+    assert!(run(ipv4(cli, srv, 6, &tcp(4000, 443, SYN)), &new), "allowed port");
+    assert!(!run(ipv4(cli, srv, 6, &tcp(7777, 7777, SYN)), &new), "sport == dport");
+    assert!(run(ipv4(cli, srv, 6, &tcp(4000, 8080, SYN)), &new), "flags rule only counts");
+    // UDP 53: rate 2/s + burst 1 → 3 pass in the same instant, then drops.
+    let dns: Vec<bool> = (0..5).map(|_| run(ipv4(cli, srv, 17, &udp(5000, 53)), &new)).collect();
+    assert_eq!(dns, [true, true, true, false, false]);
+    let v6src = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let v6dst = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    assert!(run(ipv6_icmp(v6src, v6dst), &new));
+    // Rule counters, in declaration order of rules that have one:
+    // blk, ports, sport==dport, flags, dns, v6 jump, final counter (pre), icmpv6 (six).
+    assert_eq!(counts(&f), [2, 1, 1, 1, 2, 1, 4, 1]);
+    let c = f.rule_counters();
+    assert_eq!((c[0].0.as_str(), c[0].1.as_str(), c[0].2), ("filter", "pre", 1));
+    assert_eq!((c[7].1.as_str(), c[7].2), ("six", 0));
+}
+
+#[test]
+fn runs_of_blocklist_rules_become_one_lookup_with_the_same_verdicts() {
+    let mut text = String::from("table ip t {\n chain c {\n  type filter hook prerouting priority 0; policy accept;\n");
+    for i in 0..200u32 {
+        text += &format!("  ip saddr 198.18.{}.{} drop\n", i / 200, i % 200 + 1);
+    }
+    text += "  ip saddr 198.19.0.0/16 drop\n  tcp dport 22 counter accept\n }\n}\n";
+    let mut f = compile_ruleset(&text).unwrap();
+    // 200 host rules + the prefix rule (same field, same verdict) → one rule; then the counter rule.
+    assert_eq!(f.compiled.program.chains[0].rules.len(), 2);
+    let meta = PacketMeta::default();
+    for (src, want) in [([198, 18, 0, 1], false), ([198, 18, 0, 200], false), ([198, 18, 0, 201], true), ([198, 19, 7, 7], false), ([198, 20, 0, 1], true)] {
+        assert_eq!(f.evaluate("prerouting", &ipv4(src, [198, 18, 255, 1], 6, &tcp(1, 22, SYN)), &meta), want, "{src:?}");
+    }
+    // The counter rule kept its own counter and its index (rule 201 of the chain).
+    assert_eq!(f.rule_counters(), vec![("t".into(), "c".into(), 201, 2, 80)]);
+}
+
+#[test]
+fn sub_byte_fields_and_families() {
+    let text = r#"
+table ip t {
+  chain c {
+    type filter hook prerouting priority 0; policy accept;
+    ip version 4 ip hdrlength 5 counter
+    ip dscp 0 counter
+    tcp doff 5 counter
+    ip ttl 64 ip protocol tcp counter
+    ip length 40 counter
+    ip6 nexthdr tcp counter
+  }
+}
+table ip6 t6 {
+  chain c { type filter hook prerouting priority 0; policy drop; }
+}
+"#;
+    let err = compile_ruleset(text).err();
+    // `ip6 …` in an `ip` table cannot match: refused with its position.
+    let e = err.expect("ip6 field in an ip table is refused");
+    assert_eq!(e.line, 10, "{e}");
+    let text = text.replace("    ip6 nexthdr tcp counter\n", "");
+    let mut f = compile_ruleset(&text).unwrap();
+    let meta = PacketMeta::default();
+    assert!(f.evaluate("prerouting", &ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(1, 2, SYN)), &meta));
+    assert_eq!(counts(&f), [1, 1, 1, 1, 1]);
+    // The ip6 table's drop policy applies to IPv6 only.
+    let v6 = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    assert!(!f.evaluate("prerouting", &ipv6_icmp(v6, v6), &meta));
+}
+
+#[test]
+fn errors_point_at_line_and_column() {
+    let cases = [
+        ("table ip t {\n chain c {\n  jump nowhere\n }\n}\n", 3, "nowhere"),
+        ("table ip t {\n chain c {\n  ip saddr @nope drop\n }\n}\n", 3, "nope"),
+        ("table ip t {\n chain a { jump b }\n chain b { jump a }\n}\n", 0, "loop"),
+    ];
+    for (text, line, needle) in cases {
+        let e = compile_ruleset(text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
+        assert!(e.to_string().contains(needle), "{e}");
+        if line > 0 {
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.col > 0, "{e}");
+        }
+    }
+}
+
+#[test]
+fn meters_vmaps_maps_and_marks() {
+    let text = r#"
+table inet t {
+  set m { type ipv4_addr; size 100; flags dynamic; }
+  map marks { type inet_service : mark; elements = { 80 : 0x10, 443 : 0x20 } }
+  chain pre {
+    type filter hook prerouting priority 0; policy accept;
+    meta mark set tcp dport map @marks
+    add @m { ip saddr limit rate over 1/second burst 1 packets } counter drop
+    tcp dport vmap { 22 : drop, 80 : jump web }
+  }
+  chain web { counter accept }
+}
+"#;
+    let mut f = compile_ruleset(text).unwrap_or_else(|e| panic!("{e}"));
+    let meta = PacketMeta::default();
+    let o = f.evaluate_outcome("prerouting", &ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(1, 80, SYN)), &meta);
+    assert_eq!(o.actions.mark, Some(0x10));
+    assert_eq!(o.verdict, crate::vm::Verdict::Accept);
+    assert!(!f.evaluate("prerouting", &ipv4([198, 18, 0, 3], [198, 18, 0, 2], 6, &tcp(1, 22, SYN)), &meta));
+    // Per-source meter: 1/s + burst 1 → the third packet from one source in an instant is over.
+    let from = |last: u8| ipv4([198, 18, 1, last], [198, 18, 0, 2], 6, &tcp(1, 9, SYN));
+    let v: Vec<bool> = (0..3).map(|_| f.evaluate("prerouting", &from(1), &meta)).collect();
+    assert_eq!(v, [true, true, false]);
+    assert!(f.evaluate("prerouting", &from(2), &meta), "another source has its own bucket");
+}
