@@ -2,5 +2,6 @@
 //! end-to-end tests in `tests/`).
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod lab;
 pub mod run;

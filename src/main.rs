@@ -2,6 +2,7 @@
 //! end-to-end harness).
 
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,6 +30,15 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         duration: f64,
     },
+    /// Compile an nft-syntax ruleset offline (no DPDK, no daemon): print its normalized
+    /// listing and exit 0, or print FILE:LINE:COL: message and exit 1.
+    Check {
+        /// The ruleset file.
+        file: PathBuf,
+        /// Print the JSON form (modelled on libnftables' JSON) instead of the listing.
+        #[arg(short = 'j', long = "json")]
+        json: bool,
+    },
     /// The netns lab: a real client and server in network namespaces with levee between them;
     /// fetches pages and runs iperf3 over IPv4, IPv6 and a VLAN, printing live counters, and
     /// removes everything it created when it ends.
@@ -55,6 +65,18 @@ fn main() -> ExitCode {
             iperf_seconds,
             workers,
         } => levee::lab::main(iperf_seconds, &workers),
+        Command::Check { file, json } => match levee::check::check(&file, json) {
+            Ok(out) => {
+                // A closed pipe (`levee check f | head`) is not an error worth a panic.
+                let _ = writeln!(std::io::stdout(), "{}", out.trim_end());
+                Ok(())
+            }
+            Err(diagnostic) => {
+                // Exactly FILE:LINE:COL: message, as compilers print it.
+                eprintln!("{diagnostic}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,10 +6,25 @@
 use levee_control::config::{Config, Device};
 use levee_dataplane::dpdk::PortStats;
 use levee_dataplane::{DataplaneSpec, DropReason, Running, Side, WorkerTotals};
+use levee_filter_vm::{nft, Compiled};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Compiles the configured ruleset (`[filter] ruleset`, relative to the config file).
+pub fn load_ruleset(cfg: &Config, config_path: &Path) -> Result<Option<Arc<Compiled>>, String> {
+    let Some(rel) = &cfg.filter.ruleset else {
+        return Ok(None);
+    };
+    let path = config_path.parent().unwrap_or(Path::new(".")).join(rel);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("config key `filter.ruleset`: cannot read {}: {e}", path.display()))?;
+    let at = |line: u32, col: u32, msg: &str| format!("{}:{line}:{col}: {msg}", path.display());
+    let ast = nft::parse_ruleset(&text).map_err(|e| at(e.line, e.col, &e.message))?;
+    let compiled = levee_filter_vm::compile(&ast, 0).map_err(|e| at(e.line, e.col, &e.message))?;
+    Ok(Some(Arc::new(compiled)))
+}
 
 /// Builds the dataplane's start-up description from a validated config.
 pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
@@ -72,9 +87,17 @@ fn device_line(side: Side, d: &PortStats) -> String {
 /// The `run` command.
 pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) -> Result<(), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
-    let spec = spec_from_config(&cfg);
+    let mut spec = spec_from_config(&cfg);
+    spec.filter = load_ruleset(&cfg, config)?;
     if check_only {
         println!("config {} is valid", config.display());
+        if let Some(f) = &spec.filter {
+            println!(
+                "ruleset: {} base chain(s), {} rule counter(s)",
+                f.entries.len(),
+                f.rule_counters.len()
+            );
+        }
         println!("EAL arguments: {}", spec.eal_args.join(" "));
         return Ok(());
     }
@@ -133,6 +156,9 @@ pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) 
     );
     for side in Side::BOTH {
         println!("{}", device_line(side, &devices[side as usize]));
+    }
+    for (table, chain, index, packets, bytes) in running.rule_counters() {
+        println!("  rule {table}/{chain}/{index}: packets {packets} bytes {bytes}");
     }
     Ok(())
 }
