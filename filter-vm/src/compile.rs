@@ -1041,36 +1041,74 @@ fn resolve_verdict(v: &ast::Verdict, table: &TableCx, span: ast::Span) -> Result
     })
 }
 
-/// The fast path: if `rules[i..]` starts a run of ≥ 2 rules `FIELD CONST VERDICT` on the same
-/// field with the same verdict and nothing else, returns the run's length.
+/// The fast path: if `rules[0..]` starts a run of ≥ 2 rules made only of `FIELD CONST`
+/// matches on the same fields, in the same order, ending in the same verdict, returns the
+/// run's length. One field: constants may be prefixes or ranges (an interval set). Several
+/// fields: exact constants only (a concatenated exact set), since an interval store orders
+/// whole keys and cannot answer per-field ranges.
 fn mergeable_run(rules: &[ast::Rule]) -> usize {
-    fn shape(r: &ast::Rule) -> Option<(&Expr, &ast::Verdict)> {
-        match r.stmts.as_slice() {
-            [Stmt::Match(ast::Match {
-                left,
-                op: ast::RelOp::Implicit,
-                right: Rhs::Const(c),
-            }), Stmt::Verdict(v)]
-                if !matches!(c, Const::Concat(_)) && !matches!(left, Expr::Map { .. } | Expr::Concat(_)) =>
-            {
-                let t = left.data_type()?;
-                (!t.is_bitmask() && t != DataType::CtLabel).then_some((left, v))
-            }
-            _ => None,
+    fn shape(r: &ast::Rule) -> Option<(Vec<&Expr>, &ast::Verdict, bool)> {
+        let (last, matches) = r.stmts.split_last()?;
+        let Stmt::Verdict(v) = last else { return None };
+        if matches.is_empty() || r.comment.is_some() {
+            return None;
         }
+        let mut lefts = Vec::with_capacity(matches.len());
+        let mut exact = true;
+        for s in matches {
+            let Stmt::Match(ast::Match { left, op: ast::RelOp::Implicit, right: Rhs::Const(c) }) = s else {
+                return None;
+            };
+            if matches!(c, Const::Concat(_)) || matches!(left, Expr::Map { .. } | Expr::Concat(_)) {
+                return None;
+            }
+            let t = left.data_type()?;
+            if t.is_bitmask() || t == DataType::CtLabel || t == DataType::Ifname {
+                return None;
+            }
+            exact &= !is_interval(c);
+            lefts.push(left);
+        }
+        Some((lefts, v, exact))
     }
-    let Some((field, verdict)) = rules.first().and_then(shape) else {
-        return 0;
-    };
+    let Some((fields, verdict, _)) = rules.first().and_then(shape) else { return 0 };
     let n = rules
         .iter()
-        .take_while(|r| shape(r) == Some((field, verdict)))
+        .take_while(|r| match shape(r) {
+            Some((f, v, exact)) => f == fields && v == verdict && (fields.len() == 1 || exact),
+            None => false,
+        })
         .count();
     if n >= 2 {
         n
     } else {
         0
     }
+}
+
+/// The single match a merged run compiles to: `FIELD { c1, c2, … }` or
+/// `F1 . F2 { a1 . b1, a2 . b2, … }`.
+fn merged_match(run: &[ast::Rule]) -> ast::Match {
+    let parts = |r: &ast::Rule| -> Vec<(Expr, Const)> {
+        r.stmts
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::Match(ast::Match { left, right: Rhs::Const(c), .. }) => Some((left.clone(), c.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let lefts: Vec<Expr> = parts(&run[0]).into_iter().map(|(l, _)| l).collect();
+    let elems = run
+        .iter()
+        .map(|r| {
+            let mut c: Vec<Const> = parts(r).into_iter().map(|(_, c)| c).collect();
+            let key = if c.len() == 1 { c.remove(0) } else { Const::Concat(c) };
+            ast::SetElem { key, timeout: None, expires: None, counter: None, comment: None, data: None }
+        })
+        .collect();
+    let left = if lefts.len() == 1 { lefts.into_iter().next().expect("one field") } else { Expr::Concat(lefts) };
+    ast::Match { left, op: ast::RelOp::Implicit, right: Rhs::Set(SetRef::Anonymous(elems)) }
 }
 
 /// Compiles a parsed ruleset. `now_ns` starts element timeouts.
@@ -1142,36 +1180,10 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
                 if run > 0 {
                     // Fast path: one set lookup for the whole run.
                     let first = &c.rules[r];
-                    let Stmt::Match(m) = &first.stmts[0] else {
+                    let Some(Stmt::Verdict(v)) = first.stmts.last() else {
                         unreachable!("mergeable_run checked")
                     };
-                    let Stmt::Verdict(v) = &first.stmts[1] else {
-                        unreachable!("mergeable_run checked")
-                    };
-                    let elems: Vec<ast::SetElem> = c.rules[r..r + run]
-                        .iter()
-                        .map(|rule| {
-                            let Stmt::Match(ast::Match {
-                                right: Rhs::Const(k), ..
-                            }) = &rule.stmts[0]
-                            else {
-                                unreachable!()
-                            };
-                            ast::SetElem {
-                                key: k.clone(),
-                                timeout: None,
-                                expires: None,
-                                counter: None,
-                                comment: None,
-                                data: None,
-                            }
-                        })
-                        .collect();
-                    let merged = ast::Match {
-                        left: m.left.clone(),
-                        op: ast::RelOp::Implicit,
-                        right: Rhs::Set(SetRef::Anonymous(elems)),
-                    };
+                    let merged = merged_match(&c.rules[r..r + run]);
                     let mut cx = RuleCx {
                         family: table.family,
                         table: &tcx,

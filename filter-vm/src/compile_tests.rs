@@ -202,3 +202,26 @@ table inet t {
     assert_eq!(v, [true, true, false]);
     assert!(f.evaluate("prerouting", &from(2), &meta), "another source has its own bucket");
 }
+
+
+#[test]
+fn multi_field_runs_merge_into_a_concatenated_lookup() {
+    let mut text = String::from("table inet t {\n chain c {\n  type filter hook prerouting priority 0; policy drop;\n");
+    for p in 0..100u16 {
+        text += &format!("  ip daddr 198.18.255.{} tcp dport {} accept\n", 1 + p % 2, 1000 + p);
+    }
+    text += "  ip daddr 198.18.255.1 tcp dport 1-999 accept\n }\n}\n";
+    let mut f = compile_ruleset(&text).unwrap();
+    assert_eq!(f.compiled.program.chains[0].rules.len(), 2, "100 exact rules merged; the range rule stays");
+    let meta = PacketMeta::default();
+    let mut go = |dst: u8, port: u16, proto: u8| {
+        let l4 = if proto == 6 { tcp(5000, port, SYN) } else { udp(5000, port) };
+        f.evaluate("prerouting", &ipv4([198, 18, 0, 1], [198, 18, 255, dst], proto, &l4), &meta)
+    };
+    assert!(go(1, 1000, 6));
+    assert!(go(2, 1001, 6));
+    assert!(!go(1, 1001, 6), "port 1001 is only open on .2");
+    assert!(!go(1, 1000, 17), "UDP does not match a tcp rule");
+    assert!(go(1, 500, 6), "the range rule");
+    assert!(!go(3, 1000, 6));
+}

@@ -15,7 +15,12 @@
 //! each worker owns a separate [`Sets`] for dynamic elements (see `vm::State`).
 
 use crate::vm::{DynStmt, DynsetOp, Verdict, MAX_DATA_LEN};
-use std::collections::HashMap;
+use std::collections::HashMap as SipMap;
+
+/// Static sets (filled by the operator, never by packets): hashbrown with its fast, randomly
+/// seeded default hasher. A packet can only look keys up here, and lookup cost is fixed by
+/// contents it cannot choose, so a flooding attacker gains nothing from collisions.
+type FastMap<K, V> = hashbrown::HashMap<K, V>;
 
 /// Index of a set in a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,10 +77,13 @@ type RangeElem = (Box<[u8]>, Box<[u8]>, Elem);
 
 #[derive(Clone, Debug)]
 enum Store {
-    Exact(HashMap<Box<[u8]>, Elem>),
+    Exact(FastMap<Box<[u8]>, Elem>),
+    /// Elements added from the packet path (meters): keys are attacker-chosen, so SipHash
+    /// with a random key (std's hasher), which they cannot steer into collisions.
+    Dynamic(SipMap<Box<[u8]>, Elem>),
     Prefix {
         lens_desc: Vec<u16>,
-        map: HashMap<Box<[u8]>, Elem>,
+        map: FastMap<Box<[u8]>, Elem>,
     },
     Ranges(Vec<RangeElem>),
 }
@@ -243,7 +251,7 @@ impl Set {
             }
         }
         let store = if !spec.interval {
-            let mut map = HashMap::with_capacity(elems.len());
+            let mut map = FastMap::with_capacity(elems.len());
             for e in elems {
                 if map.insert(e.lo.clone().into_boxed_slice(), mk(e)?).is_some() {
                     return Err(SetError::Duplicate {
@@ -268,7 +276,7 @@ impl Set {
             let plens: Option<Vec<u16>> = sorted.iter().map(|e| prefix_len(&e.lo, &e.hi)).collect();
             match plens {
                 Some(plens) => {
-                    let mut map = HashMap::with_capacity(elems.len());
+                    let mut map = FastMap::with_capacity(elems.len());
                     let mut lens: Vec<u16> = Vec::new();
                     for (e, plen) in sorted.iter().zip(plens) {
                         let mut k = Vec::with_capacity(2 + spec.key_len);
@@ -310,6 +318,7 @@ impl Set {
     pub fn len(&self) -> usize {
         match &self.store {
             Store::Exact(m) => m.len(),
+            Store::Dynamic(m) => m.len(),
             Store::Prefix { map, .. } => map.len(),
             Store::Ranges(v) => v.len(),
         }
@@ -327,6 +336,7 @@ impl Set {
         }
         match &self.store {
             Store::Exact(m) => Box::new(m.values().map(v)),
+            Store::Dynamic(m) => Box::new(m.values().map(v)),
             Store::Prefix { map, .. } => Box::new(map.values().map(v)),
             Store::Ranges(r) => Box::new(r.iter().map(|(_, _, e)| v(e))),
         }
@@ -338,6 +348,7 @@ impl Set {
         }
         match &self.store {
             Store::Exact(m) => m.get(key).filter(|e| e.live(now)),
+            Store::Dynamic(m) => m.get(key).filter(|e| e.live(now)),
             Store::Prefix { lens_desc, map } => {
                 let mut buf = [0u8; 2 + 64];
                 let k = buf.get_mut(..2 + key.len())?;
@@ -363,7 +374,7 @@ impl Set {
 
     fn empty_like(&self) -> Set {
         Set {
-            store: Store::Exact(HashMap::new()),
+            store: Store::Dynamic(SipMap::new()),
             ..self.clone_shape()
         }
     }
@@ -376,7 +387,7 @@ impl Set {
             verdict_map: self.verdict_map,
             size: self.size,
             timeout_ns: self.timeout_ns,
-            store: Store::Exact(HashMap::new()),
+            store: Store::Dynamic(SipMap::new()),
         }
     }
 }
@@ -457,7 +468,7 @@ impl Sets {
             set.timeout_ns
         };
         let size = set.size;
-        let Store::Exact(map) = &mut set.store else {
+        let Store::Dynamic(map) = &mut set.store else {
             return false;
         };
         let full = map.len() >= size;
@@ -506,6 +517,7 @@ impl Sets {
     pub fn live_len(&self, id: SetId, now: u64) -> usize {
         match self.sets.get(id.0 as usize).map(|s| &s.store) {
             Some(Store::Exact(m)) => m.values().filter(|e| e.live(now)).count(),
+            Some(Store::Dynamic(m)) => m.values().filter(|e| e.live(now)).count(),
             Some(Store::Prefix { map, .. }) => map.values().filter(|e| e.live(now)).count(),
             Some(Store::Ranges(v)) => v.iter().filter(|(_, _, e)| e.live(now)).count(),
             None => 0,
@@ -693,7 +705,10 @@ mod tests {
             size: Some(2),
             ..Default::default()
         };
-        let id = sets.push(Set::build(&s, &[], 0).unwrap());
+        sets.push(Set::build(&s, &[], 0).unwrap());
+        // Meters live in a worker's dynamic copy of the program's sets.
+        let mut sets = sets.empty_dynamic_copy();
+        let id = SetId(0);
         let stmt = DynStmt::Limit {
             rate: 1,
             per_ns: 1_000_000_000,

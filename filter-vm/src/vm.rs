@@ -552,14 +552,27 @@ impl Regs {
     fn store(&mut self, reg: u8, bytes: &[u8]) -> bool {
         let start = reg as usize * 4;
         let padded = bytes.len().div_ceil(4) * 4;
-        match self.data.get_mut(start..start + padded) {
-            Some(dst) => {
-                dst[..bytes.len()].copy_from_slice(bytes);
-                dst[bytes.len()..].fill(0);
-                true
-            }
-            None => false,
+        if bytes.len() > 16 {
+            // Only interface names and concatenated keys are this long; not the hot case.
+            return match self.data.get_mut(start..start + padded) {
+                Some(dst) => {
+                    dst[..bytes.len()].copy_from_slice(bytes);
+                    dst[bytes.len()..].fill(0);
+                    true
+                }
+                None => false,
+            };
         }
+        let v = small_copy(bytes);
+        // Fixed-size copies compile to plain moves; a variable-length one would call memcpy.
+        match (padded, self.data.get_mut(start..start + padded)) {
+            (4, Some(d)) => d.copy_from_slice(&v[..4]),
+            (8, Some(d)) => d.copy_from_slice(&v[..8]),
+            (12, Some(d)) => d.copy_from_slice(&v[..12]),
+            (16, Some(d)) => d.copy_from_slice(&v[..16]),
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -569,16 +582,45 @@ enum Flow {
     Break,
 }
 
+/// A register value of up to 16 bytes as a number, for byte-order-preserving comparisons
+/// without a `memcmp` call (big-endian bytes, left-aligned: shorter values compare as their
+/// prefix would).
+#[inline(always)]
+fn as_u128(b: &[u8]) -> u128 {
+    u128::from_be_bytes(small_copy(b))
+}
+
+/// `src` (the first 16 bytes at most) at the front of a zeroed array, with fixed-size moves for
+/// the common field widths instead of a `memcpy` call.
+#[inline(always)]
+fn small_copy(src: &[u8]) -> [u8; 16] {
+    let mut x = [0u8; 16];
+    match src.len() {
+        1 => x[0] = src[0],
+        2 => x[..2].copy_from_slice(&src[..2]),
+        4 => x[..4].copy_from_slice(&src[..4]),
+        6 => x[..6].copy_from_slice(&src[..6]),
+        8 => x[..8].copy_from_slice(&src[..8]),
+        16 => x.copy_from_slice(&src[..16]),
+        n => {
+            for (d, s) in x.iter_mut().zip(&src[..n.min(16)]) {
+                *d = *s;
+            }
+        }
+    }
+    x
+}
+
 #[inline]
 fn cmp(op: CmpOp, a: &[u8], b: &[u8]) -> bool {
-    let o = a.cmp(b);
+    let (a, b) = (as_u128(a), as_u128(b));
     match op {
-        CmpOp::Eq => o.is_eq(),
-        CmpOp::Ne => o.is_ne(),
-        CmpOp::Lt => o.is_lt(),
-        CmpOp::Lte => o.is_le(),
-        CmpOp::Gt => o.is_gt(),
-        CmpOp::Gte => o.is_ge(),
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Lte => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Gte => a >= b,
     }
 }
 
@@ -842,9 +884,9 @@ fn run(
             to,
             negate,
         } => {
-            let v = or_break!(regs.slice(*sreg, *len));
+            let v = as_u128(or_break!(regs.slice(*sreg, *len)));
             let n = *len as usize;
-            let inside = v >= &from[..n] && v <= &to[..n];
+            let inside = v >= as_u128(&from[..n]) && v <= as_u128(&to[..n]);
             if inside == *negate {
                 return Flow::Break;
             }
