@@ -38,7 +38,12 @@ fn isp_ruleset(n: usize) -> String {
     for i in 0..block {
         // Disjoint /29 blocks from 198.18.0.0 up (at most 198.19.25.x for 10k rules).
         let x = i as u32 * 8;
-        s += &format!("  ip saddr 198.{}.{}.{}/29 drop\n", 18 + (x >> 16), (x >> 8) & 255, x & 255);
+        s += &format!(
+            "  ip saddr 198.{}.{}.{}/29 drop\n",
+            18 + (x >> 16),
+            (x >> 8) & 255,
+            x & 255
+        );
     }
     for i in 0..n / 10 {
         s += &format!("  ip daddr 198.18.255.1 tcp dport {} accept\n", 1000 + i);
@@ -49,7 +54,10 @@ fn isp_ruleset(n: usize) -> String {
 
 fn bench(c: &mut Criterion) {
     let frames: Vec<Vec<u8>> = (0..1024).map(frame).collect();
-    let meta = PacketMeta { ct_state: CtState::New, ..Default::default() };
+    let meta = PacketMeta {
+        ct_state: CtState::New,
+        ..Default::default()
+    };
     let mut g = c.benchmark_group("filter");
     g.throughput(Throughput::Elements(frames.len() as u64));
     let mut cases = vec![(

@@ -49,7 +49,11 @@ fn err_at(span: ast::Span, message: impl Into<String>) -> CompileError {
 
 impl From<crate::nft::ParseError> for CompileError {
     fn from(e: crate::nft::ParseError) -> Self {
-        CompileError { line: e.line, col: e.col, message: e.message }
+        CompileError {
+            line: e.line,
+            col: e.col,
+            message: e.message,
+        }
     }
 }
 
@@ -96,15 +100,20 @@ pub struct Compiled {
 struct RuleCx<'a> {
     family: ast::Family,
     table: &'a TableCx,
+    /// Anonymous maps of this rule, built beforehand and referenced by generated names.
+    extra_sets: Vec<(String, NamedSet)>,
     next_reg: u8,
     insns: Vec<Insn>,
     span: ast::Span,
 }
 
+/// A named set or map: its id, key types and data type (maps).
+type NamedSet = (SetId, Vec<DataType>, Option<DataType>);
+
 /// Names of a table's chains and sets.
 struct TableCx {
     chains: HashMap<String, u16>,
-    sets: HashMap<String, (SetId, Vec<DataType>, Option<DataType>)>,
+    sets: HashMap<String, NamedSet>,
 }
 
 /// How a value of some type sits in a register.
@@ -222,6 +231,17 @@ fn key_bytes(c: &Const, types: &[DataType], span: ast::Span) -> Result<(Vec<u8>,
         hi.resize(hi.len() + padded - h.len(), 0);
     }
     Ok((lo, hi))
+}
+
+/// The byte length of each part of a concatenated key (empty for a single field).
+fn key_parts(types: &[DataType]) -> Vec<usize> {
+    if types.len() < 2 {
+        return Vec::new();
+    }
+    types
+        .iter()
+        .map(|t| dtype_shape(*t).len.div_ceil(4) * 4)
+        .collect()
 }
 
 fn key_len(types: &[DataType]) -> usize {
@@ -376,6 +396,44 @@ impl RuleCx<'_> {
                 format!("{p:?} cannot match in a table of family {family:?}"),
             ));
         }
+        // `icmp id` / `icmp sequence` only exist in echo messages: nft adds a type check
+        // (echo-request 8 / echo-reply 0; ICMPv6 128 / 129), done here with one mask.
+        if let P::Icmp(ast::IcmpField::Id | ast::IcmpField::Sequence)
+        | P::Icmpv6(ast::IcmpField::Id | ast::IcmpField::Sequence) = p
+        {
+            if let Some((k, v)) = &dep {
+                self.meta_eq(*k, v)?;
+            }
+            let (mask, want) = if matches!(p, P::Icmp(_)) {
+                (0xf7u8, 0u8)
+            } else {
+                (0xfe, 0x80)
+            };
+            let r = self.alloc(1)?;
+            self.insns.push(Insn::PayloadLoad {
+                base: Base::Transport,
+                offset: 0,
+                len: 1,
+                dreg: r,
+            });
+            self.insns.push(Insn::Bitwise {
+                sreg: r,
+                dreg: r,
+                len: 1,
+                op: BitOp::MaskXor {
+                    mask: imm(&[mask]),
+                    xor: [0; MAX_DATA_LEN],
+                },
+            });
+            self.insns.push(Insn::Cmp {
+                op: CmpOp::Eq,
+                sreg: r,
+                len: 1,
+                rhs: Operand::Imm(imm(&[want])),
+            });
+            self.next_reg = r;
+            return Ok(());
+        }
         if let Some((k, v)) = dep {
             // A `vlan id` in this layout reads the tag in the frame; nft checks the ether type.
             if matches!(p, P::Vlan(_)) {
@@ -400,61 +458,87 @@ impl RuleCx<'_> {
         Ok(())
     }
 
+    /// Loads `bits` bits starting `bit_off` bits into header `hb` into fresh registers,
+    /// left-aligned: a field off byte boundaries is masked to its bits and shifted to the top.
+    /// Shared by named header fields and raw payloads; adds no protocol dependency.
+    fn load_bits(&mut self, hb: HeaderBase, bit_off: u32, bits: u32) -> Result<(u8, Shape), CompileError> {
+        let base = match hb {
+            HeaderBase::Link => Base::Link,
+            HeaderBase::Network => Base::Network,
+            HeaderBase::Transport => Base::Transport,
+        };
+        let byte = u16::try_from(bit_off / 8).map_err(|_| {
+            err_at(
+                self.span,
+                format!("payload offset {bit_off} is beyond the packet model"),
+            )
+        })?;
+        let shift = (bit_off % 8) as u8;
+        let load_len = (shift as u32 + bits).div_ceil(8);
+        if bits == 0 || load_len as usize > MAX_DATA_LEN {
+            return Err(err_at(
+                self.span,
+                format!("a payload load of {bits} bits at bit {bit_off} does not fit a register"),
+            ));
+        }
+        let load_len = load_len as u8;
+        let r = self.alloc(load_len as usize)?;
+        self.insns.push(Insn::PayloadLoad {
+            base,
+            offset: byte,
+            len: load_len,
+            dreg: r,
+        });
+        if shift != 0 || bits % 8 != 0 {
+            // Keep the field's bits only, then move them to the top of the register.
+            let mut mask = [0u8; MAX_DATA_LEN];
+            for i in 0..bits {
+                let b = shift as u32 + i;
+                mask[(b / 8) as usize] |= 0x80 >> (b % 8);
+            }
+            self.insns.push(Insn::Bitwise {
+                sreg: r,
+                dreg: r,
+                len: load_len,
+                op: BitOp::MaskXor {
+                    mask,
+                    xor: [0; MAX_DATA_LEN],
+                },
+            });
+            if shift != 0 {
+                self.insns.push(Insn::Bitwise {
+                    sreg: r,
+                    dreg: r,
+                    len: load_len,
+                    op: BitOp::Shl(shift),
+                });
+            }
+        }
+        Ok((
+            r,
+            Shape {
+                len: (bits as usize).div_ceil(8),
+                bits,
+            },
+        ))
+    }
+
     /// Loads one (non-concatenated) expression; returns its register and shape.
     fn load(&mut self, e: &Expr) -> Result<(u8, Shape, DataType), CompileError> {
         match e {
             Expr::Payload(p) => {
                 self.dependency(*p)?;
                 let (hb, bit_off, bits) = p.layout();
-                let base = match hb {
-                    HeaderBase::Link => Base::Link,
-                    HeaderBase::Network => Base::Network,
-                    HeaderBase::Transport => Base::Transport,
-                };
-                let byte = (bit_off / 8) as u16;
-                let shift = (bit_off % 8) as u8;
-                let load_len = (shift as u32 + bits).div_ceil(8) as u8;
-                let r = self.alloc(load_len as usize)?;
-                self.insns.push(Insn::PayloadLoad {
-                    base,
-                    offset: byte,
-                    len: load_len,
-                    dreg: r,
-                });
-                if shift != 0 || bits % 8 != 0 {
-                    // Keep the field's bits only, then move them to the top of the register.
-                    let mut mask = [0u8; MAX_DATA_LEN];
-                    for i in 0..bits {
-                        let b = shift as u32 + i;
-                        mask[(b / 8) as usize] |= 0x80 >> (b % 8);
-                    }
-                    self.insns.push(Insn::Bitwise {
-                        sreg: r,
-                        dreg: r,
-                        len: load_len,
-                        op: BitOp::MaskXor {
-                            mask,
-                            xor: [0; MAX_DATA_LEN],
-                        },
-                    });
-                    if shift != 0 {
-                        self.insns.push(Insn::Bitwise {
-                            sreg: r,
-                            dreg: r,
-                            len: load_len,
-                            op: BitOp::Shl(shift),
-                        });
-                    }
-                }
-                let t = p.data_type();
-                Ok((
-                    r,
-                    Shape {
-                        len: (bits as usize).div_ceil(8),
-                        bits,
-                    },
-                    t,
-                ))
+                let (r, shape) = self.load_bits(hb, bit_off, bits)?;
+                Ok((r, shape, p.data_type()))
+            }
+            // nft adds no protocol dependency for a raw payload: it reads whatever is there.
+            Expr::Raw { base, offset, len } => {
+                let (r, shape) = self.load_bits(*base, *offset, *len)?;
+                let t = e
+                    .data_type()
+                    .ok_or_else(|| err_at(self.span, "a raw payload without a type"))?;
+                Ok((r, shape, t))
             }
             Expr::Meta(k) => {
                 let key = meta_key(*k);
@@ -539,11 +623,12 @@ impl RuleCx<'_> {
                 let (kr, klen) = self.load_key(key)?;
                 let set = match map {
                     SetRef::Named(n) => self
-                        .table
-                        .sets
-                        .get(n)
-                        .ok_or_else(|| err_at(self.span, format!("no map named {n}")))?
-                        .clone(),
+                        .extra_sets
+                        .iter()
+                        .find(|(name, _)| name == n)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| self.table.sets.get(n).cloned())
+                        .ok_or_else(|| err_at(self.span, format!("no map named {n}")))?,
                     SetRef::Anonymous(_) => {
                         return Err(err_at(
                             self.span,
@@ -636,6 +721,7 @@ impl Builder {
             interval: elems.iter().any(|e| is_interval(&e.key)),
             size: None,
             timeout_ns: None,
+            parts: key_parts(types),
         };
         let specs = self.elem_specs(elems, types, data, table, span)?;
         let set = Set::build(&spec, &specs, self.now_ns).map_err(|e| err_at(span, e.to_string()))?;
@@ -876,7 +962,8 @@ impl Builder {
             }),
             Stmt::Notrack => cx.insns.push(Insn::Notrack),
             Stmt::MetaSet { value, .. } => {
-                let (r, shape, _) = cx.load(value)?;
+                let value = self.named_anon_map(cx, value, DataType::Mark)?;
+                let (r, shape, _) = cx.load(&value)?;
                 if shape.len != 4 {
                     return Err(err_at(span, "meta mark is set from a 32-bit value"));
                 }
@@ -905,7 +992,15 @@ impl Builder {
                         });
                         r
                     }
-                    (_, e) => cx.load(e)?.0,
+                    (_, e) => {
+                        let data = if k == CtKey::Label {
+                            DataType::CtLabel
+                        } else {
+                            DataType::Mark
+                        };
+                        let e = self.named_anon_map(cx, e, data)?;
+                        cx.load(&e)?.0
+                    }
                 };
                 cx.insns.push(Insn::CtSet { key: k, sreg: r });
             }
@@ -998,6 +1093,33 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// `KEY map { k : v, … }` with an anonymous map: builds the map (values of type `data`)
+    /// and returns the expression rewritten to reference it by a generated name.
+    fn named_anon_map(
+        &mut self,
+        cx: &mut RuleCx<'_>,
+        value: &Expr,
+        data: DataType,
+    ) -> Result<Expr, CompileError> {
+        let Expr::Map {
+            key,
+            map: SetRef::Anonymous(elems),
+        } = value
+        else {
+            return Ok(value.clone());
+        };
+        let types = expr_types(key, cx.table, cx.span)?;
+        let id = self.anon_set(elems, &types, Some(data), cx.table, cx.span)?;
+        let name = format!("__anon{}", id.0);
+        cx.extra_sets.push((name.clone(), (id, types, Some(data))));
+        Ok(Expr::Map {
+            key: key.clone(),
+            map: SetRef::Named(name),
+        })
+    }
+}
+
 fn dyn_stmt(stmts: &[Stmt], span: ast::Span) -> Result<DynStmt, CompileError> {
     match stmts {
         [] => Ok(DynStmt::None),
@@ -1056,7 +1178,12 @@ fn mergeable_run(rules: &[ast::Rule]) -> usize {
         let mut lefts = Vec::with_capacity(matches.len());
         let mut exact = true;
         for s in matches {
-            let Stmt::Match(ast::Match { left, op: ast::RelOp::Implicit, right: Rhs::Const(c) }) = s else {
+            let Stmt::Match(ast::Match {
+                left,
+                op: ast::RelOp::Implicit,
+                right: Rhs::Const(c),
+            }) = s
+            else {
                 return None;
             };
             if matches!(c, Const::Concat(_)) || matches!(left, Expr::Map { .. } | Expr::Concat(_)) {
@@ -1071,7 +1198,9 @@ fn mergeable_run(rules: &[ast::Rule]) -> usize {
         }
         Some((lefts, v, exact))
     }
-    let Some((fields, verdict, _)) = rules.first().and_then(shape) else { return 0 };
+    let Some((fields, verdict, _)) = rules.first().and_then(shape) else {
+        return 0;
+    };
     let n = rules
         .iter()
         .take_while(|r| match shape(r) {
@@ -1093,7 +1222,11 @@ fn merged_match(run: &[ast::Rule]) -> ast::Match {
         r.stmts
             .iter()
             .filter_map(|s| match s {
-                Stmt::Match(ast::Match { left, right: Rhs::Const(c), .. }) => Some((left.clone(), c.clone())),
+                Stmt::Match(ast::Match {
+                    left,
+                    right: Rhs::Const(c),
+                    ..
+                }) => Some((left.clone(), c.clone())),
                 _ => None,
             })
             .collect()
@@ -1103,12 +1236,31 @@ fn merged_match(run: &[ast::Rule]) -> ast::Match {
         .iter()
         .map(|r| {
             let mut c: Vec<Const> = parts(r).into_iter().map(|(_, c)| c).collect();
-            let key = if c.len() == 1 { c.remove(0) } else { Const::Concat(c) };
-            ast::SetElem { key, timeout: None, expires: None, counter: None, comment: None, data: None }
+            let key = if c.len() == 1 {
+                c.remove(0)
+            } else {
+                Const::Concat(c)
+            };
+            ast::SetElem {
+                key,
+                timeout: None,
+                expires: None,
+                counter: None,
+                comment: None,
+                data: None,
+            }
         })
         .collect();
-    let left = if lefts.len() == 1 { lefts.into_iter().next().expect("one field") } else { Expr::Concat(lefts) };
-    ast::Match { left, op: ast::RelOp::Implicit, right: Rhs::Set(SetRef::Anonymous(elems)) }
+    let left = if lefts.len() == 1 {
+        lefts.into_iter().next().expect("one field")
+    } else {
+        Expr::Concat(lefts)
+    };
+    ast::Match {
+        left,
+        op: ast::RelOp::Implicit,
+        right: Rhs::Set(SetRef::Anonymous(elems)),
+    }
 }
 
 /// Compiles a parsed ruleset. `now_ns` starts element timeouts.
@@ -1165,6 +1317,7 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
                         None
                     }),
                 timeout_ns: s.timeout.map(duration_ns),
+                parts: key_parts(&s.key),
             };
             let elems = b.elem_specs(&s.elements, &s.key, s.data, &tcx, s.span)?;
             let set = Set::build(&spec, &elems, now_ns).map_err(|e| err_at(s.span, e.to_string()))?;
@@ -1185,6 +1338,7 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
                     };
                     let merged = merged_match(&c.rules[r..r + run]);
                     let mut cx = RuleCx {
+                        extra_sets: Vec::new(),
                         family: table.family,
                         table: &tcx,
                         next_reg: 0,
@@ -1202,6 +1356,7 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
                 }
                 let rule = &c.rules[r];
                 let mut cx = RuleCx {
+                    extra_sets: Vec::new(),
                     family: table.family,
                     table: &tcx,
                     next_reg: 0,
@@ -1290,7 +1445,7 @@ impl Compiled {
             } else {
                 HookKind::Ip
             };
-            let ctx = crate::ctx::packet_ctx_from(frame, info, meta, kind);
+            let mut ctx = crate::ctx::packet_ctx_from(frame, info, meta, kind);
             if kind == HookKind::Ip && ctx.nfproto == 0 {
                 continue;
             }
@@ -1309,9 +1464,26 @@ impl Compiled {
                 }
                 let o = evaluate(&self.program, state, e.chain, &ctx);
                 if o.verdict == Verdict::Drop {
-                    return o;
+                    return vm::Outcome {
+                        verdict: o.verdict,
+                        actions: merge_actions(last.actions, o.actions),
+                    };
                 }
-                last = o;
+                // What a chain changed is what later chains see.
+                if o.actions.notrack {
+                    // As after the kernel's notrack: untracked from now on.
+                    ctx.ct.state = vm::CtView::UNTRACKED;
+                }
+                if let Some(m) = o.actions.mark {
+                    ctx.mark = m;
+                }
+                if let Some(m) = o.actions.ct_mark {
+                    ctx.ct.mark = m;
+                }
+                last = vm::Outcome {
+                    verdict: o.verdict,
+                    actions: merge_actions(last.actions, o.actions),
+                };
             }
         }
         last
@@ -1338,6 +1510,18 @@ impl Compiled {
                 (rc.table.clone(), rc.chain.clone(), rc.index, p, b)
             })
             .collect()
+    }
+}
+
+/// Actions of several chains: later ones win.
+fn merge_actions(a: vm::Actions, b: vm::Actions) -> vm::Actions {
+    vm::Actions {
+        mark: b.mark.or(a.mark),
+        ct_mark: b.ct_mark.or(a.ct_mark),
+        ct_label: b.ct_label.or(a.ct_label),
+        notrack: a.notrack || b.notrack,
+        reject: b.reject.or(a.reject),
+        synproxy: b.synproxy.or(a.synproxy),
     }
 }
 

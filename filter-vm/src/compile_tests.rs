@@ -84,25 +84,49 @@ fn counts(f: &crate::Filter) -> Vec<u64> {
 #[test]
 fn a_realistic_ruleset_decides_and_counts_like_nft() {
     let mut f = compile_ruleset(RULESET).unwrap_or_else(|e| panic!("{e}"));
-    let new = PacketMeta { ct_state: CtState::New, ..Default::default() };
-    let est = PacketMeta { ct_state: CtState::Established, ..Default::default() };
+    let new = PacketMeta {
+        ct_state: CtState::New,
+        ..Default::default()
+    };
+    let est = PacketMeta {
+        ct_state: CtState::Established,
+        ..Default::default()
+    };
     let (cli, srv, bad) = ([198, 18, 0, 1], [198, 18, 0, 2], [198, 18, 5, 7]);
     let mut run = |frame: Vec<u8>, meta: &PacketMeta| f.evaluate("prerouting", &frame, meta);
-    assert!(run(ipv4(cli, srv, 6, &tcp(4000, 9999, ACK)), &est), "established passes first");
-    assert!(!run(ipv4(bad, srv, 6, &tcp(4000, 22, SYN)), &new), "blocklisted prefix");
-    assert!(!run(ipv4([198, 18, 9, 9], srv, 6, &tcp(4000, 22, SYN)), &new), "blocklisted host");
+    assert!(
+        run(ipv4(cli, srv, 6, &tcp(4000, 9999, ACK)), &est),
+        "established passes first"
+    );
+    assert!(
+        !run(ipv4(bad, srv, 6, &tcp(4000, 22, SYN)), &new),
+        "blocklisted prefix"
+    );
+    assert!(
+        !run(ipv4([198, 18, 9, 9], srv, 6, &tcp(4000, 22, SYN)), &new),
+        "blocklisted host"
+    );
     assert!(run(ipv4(cli, srv, 6, &tcp(4000, 443, SYN)), &new), "allowed port");
-    assert!(!run(ipv4(cli, srv, 6, &tcp(7777, 7777, SYN)), &new), "sport == dport");
-    assert!(run(ipv4(cli, srv, 6, &tcp(4000, 8080, SYN)), &new), "flags rule only counts");
-    // UDP 53: rate 2/s + burst 1 → 3 pass in the same instant, then drops.
-    let dns: Vec<bool> = (0..5).map(|_| run(ipv4(cli, srv, 17, &udp(5000, 53)), &new)).collect();
-    assert_eq!(dns, [true, true, true, false, false]);
+    assert!(
+        !run(ipv4(cli, srv, 6, &tcp(7777, 7777, SYN)), &new),
+        "sport == dport"
+    );
+    assert!(
+        run(ipv4(cli, srv, 6, &tcp(4000, 8080, SYN)), &new),
+        "flags rule only counts"
+    );
+    // UDP 53: burst 1 (the kernel's bucket holds `burst` packets) → one passes in the same
+    // instant, then drops.
+    let dns: Vec<bool> = (0..5)
+        .map(|_| run(ipv4(cli, srv, 17, &udp(5000, 53)), &new))
+        .collect();
+    assert_eq!(dns, [true, false, false, false, false]);
     let v6src = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     let v6dst = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
     assert!(run(ipv6_icmp(v6src, v6dst), &new));
     // Rule counters, in declaration order of rules that have one:
     // blk, ports, sport==dport, flags, dns, v6 jump, final counter (pre), icmpv6 (six).
-    assert_eq!(counts(&f), [2, 1, 1, 1, 2, 1, 4, 1]);
+    assert_eq!(counts(&f), [2, 1, 1, 1, 4, 1, 2, 1]);
     let c = f.rule_counters();
     assert_eq!((c[0].0.as_str(), c[0].1.as_str(), c[0].2), ("filter", "pre", 1));
     assert_eq!((c[7].1.as_str(), c[7].2), ("six", 0));
@@ -110,7 +134,8 @@ fn a_realistic_ruleset_decides_and_counts_like_nft() {
 
 #[test]
 fn runs_of_blocklist_rules_become_one_lookup_with_the_same_verdicts() {
-    let mut text = String::from("table ip t {\n chain c {\n  type filter hook prerouting priority 0; policy accept;\n");
+    let mut text =
+        String::from("table ip t {\n chain c {\n  type filter hook prerouting priority 0; policy accept;\n");
     for i in 0..200u32 {
         text += &format!("  ip saddr 198.18.{}.{} drop\n", i / 200, i % 200 + 1);
     }
@@ -119,8 +144,22 @@ fn runs_of_blocklist_rules_become_one_lookup_with_the_same_verdicts() {
     // 200 host rules + the prefix rule (same field, same verdict) → one rule; then the counter rule.
     assert_eq!(f.compiled.program.chains[0].rules.len(), 2);
     let meta = PacketMeta::default();
-    for (src, want) in [([198, 18, 0, 1], false), ([198, 18, 0, 200], false), ([198, 18, 0, 201], true), ([198, 19, 7, 7], false), ([198, 20, 0, 1], true)] {
-        assert_eq!(f.evaluate("prerouting", &ipv4(src, [198, 18, 255, 1], 6, &tcp(1, 22, SYN)), &meta), want, "{src:?}");
+    for (src, want) in [
+        ([198, 18, 0, 1], false),
+        ([198, 18, 0, 200], false),
+        ([198, 18, 0, 201], true),
+        ([198, 19, 7, 7], false),
+        ([198, 20, 0, 1], true),
+    ] {
+        assert_eq!(
+            f.evaluate(
+                "prerouting",
+                &ipv4(src, [198, 18, 255, 1], 6, &tcp(1, 22, SYN)),
+                &meta
+            ),
+            want,
+            "{src:?}"
+        );
     }
     // The counter rule kept its own counter and its index (rule 201 of the chain).
     assert_eq!(f.rule_counters(), vec![("t".into(), "c".into(), 201, 2, 80)]);
@@ -151,7 +190,11 @@ table ip6 t6 {
     let text = text.replace("    ip6 nexthdr tcp counter\n", "");
     let mut f = compile_ruleset(&text).unwrap();
     let meta = PacketMeta::default();
-    assert!(f.evaluate("prerouting", &ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(1, 2, SYN)), &meta));
+    assert!(f.evaluate(
+        "prerouting",
+        &ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(1, 2, SYN)),
+        &meta
+    ));
     assert_eq!(counts(&f), [1, 1, 1, 1, 1]);
     // The ip6 table's drop policy applies to IPv6 only.
     let v6 = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -162,11 +205,21 @@ table ip6 t6 {
 fn errors_point_at_line_and_column() {
     let cases = [
         ("table ip t {\n chain c {\n  jump nowhere\n }\n}\n", 3, "nowhere"),
-        ("table ip t {\n chain c {\n  ip saddr @nope drop\n }\n}\n", 3, "nope"),
-        ("table ip t {\n chain a { jump b }\n chain b { jump a }\n}\n", 0, "loop"),
+        (
+            "table ip t {\n chain c {\n  ip saddr @nope drop\n }\n}\n",
+            3,
+            "nope",
+        ),
+        (
+            "table ip t {\n chain a { jump b }\n chain b { jump a }\n}\n",
+            0,
+            "loop",
+        ),
     ];
     for (text, line, needle) in cases {
-        let e = compile_ruleset(text).err().unwrap_or_else(|| panic!("accepted:\n{text}"));
+        let e = compile_ruleset(text)
+            .err()
+            .unwrap_or_else(|| panic!("accepted:\n{text}"));
         assert!(e.to_string().contains(needle), "{e}");
         if line > 0 {
             assert_eq!(e.line, line, "{e}");
@@ -192,31 +245,60 @@ table inet t {
 "#;
     let mut f = compile_ruleset(text).unwrap_or_else(|e| panic!("{e}"));
     let meta = PacketMeta::default();
-    let o = f.evaluate_outcome("prerouting", &ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(1, 80, SYN)), &meta);
+    let o = f.evaluate_outcome(
+        "prerouting",
+        &ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(1, 80, SYN)),
+        &meta,
+    );
     assert_eq!(o.actions.mark, Some(0x10));
     assert_eq!(o.verdict, crate::vm::Verdict::Accept);
-    assert!(!f.evaluate("prerouting", &ipv4([198, 18, 0, 3], [198, 18, 0, 2], 6, &tcp(1, 22, SYN)), &meta));
-    // Per-source meter: 1/s + burst 1 → the third packet from one source in an instant is over.
+    assert!(!f.evaluate(
+        "prerouting",
+        &ipv4([198, 18, 0, 3], [198, 18, 0, 2], 6, &tcp(1, 22, SYN)),
+        &meta
+    ));
+    // Per-source meter: burst 1 → the second packet from one source in an instant is over.
     let from = |last: u8| ipv4([198, 18, 1, last], [198, 18, 0, 2], 6, &tcp(1, 9, SYN));
-    let v: Vec<bool> = (0..3).map(|_| f.evaluate("prerouting", &from(1), &meta)).collect();
-    assert_eq!(v, [true, true, false]);
-    assert!(f.evaluate("prerouting", &from(2), &meta), "another source has its own bucket");
+    let v: Vec<bool> = (0..3)
+        .map(|_| f.evaluate("prerouting", &from(1), &meta))
+        .collect();
+    assert_eq!(v, [true, false, false]);
+    assert!(
+        f.evaluate("prerouting", &from(2), &meta),
+        "another source has its own bucket"
+    );
 }
-
 
 #[test]
 fn multi_field_runs_merge_into_a_concatenated_lookup() {
-    let mut text = String::from("table inet t {\n chain c {\n  type filter hook prerouting priority 0; policy drop;\n");
+    let mut text =
+        String::from("table inet t {\n chain c {\n  type filter hook prerouting priority 0; policy drop;\n");
     for p in 0..100u16 {
-        text += &format!("  ip daddr 198.18.255.{} tcp dport {} accept\n", 1 + p % 2, 1000 + p);
+        text += &format!(
+            "  ip daddr 198.18.255.{} tcp dport {} accept\n",
+            1 + p % 2,
+            1000 + p
+        );
     }
     text += "  ip daddr 198.18.255.1 tcp dport 1-999 accept\n }\n}\n";
     let mut f = compile_ruleset(&text).unwrap();
-    assert_eq!(f.compiled.program.chains[0].rules.len(), 2, "100 exact rules merged; the range rule stays");
+    assert_eq!(
+        f.compiled.program.chains[0].rules.len(),
+        2,
+        "100 exact rules merged; the range rule stays"
+    );
     let meta = PacketMeta::default();
     let mut go = |dst: u8, port: u16, proto: u8| {
-        let l4 = if proto == 6 { tcp(5000, port, SYN) } else { udp(5000, port) };
-        f.evaluate("prerouting", &ipv4([198, 18, 0, 1], [198, 18, 255, dst], proto, &l4), &meta)
+        let l4 = if proto == 6 {
+            tcp(5000, port, SYN)
+        } else {
+            udp(5000, port)
+        };
+        f.evaluate(
+            "prerouting",
+            &ipv4([198, 18, 0, 1], [198, 18, 255, dst], proto, &l4),
+            &meta,
+        )
     };
     assert!(go(1, 1000, 6));
     assert!(go(2, 1001, 6));

@@ -8,13 +8,13 @@
 #![forbid(unsafe_code)]
 
 pub mod compile;
+#[cfg(test)]
+mod compile_tests;
 pub mod ctx;
 pub mod nft;
 pub mod sets;
 pub mod verify;
 pub mod vm;
-#[cfg(test)]
-mod compile_tests;
 #[cfg(test)]
 mod vm_tests;
 

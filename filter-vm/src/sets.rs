@@ -86,6 +86,11 @@ enum Store {
         map: FastMap<Box<[u8]>, Elem>,
     },
     Ranges(Vec<RangeElem>),
+    /// Concatenations with a range per part; `parts` are the parts' byte lengths.
+    ConcatRanges {
+        parts: Vec<usize>,
+        elems: Vec<RangeElem>,
+    },
 }
 
 /// A set or map.
@@ -190,6 +195,9 @@ pub struct SetSpec {
     pub interval: bool,
     pub size: Option<usize>,
     pub timeout_ns: Option<u64>,
+    /// For concatenated keys: the byte length of each part (each padded to 4 bytes); empty
+    /// for single-field keys. Interval sets over concatenations check each part's range.
+    pub parts: Vec<usize>,
 }
 
 /// One element to build a set from: `[lo, hi]` (equal for exact elements) and map data.
@@ -250,7 +258,23 @@ impl Set {
                 });
             }
         }
-        let store = if !spec.interval {
+        let store = if spec.interval && spec.parts.len() > 1 {
+            // Per-part intervals (`198.18.0.0/16 . 1000-2000`): a linear scan that checks each
+            // part's range. Whole-key order cannot answer them, and such sets are small in
+            // practice (nft's pipapo sets have the same shape).
+            let mut v = Vec::with_capacity(elems.len());
+            for e in elems {
+                v.push((
+                    e.lo.clone().into_boxed_slice(),
+                    e.hi.clone().into_boxed_slice(),
+                    mk(e)?,
+                ));
+            }
+            Store::ConcatRanges {
+                parts: spec.parts.clone(),
+                elems: v,
+            }
+        } else if !spec.interval {
             let mut map = FastMap::with_capacity(elems.len());
             for e in elems {
                 if map.insert(e.lo.clone().into_boxed_slice(), mk(e)?).is_some() {
@@ -321,6 +345,7 @@ impl Set {
             Store::Dynamic(m) => m.len(),
             Store::Prefix { map, .. } => map.len(),
             Store::Ranges(v) => v.len(),
+            Store::ConcatRanges { elems, .. } => elems.len(),
         }
     }
 
@@ -339,6 +364,7 @@ impl Set {
             Store::Dynamic(m) => Box::new(m.values().map(v)),
             Store::Prefix { map, .. } => Box::new(map.values().map(v)),
             Store::Ranges(r) => Box::new(r.iter().map(|(_, _, e)| v(e))),
+            Store::ConcatRanges { elems, .. } => Box::new(elems.iter().map(|(_, _, e)| v(e))),
         }
     }
 
@@ -369,6 +395,17 @@ impl Set {
                 let (_, hi, e) = v.get(i.checked_sub(1)?)?;
                 (key <= &**hi && e.live(now)).then_some(e)
             }
+            Store::ConcatRanges { parts, elems } => elems.iter().find_map(|(lo, hi, e)| {
+                let mut at = 0;
+                for &n in parts {
+                    let (k, l, h) = (&key[at..at + n], &lo[at..at + n], &hi[at..at + n]);
+                    if k < l || k > h {
+                        return None;
+                    }
+                    at += n;
+                }
+                e.live(now).then_some(e)
+            }),
         }
     }
 
@@ -520,6 +557,7 @@ impl Sets {
             Some(Store::Dynamic(m)) => m.values().filter(|e| e.live(now)).count(),
             Some(Store::Prefix { map, .. }) => map.values().filter(|e| e.live(now)).count(),
             Some(Store::Ranges(v)) => v.iter().filter(|(_, _, e)| e.live(now)).count(),
+            Some(Store::ConcatRanges { elems, .. }) => elems.iter().filter(|(_, _, e)| e.live(now)).count(),
             None => 0,
         }
     }
@@ -712,7 +750,7 @@ mod tests {
         let stmt = DynStmt::Limit {
             rate: 1,
             per_ns: 1_000_000_000,
-            burst: 0,
+            burst: 1,
             over: true,
         };
         let take = |b: &mut (u64, u64, bool), r, p, bu| crate::vm::bucket_take_raw(b, r, p, bu, 0);

@@ -512,8 +512,11 @@ impl State {
 /// Token bucket: `rate` tokens per `per_ns`, at most `burst` (+ rate) stored; costs `cost`.
 /// Returns true when the packet conforms. Integer arithmetic in units of 1/per_ns.
 fn bucket_take(b: &mut Bucket, rate: u64, per_ns: u64, burst: u64, cost: u64, now: u64) -> bool {
-    // Tokens are kept scaled by per_ns so refills never lose precision.
-    let cap = rate.saturating_add(burst).saturating_mul(per_ns);
+    // The kernel's model (net/netfilter/nft_limit.c): the bucket holds `burst` packets (or
+    // bytes) and starts full; a packet rate with burst 0 gets the default burst of 5. Tokens
+    // are kept scaled by `per_ns` (kernel: nanoseconds per packet × rate) so refills never
+    // lose precision.
+    let cap = burst.saturating_mul(per_ns);
     if !b.primed {
         b.primed = true;
         b.tokens = cap;
@@ -897,6 +900,10 @@ fn run(
         Insn::Meta { key, dreg } => {
             let mut v = [0u8; 16];
             meta_value(*key, p, &mut v);
+            // A mark set earlier in this evaluation is what later rules see.
+            if let (MetaKey::Mark, Some(m)) = (key, actions.mark) {
+                v[..4].copy_from_slice(&m.to_be_bytes());
+            }
             or_break!(regs.store(*dreg, &v[..key.data_len()]).then_some(()));
         }
         Insn::MetaSetMark { sreg } => {
@@ -910,6 +917,9 @@ fn run(
             }
             let mut v = [0u8; 16];
             ct_value(*key, &p.ct, &mut v);
+            if let (CtKey::Mark, Some(m)) = (key, actions.ct_mark) {
+                v[..4].copy_from_slice(&m.to_be_bytes());
+            }
             or_break!(regs.store(*dreg, &v[..key.data_len()]).then_some(()));
         }
         Insn::CtSet { key, sreg } => match key {
@@ -988,19 +998,20 @@ fn run(
             over,
         } => {
             let cost = if *bytes { len } else { 1 };
+            let burst = if *bytes || *burst > 0 { *burst } else { 5 };
             let b = or_break!(state.buckets.get_mut(*id as usize));
-            let conforms = bucket_take(b, *rate, *per_ns, *burst, cost, p.now_ns);
+            let conforms = bucket_take(b, *rate, *per_ns, burst, cost, p.now_ns);
             // `limit rate N` matches conforming packets; `limit rate over N` the others.
             if conforms == *over {
                 return Flow::Break;
             }
         }
         Insn::Quota { id, bytes, over } => {
+            // As the kernel (nft_quota.c): every packet is added, even past the quota, and the
+            // packet that reaches the quota exactly is still within it.
             let used = or_break!(state.quotas.get_mut(*id as usize));
-            let within = *used + len <= *bytes;
-            if within {
-                *used += len;
-            }
+            *used = used.saturating_add(len);
+            let within = *used <= *bytes;
             // `quota N` matches while within; `quota over N` once exhausted.
             if within == *over {
                 return Flow::Break;
@@ -1050,7 +1061,14 @@ pub(crate) fn bucket_take_raw(
         last_ns: b.1,
         primed: b.2,
     };
-    let ok = bucket_take(&mut bucket, rate, per_ns, burst, 1, now);
+    let ok = bucket_take(
+        &mut bucket,
+        rate,
+        per_ns,
+        if burst > 0 { burst } else { 5 },
+        1,
+        now,
+    );
     *b = (bucket.tokens, bucket.last_ns, bucket.primed);
     ok
 }

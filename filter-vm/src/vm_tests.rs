@@ -468,13 +468,13 @@ fn counters_limits_and_quotas() {
     let p = prog(vec![base_chain(
         vec![
             vec![Insn::Counter { id: 0 }],
-            // 2 packets per second, no burst: the 3rd packet in the same instant is over.
+            // 2 packets per second, burst 2: the 3rd packet in the same instant is over.
             vec![
                 Insn::Limit {
                     id: 0,
                     rate: 2,
                     per_ns: 1_000_000_000,
-                    burst: 0,
+                    burst: 2,
                     bytes: false,
                     over: true,
                 },
@@ -721,7 +721,7 @@ fn meters_limit_each_source_separately() {
                 stmt: DynStmt::Limit {
                     rate: 1,
                     per_ns: 1_000_000_000,
-                    burst: 0,
+                    burst: 1,
                     over: true,
                 },
             },

@@ -310,6 +310,12 @@ pub enum Expr {
     },
     /// `KEY map { … }` / `KEY map @name`: the data of the element matching KEY.
     Map { key: Box<Expr>, map: SetRef },
+    /// A raw payload `@ll|nh|th,OFFSET,LEN`: `len` bits starting `offset` bits into the link,
+    /// network or transport header. Its value is an integer of `len` bits (see
+    /// [`Expr::data_type`]); unlike a named field it implies no protocol check.
+    /// Invariant (checked by the parser): `1 <= len <= 64` and the field ends within the
+    /// first 65535 bytes of its header.
+    Raw { base: HeaderBase, offset: u32, len: u32 },
     /// A constant, only as the value of `meta mark set` / `ct mark set` / `ct label set`
     /// (never as the left side of a match).
     Const(Value),
@@ -351,6 +357,8 @@ pub enum IpField {
     Version,
     Hdrlength,
     Dscp,
+    /// The low 2 bits of the TOS byte.
+    Ecn,
     Length,
     Id,
     FragOff,
@@ -364,7 +372,10 @@ pub enum IpField {
 /// `ip6 …` fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ip6Field {
+    Version,
     Dscp,
+    /// The low 2 bits of the traffic class.
+    Ecn,
     Flowlabel,
     Length,
     Nexthdr,
@@ -383,6 +394,8 @@ pub enum TcpField {
     Doff,
     Flags,
     Window,
+    /// The urgent pointer.
+    Urgptr,
 }
 
 /// `udp …` fields.
@@ -391,6 +404,7 @@ pub enum UdpField {
     Sport,
     Dport,
     Length,
+    Checksum,
 }
 
 /// `th …` fields.
@@ -519,6 +533,8 @@ pub enum DataType {
     Nfproto,
     /// `dscp`: 6 bits, names cs0..cs7, af11..af43, ef.
     Dscp,
+    /// `ecn`: 2 bits, names not-ect, ect1, ect0, ce.
+    Ecn,
     /// `day`: 0 = Sunday.
     Day,
     /// `hour`: seconds since midnight.
@@ -601,12 +617,40 @@ pub enum LogLevel {
     Audit,
 }
 
-/// `log [prefix "…"] [level L]`.
+/// `log [prefix "…"] [level L] [flags …]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Log {
     pub prefix: Option<String>,
     /// nft's default `warn` when not written (and then not printed).
     pub level: LogLevel,
+    /// What the log line includes beyond the defaults. No effect on matching or verdicts.
+    pub flags: LogFlags,
+}
+
+/// `flags …` of a log statement (nft's `NF_LOG_*` bits); `flags all` sets every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LogFlags {
+    /// `flags tcp sequence`: TCP sequence numbers.
+    pub tcp_sequence: bool,
+    /// `flags tcp options`: TCP options.
+    pub tcp_options: bool,
+    /// `flags ip options`: IPv4/IPv6 options.
+    pub ip_options: bool,
+    /// `flags skuid`: the owning socket's user id.
+    pub skuid: bool,
+    /// `flags ether`: the decoded link-layer header.
+    pub ether: bool,
+}
+
+impl LogFlags {
+    /// `flags all`.
+    pub const ALL: LogFlags = LogFlags {
+        tcp_sequence: true,
+        tcp_options: true,
+        ip_options: true,
+        skuid: true,
+        ether: true,
+    };
 }
 
 /// `reject [with …]`.
@@ -706,7 +750,7 @@ pub struct SetFlags {
     pub dynamic: bool,
 }
 
-/// Which header a [`Payload`] field is read from.
+/// Which header a [`Payload`] field or a raw payload ([`Expr::Raw`]) is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeaderBase {
     /// The Ethernet header (start of the frame).
@@ -737,6 +781,7 @@ impl DataType {
             DataType::Mark | DataType::IfaceIndex | DataType::CtState | DataType::CtStatus => 32,
             DataType::Hour => 32,
             DataType::Dscp => 6,
+            DataType::Ecn => 2,
             DataType::CtLabel => 128,
             DataType::Time | DataType::Duration => 64,
             DataType::Integer { bits } => u32::from(bits),
@@ -754,13 +799,16 @@ impl Payload {
             Payload::Ip(f) => match f {
                 IpField::Version | IpField::Hdrlength => int(4),
                 IpField::Dscp => T::Dscp,
+                IpField::Ecn => T::Ecn,
                 IpField::Length | IpField::Id | IpField::FragOff | IpField::Checksum => int(16),
                 IpField::Ttl => int(8),
                 IpField::Protocol => T::InetProto,
                 IpField::Saddr | IpField::Daddr => T::Ipv4Addr,
             },
             Payload::Ip6(f) => match f {
+                Ip6Field::Version => int(4),
                 Ip6Field::Dscp => T::Dscp,
+                Ip6Field::Ecn => T::Ecn,
                 Ip6Field::Flowlabel => int(20),
                 Ip6Field::Length => int(16),
                 Ip6Field::Nexthdr => T::InetProto,
@@ -772,11 +820,11 @@ impl Payload {
                 TcpField::Sequence | TcpField::Ackseq => int(32),
                 TcpField::Doff => int(4),
                 TcpField::Flags => T::TcpFlag,
-                TcpField::Window => int(16),
+                TcpField::Window | TcpField::Urgptr => int(16),
             },
             Payload::Udp(f) => match f {
                 UdpField::Sport | UdpField::Dport => T::InetService,
-                UdpField::Length => int(16),
+                UdpField::Length | UdpField::Checksum => int(16),
             },
             Payload::Th(_) => T::InetService,
             Payload::Icmp(f) | Payload::Icmpv6(f) => match f {
@@ -805,6 +853,7 @@ impl Payload {
                 IpField::Version => (Network, 0, 4),
                 IpField::Hdrlength => (Network, 4, 4),
                 IpField::Dscp => (Network, 8, 6),
+                IpField::Ecn => (Network, 14, 2),
                 IpField::Length => (Network, 16, 16),
                 IpField::Id => (Network, 32, 16),
                 IpField::FragOff => (Network, 48, 16),
@@ -815,7 +864,9 @@ impl Payload {
                 IpField::Daddr => (Network, 128, 32),
             },
             Payload::Ip6(f) => match f {
+                Ip6Field::Version => (Network, 0, 4),
                 Ip6Field::Dscp => (Network, 4, 6),
+                Ip6Field::Ecn => (Network, 10, 2),
                 Ip6Field::Flowlabel => (Network, 12, 20),
                 Ip6Field::Length => (Network, 32, 16),
                 Ip6Field::Nexthdr => (Network, 48, 8),
@@ -831,11 +882,13 @@ impl Payload {
                 TcpField::Doff => (Transport, 96, 4),
                 TcpField::Flags => (Transport, 104, 8),
                 TcpField::Window => (Transport, 112, 16),
+                TcpField::Urgptr => (Transport, 144, 16),
             },
             Payload::Udp(f) => match f {
                 UdpField::Sport => (Transport, 0, 16),
                 UdpField::Dport => (Transport, 16, 16),
                 UdpField::Length => (Transport, 32, 16),
+                UdpField::Checksum => (Transport, 48, 16),
             },
             Payload::Th(ThField::Sport) => (Transport, 0, 16),
             Payload::Th(ThField::Dport) => (Transport, 16, 16),
@@ -898,6 +951,9 @@ impl Expr {
             Expr::Meta(k) => Some(k.data_type()),
             Expr::Ct(k) => Some(k.data_type()),
             Expr::Bitwise { expr, .. } => expr.data_type(),
+            Expr::Raw { len, .. } => Some(DataType::Integer {
+                bits: u8::try_from(*len).unwrap_or(u8::MAX),
+            }),
             Expr::Concat(_) | Expr::Map { .. } | Expr::Const(_) => None,
         }
     }

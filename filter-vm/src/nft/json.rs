@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value as J};
 use super::ast::*;
 use super::parser::{family_name, hook_name};
 use super::printer::{
-    bytes_with_unit, ct_name, key_types, log_level, meta_name, payload_names, rate_unit, reject_parts,
+    bytes_with_unit, ct_name, key_types, log_flag_clauses, log_level, meta_name, payload_names, rate_unit,
+    raw_base_name, reject_parts,
 };
 use super::symbols::{self, format_scalar, BitsStyle};
 
@@ -219,6 +220,9 @@ fn expr(e: &Expr) -> J {
             let (proto, field) = payload_names(*p);
             json!({"payload": {"protocol": proto, "field": field}})
         }
+        Expr::Raw { base, offset, len } => {
+            json!({"payload": {"base": raw_base_name(*base), "offset": offset, "len": len}})
+        }
         Expr::Meta(k) => json!({"meta": {"key": meta_name(*k)}}),
         Expr::Ct(k) => json!({"ct": {"key": ct_name(*k)}}),
         Expr::Concat(parts) => json!({"concat": parts.iter().map(expr).collect::<Vec<_>>()}),
@@ -340,6 +344,24 @@ fn stmt(s: &Stmt) -> J {
             }
             if l.level != LogLevel::Warn {
                 obj.insert("level".into(), json!(log_level(l.level)));
+            }
+            // libnftables: one flag as a string, several as an array, `tcp sequence` and
+            // `tcp options` as separate entries.
+            let flags: Vec<&str> = log_flag_clauses(l.flags)
+                .into_iter()
+                .flat_map(|c| match c {
+                    "tcp sequence,options" => vec!["tcp sequence", "tcp options"],
+                    other => vec![other],
+                })
+                .collect();
+            match flags.as_slice() {
+                [] => {}
+                [one] => {
+                    obj.insert("flags".into(), json!(one));
+                }
+                many => {
+                    obj.insert("flags".into(), json!(many));
+                }
             }
             if obj.is_empty() {
                 json!({"log": null})

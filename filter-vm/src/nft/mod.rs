@@ -40,16 +40,18 @@
 //! - `map NAME { type K [. K]… : V | typeof EXPR : EXPR; … }`, V a data type or `verdict`.
 //! - Types: `ipv4_addr ipv6_addr ether_addr inet_proto inet_service mark ifname iface_index
 //!   ct_state ct_status ct_dir ct_label tcp_flag icmp_type icmp_code icmpv6_type icmpv6_code
-//!   ether_type pkt_type nf_proto dscp day hour time`, and `verdict` as map data.
+//!   ether_type pkt_type nf_proto dscp ecn day hour time`, and `verdict` as map data.
 //! - Elements: `KEY [timeout D] [expires D] [counter packets N bytes M] [comment "…"]
 //!   [: DATA]`; prefixes and ranges need `flags interval`, timeouts need `flags timeout`.
 //!
 //! **Rules**: statements, at most one terminal one (verdict, `vmap`, `reject`) and only last,
 //! then optionally `comment "…"`.
-//! - Payload: `ip saddr|daddr|protocol|ttl|length|id|dscp|version|hdrlength|checksum|frag-off`,
-//!   `ip6 saddr|daddr|nexthdr|hoplimit|length|flowlabel|dscp`,
-//!   `tcp sport|dport|flags|sequence|ackseq|window|doff`, `udp sport|dport|length`,
+//! - Payload: `ip saddr|daddr|protocol|ttl|length|id|dscp|ecn|version|hdrlength|checksum|
+//!   frag-off`, `ip6 saddr|daddr|nexthdr|hoplimit|length|flowlabel|dscp|ecn|version`,
+//!   `tcp sport|dport|flags|sequence|ackseq|window|doff|urgptr`, `udp sport|dport|length|checksum`,
 //!   `th sport|dport`, `icmp|icmpv6 type|code|id|sequence`, `ether saddr|daddr|type`, `vlan id`.
+//! - Raw payload: `@ll|nh|th,OFFSET,LEN` (bits from the start of the link, network or transport
+//!   header; LEN 1 to 64), an integer of LEN bits, with no implied protocol check (as in nft).
 //! - Meta: `meta l4proto|nfproto|protocol|length|mark|iif|oif|iifname|oifname|cpu|pkttype|
 //!   hour|day|time`; bare `mark iif oif iifname oifname cpu pkttype l4proto`.
 //! - Conntrack: `ct state|status|mark|label|direction|expiration|zone`.
@@ -61,7 +63,7 @@
 //! - Right sides: decimal/hex numbers, IPv4/IPv6/Ethernet addresses, prefixes `a/len`,
 //!   ranges `lo-hi` (or `lo - hi`), symbolic names (protocols, a small service table, TCP
 //!   flags, ICMP/ICMPv6 types and codes, ct states/statuses/directions, ethertypes, pkttypes,
-//!   DSCP names, days, `"HH:MM"` hours, `"YYYY-MM-DD HH:MM:SS"` UTC times, durations like
+//!   DSCP and ECN names, days, `"HH:MM"` hours, `"YYYY-MM-DD HH:MM:SS"` UTC times, durations like
 //!   `1m30s`), flag lists `a,b`, constant `|` expressions, anonymous sets `{ … }`, named sets
 //!   `@name`, concatenated constants `a . b`.
 //! - levee extension: `EXPR OP EXPR` with an explicit operator compares two packet expressions
@@ -69,7 +71,9 @@
 //! - Statements: `counter [packets N bytes M]`; `limit rate [over|until] N/UNIT [burst N
 //!   packets]` and `limit rate [over] N bytes|kbytes|mbytes/UNIT [burst N bytes|kbytes|mbytes]`
 //!   (UNIT second, minute, hour, day, week); `quota [over|until] N bytes|kbytes|mbytes [used N
-//!   UNIT]`; `log [prefix "…"] [level emerg|alert|crit|err|warn|notice|info|debug|audit]`;
+//!   UNIT]`; `log [prefix "…"] [level emerg|alert|crit|err|warn|notice|info|debug|audit]
+//!   [flags tcp sequence[,options] | flags tcp options | flags ip options | flags skuid |
+//!   flags ether | flags all]…` (flags only change what a log line holds);
 //!   `reject [with tcp reset | with icmp|icmpv6|icmpx [type] CODE]`; `synproxy [mss N] [wscale
 //!   N] [timestamp] [sack-perm]`; `notrack`; `meta mark set V`, `ct mark set V`, `ct label set
 //!   NAME|BIT` (V a constant, an expression, or `EXPR map { … }|@name`); `add|update @set { KEY

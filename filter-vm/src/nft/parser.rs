@@ -18,6 +18,10 @@ const MAX_DEPTH: usize = 32;
 const MAX_NAME: usize = 255;
 const MAX_COMMENT: usize = 128;
 const MAX_LOG_PREFIX: usize = 127;
+/// A raw payload must end within the first 65535 bytes of its header (the VM's packet model).
+const RAW_MAX_BITS: u64 = 65_535 * 8;
+/// The widest raw payload: constants are 64-bit integers.
+const RAW_MAX_LEN: u64 = 64;
 
 type PResult<T> = Result<T, ParseError>;
 
@@ -118,6 +122,16 @@ fn meta_key(w: &str) -> Option<MetaKey> {
     })
 }
 
+/// The header of a raw payload expression `@BASE,OFFSET,LEN`.
+pub(crate) fn raw_base(w: &str) -> Option<HeaderBase> {
+    Some(match w {
+        "ll" => HeaderBase::Link,
+        "nh" => HeaderBase::Network,
+        "th" => HeaderBase::Transport,
+        _ => return None,
+    })
+}
+
 fn ct_key(w: &str) -> Option<CtKey> {
     Some(match w {
         "state" => CtKey::State,
@@ -133,81 +147,85 @@ fn ct_key(w: &str) -> Option<CtKey> {
 
 /// The header field `proto field`, with the list of valid fields for the error message.
 fn payload_field(proto: &str, field: &str) -> Result<Payload, &'static str> {
-    let found =
-        match proto {
-            "ip" => Some(match field {
-                "version" => Payload::Ip(IpField::Version),
-                "hdrlength" => Payload::Ip(IpField::Hdrlength),
-                "dscp" => Payload::Ip(IpField::Dscp),
-                "length" => Payload::Ip(IpField::Length),
-                "id" => Payload::Ip(IpField::Id),
-                "frag-off" => Payload::Ip(IpField::FragOff),
-                "ttl" => Payload::Ip(IpField::Ttl),
-                "protocol" => Payload::Ip(IpField::Protocol),
-                "checksum" => Payload::Ip(IpField::Checksum),
-                "saddr" => Payload::Ip(IpField::Saddr),
-                "daddr" => Payload::Ip(IpField::Daddr),
-                _ => return Err(
-                    "saddr, daddr, protocol, ttl, length, id, dscp, version, hdrlength, checksum, frag-off",
-                ),
-            }),
-            "ip6" => Some(match field {
-                "dscp" => Payload::Ip6(Ip6Field::Dscp),
-                "flowlabel" => Payload::Ip6(Ip6Field::Flowlabel),
-                "length" => Payload::Ip6(Ip6Field::Length),
-                "nexthdr" => Payload::Ip6(Ip6Field::Nexthdr),
-                "hoplimit" => Payload::Ip6(Ip6Field::Hoplimit),
-                "saddr" => Payload::Ip6(Ip6Field::Saddr),
-                "daddr" => Payload::Ip6(Ip6Field::Daddr),
-                _ => return Err("saddr, daddr, nexthdr, hoplimit, length, flowlabel, dscp"),
-            }),
-            "tcp" => Some(match field {
-                "sport" => Payload::Tcp(TcpField::Sport),
-                "dport" => Payload::Tcp(TcpField::Dport),
-                "sequence" => Payload::Tcp(TcpField::Sequence),
-                "ackseq" => Payload::Tcp(TcpField::Ackseq),
-                "doff" => Payload::Tcp(TcpField::Doff),
-                "flags" => Payload::Tcp(TcpField::Flags),
-                "window" => Payload::Tcp(TcpField::Window),
-                _ => return Err("sport, dport, flags, sequence, ackseq, window, doff"),
-            }),
-            "udp" => Some(match field {
-                "sport" => Payload::Udp(UdpField::Sport),
-                "dport" => Payload::Udp(UdpField::Dport),
-                "length" => Payload::Udp(UdpField::Length),
-                _ => return Err("sport, dport, length"),
-            }),
-            "th" => Some(match field {
-                "sport" => Payload::Th(ThField::Sport),
-                "dport" => Payload::Th(ThField::Dport),
-                _ => return Err("sport, dport"),
-            }),
-            "icmp" | "icmpv6" => {
-                let f = match field {
-                    "type" => IcmpField::Type,
-                    "code" => IcmpField::Code,
-                    "id" => IcmpField::Id,
-                    "sequence" => IcmpField::Sequence,
-                    _ => return Err("type, code, id, sequence"),
-                };
-                Some(if proto == "icmp" {
-                    Payload::Icmp(f)
-                } else {
-                    Payload::Icmpv6(f)
-                })
-            }
-            "ether" => Some(match field {
-                "saddr" => Payload::Ether(EtherField::Saddr),
-                "daddr" => Payload::Ether(EtherField::Daddr),
-                "type" => Payload::Ether(EtherField::Type),
-                _ => return Err("saddr, daddr, type"),
-            }),
-            "vlan" => Some(match field {
-                "id" => Payload::Vlan(VlanField::Id),
-                _ => return Err("id"),
-            }),
-            _ => None,
-        };
+    let found = match proto {
+        "ip" => Some(match field {
+            "version" => Payload::Ip(IpField::Version),
+            "hdrlength" => Payload::Ip(IpField::Hdrlength),
+            "dscp" => Payload::Ip(IpField::Dscp),
+            "ecn" => Payload::Ip(IpField::Ecn),
+            "length" => Payload::Ip(IpField::Length),
+            "id" => Payload::Ip(IpField::Id),
+            "frag-off" => Payload::Ip(IpField::FragOff),
+            "ttl" => Payload::Ip(IpField::Ttl),
+            "protocol" => Payload::Ip(IpField::Protocol),
+            "checksum" => Payload::Ip(IpField::Checksum),
+            "saddr" => Payload::Ip(IpField::Saddr),
+            "daddr" => Payload::Ip(IpField::Daddr),
+            _ => return Err(
+                "saddr, daddr, protocol, ttl, length, id, dscp, ecn, version, hdrlength, checksum, frag-off",
+            ),
+        }),
+        "ip6" => Some(match field {
+            "version" => Payload::Ip6(Ip6Field::Version),
+            "dscp" => Payload::Ip6(Ip6Field::Dscp),
+            "ecn" => Payload::Ip6(Ip6Field::Ecn),
+            "flowlabel" => Payload::Ip6(Ip6Field::Flowlabel),
+            "length" => Payload::Ip6(Ip6Field::Length),
+            "nexthdr" => Payload::Ip6(Ip6Field::Nexthdr),
+            "hoplimit" => Payload::Ip6(Ip6Field::Hoplimit),
+            "saddr" => Payload::Ip6(Ip6Field::Saddr),
+            "daddr" => Payload::Ip6(Ip6Field::Daddr),
+            _ => return Err("saddr, daddr, nexthdr, hoplimit, length, flowlabel, dscp, ecn, version"),
+        }),
+        "tcp" => Some(match field {
+            "sport" => Payload::Tcp(TcpField::Sport),
+            "dport" => Payload::Tcp(TcpField::Dport),
+            "sequence" => Payload::Tcp(TcpField::Sequence),
+            "ackseq" => Payload::Tcp(TcpField::Ackseq),
+            "doff" => Payload::Tcp(TcpField::Doff),
+            "flags" => Payload::Tcp(TcpField::Flags),
+            "window" => Payload::Tcp(TcpField::Window),
+            "urgptr" => Payload::Tcp(TcpField::Urgptr),
+            _ => return Err("sport, dport, flags, sequence, ackseq, window, doff, urgptr"),
+        }),
+        "udp" => Some(match field {
+            "sport" => Payload::Udp(UdpField::Sport),
+            "dport" => Payload::Udp(UdpField::Dport),
+            "length" => Payload::Udp(UdpField::Length),
+            "checksum" => Payload::Udp(UdpField::Checksum),
+            _ => return Err("sport, dport, length, checksum"),
+        }),
+        "th" => Some(match field {
+            "sport" => Payload::Th(ThField::Sport),
+            "dport" => Payload::Th(ThField::Dport),
+            _ => return Err("sport, dport"),
+        }),
+        "icmp" | "icmpv6" => {
+            let f = match field {
+                "type" => IcmpField::Type,
+                "code" => IcmpField::Code,
+                "id" => IcmpField::Id,
+                "sequence" => IcmpField::Sequence,
+                _ => return Err("type, code, id, sequence"),
+            };
+            Some(if proto == "icmp" {
+                Payload::Icmp(f)
+            } else {
+                Payload::Icmpv6(f)
+            })
+        }
+        "ether" => Some(match field {
+            "saddr" => Payload::Ether(EtherField::Saddr),
+            "daddr" => Payload::Ether(EtherField::Daddr),
+            "type" => Payload::Ether(EtherField::Type),
+            _ => return Err("saddr, daddr, type"),
+        }),
+        "vlan" => Some(match field {
+            "id" => Payload::Vlan(VlanField::Id),
+            _ => return Err("id"),
+        }),
+        _ => None,
+    };
     found.ok_or("")
 }
 
@@ -1474,7 +1492,7 @@ impl Parser {
         }
         let w = match self.peek_word() {
             Some(w) => w.to_string(),
-            None if self.peek().tok == Tok::LParen => String::new(),
+            None if self.peek().tok == Tok::LParen || self.at_raw(0) => String::new(),
             None => return Ok(None),
         };
         let stmt = match w.as_str() {
@@ -1689,6 +1707,7 @@ impl Parser {
         let mut log = Log {
             prefix: None,
             level: LogLevel::Warn,
+            flags: LogFlags::default(),
         };
         loop {
             if self.eat_word("prefix") {
@@ -1711,10 +1730,9 @@ impl Parser {
                     }
                 };
                 self.next();
-            } else if matches!(
-                self.peek_word(),
-                Some("group" | "snaplen" | "queue-threshold" | "flags")
-            ) {
+            } else if self.eat_word("flags") {
+                self.log_flags(&mut log.flags)?;
+            } else if matches!(self.peek_word(), Some("group" | "snaplen" | "queue-threshold")) {
                 return Err(self.err_here(format!(
                     "log option '{}' is not supported",
                     self.peek_word().unwrap_or("")
@@ -1723,6 +1741,42 @@ impl Parser {
                 return Ok(log);
             }
         }
+    }
+
+    /// After `log flags`: `tcp sequence[,options]`, `tcp options`, `ip options`, `skuid`,
+    /// `ether` or `all` (several `flags` clauses add up, as in nft).
+    fn log_flags(&mut self, flags: &mut LogFlags) -> PResult<()> {
+        match self.peek_word() {
+            Some("all") => *flags = LogFlags::ALL,
+            Some("skuid") => flags.skuid = true,
+            Some("ether") => flags.ether = true,
+            Some("ip") => {
+                self.next();
+                if !self.at_word("options") {
+                    return Err(self.expected("'options' after 'log flags ip'"));
+                }
+                flags.ip_options = true;
+            }
+            Some("tcp") => loop {
+                self.next();
+                match self.peek_word() {
+                    Some("sequence") => flags.tcp_sequence = true,
+                    Some("options") => flags.tcp_options = true,
+                    _ => return Err(self.expected("'sequence' or 'options' after 'log flags tcp'")),
+                }
+                if self.peek_at(1).tok != Tok::Comma {
+                    break;
+                }
+                self.next();
+            },
+            _ => {
+                return Err(self.expected(
+                    "a log flag (tcp sequence,options, ip options, skuid, ether, all) after 'flags'",
+                ))
+            }
+        }
+        self.next();
+        Ok(())
     }
 
     fn reject(&mut self, family: Family) -> PResult<Reject> {
@@ -1927,7 +1981,7 @@ impl Parser {
         let vspan = self.peek().span;
         let starts_expr = match self.peek_word() {
             Some(w) => starts_selector(w) && ty != DataType::CtLabel,
-            None => self.peek().tok == Tok::LParen,
+            None => self.peek().tok == Tok::LParen || (self.at_raw(0) && ty != DataType::CtLabel),
         };
         if starts_expr {
             let e = self.lhs_expr()?;
@@ -2060,8 +2114,51 @@ impl Parser {
         })
     }
 
+    /// Whether the `n`-th token ahead starts a raw payload `@ll|nh|th,…` (a set reference
+    /// `@name` is never followed by a comma).
+    fn at_raw(&self, n: usize) -> bool {
+        self.peek_at(n).tok == Tok::At
+            && self.peek_word_at(n + 1).and_then(raw_base).is_some()
+            && self.peek_at(n + 2).tok == Tok::Comma
+    }
+
+    /// `@ll|nh|th,OFFSET,LEN`, offset and length in bits (nft's raw payload expression).
+    fn raw_payload(&mut self) -> PResult<Expr> {
+        let at = self.expect(&Tok::At, "'@'")?;
+        let base = self
+            .peek_word()
+            .and_then(raw_base)
+            .ok_or_else(|| self.expected("a raw payload base (ll, nh or th) after '@'"))?;
+        self.next();
+        self.expect(&Tok::Comma, "',' and the offset in bits")?;
+        let offset = self.number("a raw payload offset in bits", RAW_MAX_BITS)?;
+        self.expect(&Tok::Comma, "',' and the length in bits")?;
+        let lspan = self.peek().span;
+        let len = self.number("a raw payload length in bits", u64::from(u32::MAX))?;
+        if len == 0 || len > RAW_MAX_LEN {
+            return Err(ParseError::at(
+                lspan,
+                format!("raw payload length {len} is not supported (1 to {RAW_MAX_LEN} bits)"),
+            ));
+        }
+        if offset + len > RAW_MAX_BITS {
+            return Err(ParseError::at(
+                at,
+                "the raw payload ends beyond the first 65535 bytes of its header",
+            ));
+        }
+        Ok(Expr::Raw {
+            base,
+            offset: u32::try_from(offset).unwrap_or(u32::MAX),
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        })
+    }
+
     fn primary_expr(&mut self) -> PResult<Expr> {
         let t = self.peek().clone();
+        if self.at_raw(0) {
+            return self.raw_payload();
+        }
         if t.tok == Tok::LParen {
             self.next();
             self.enter()?;
@@ -2256,6 +2353,9 @@ impl Parser {
         let mut n = 0;
         while self.peek_at(n).tok == Tok::LParen && n <= MAX_DEPTH {
             n += 1;
+        }
+        if self.at_raw(n) {
+            return true;
         }
         match self.peek_word_at(n) {
             Some("meta") | Some("ct") => true,

@@ -221,6 +221,31 @@ pub(crate) fn log_level(l: LogLevel) -> &'static str {
     }
 }
 
+/// The `flags …` clauses of a log statement, as nft lists them: `all` when every flag is set,
+/// otherwise one clause per kind (`tcp sequence,options`, `ip options`, `skuid`, `ether`).
+pub(crate) fn log_flag_clauses(f: LogFlags) -> Vec<&'static str> {
+    if f == LogFlags::ALL {
+        return vec!["all"];
+    }
+    let mut out = Vec::new();
+    match (f.tcp_sequence, f.tcp_options) {
+        (true, true) => out.push("tcp sequence,options"),
+        (true, false) => out.push("tcp sequence"),
+        (false, true) => out.push("tcp options"),
+        (false, false) => {}
+    }
+    if f.ip_options {
+        out.push("ip options");
+    }
+    if f.skuid {
+        out.push("skuid");
+    }
+    if f.ether {
+        out.push("ether");
+    }
+    out
+}
+
 /// `(kind, code name)` of a reject statement, as written after `reject with`.
 pub(crate) fn reject_parts(r: Reject) -> Option<(&'static str, String)> {
     let code = |table: &'static [(&'static str, u64)], c: u8| {
@@ -295,6 +320,9 @@ fn stmt(s: &Stmt) -> String {
             }
             if l.level != LogLevel::Warn {
                 let _ = write!(s, " level {}", log_level(l.level));
+            }
+            for f in log_flag_clauses(l.flags) {
+                let _ = write!(s, " flags {f}");
             }
             s
         }
@@ -515,6 +543,7 @@ pub(crate) fn payload_names(p: Payload) -> (&'static str, &'static str) {
                 IpField::Version => "version",
                 IpField::Hdrlength => "hdrlength",
                 IpField::Dscp => "dscp",
+                IpField::Ecn => "ecn",
                 IpField::Length => "length",
                 IpField::Id => "id",
                 IpField::FragOff => "frag-off",
@@ -528,7 +557,9 @@ pub(crate) fn payload_names(p: Payload) -> (&'static str, &'static str) {
         Payload::Ip6(f) => (
             "ip6",
             match f {
+                Ip6Field::Version => "version",
                 Ip6Field::Dscp => "dscp",
+                Ip6Field::Ecn => "ecn",
                 Ip6Field::Flowlabel => "flowlabel",
                 Ip6Field::Length => "length",
                 Ip6Field::Nexthdr => "nexthdr",
@@ -547,6 +578,7 @@ pub(crate) fn payload_names(p: Payload) -> (&'static str, &'static str) {
                 TcpField::Doff => "doff",
                 TcpField::Flags => "flags",
                 TcpField::Window => "window",
+                TcpField::Urgptr => "urgptr",
             },
         ),
         Payload::Udp(f) => (
@@ -555,6 +587,7 @@ pub(crate) fn payload_names(p: Payload) -> (&'static str, &'static str) {
                 UdpField::Sport => "sport",
                 UdpField::Dport => "dport",
                 UdpField::Length => "length",
+                UdpField::Checksum => "checksum",
             },
         ),
         Payload::Th(f) => (
@@ -586,6 +619,15 @@ pub(crate) fn payload_names(p: Payload) -> (&'static str, &'static str) {
             },
         ),
         Payload::Vlan(VlanField::Id) => ("vlan", "id"),
+    }
+}
+
+/// The base of a raw payload as written after `@`.
+pub(crate) fn raw_base_name(b: HeaderBase) -> &'static str {
+    match b {
+        HeaderBase::Link => "ll",
+        HeaderBase::Network => "nh",
+        HeaderBase::Transport => "th",
     }
 }
 
@@ -637,6 +679,7 @@ pub(crate) fn expr(e: &Expr) -> String {
             let (proto, field) = payload_names(*p);
             format!("{proto} {field}")
         }
+        Expr::Raw { base, offset, len } => format!("@{},{offset},{len}", raw_base_name(*base)),
         // nft lists the interface keys without `meta`, everything else with it.
         Expr::Meta(k @ (MetaKey::Iif | MetaKey::Oif | MetaKey::Iifname | MetaKey::Oifname)) => {
             meta_name(*k).into()

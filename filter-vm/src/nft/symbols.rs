@@ -203,6 +203,9 @@ const DSCP: &[(&str, u64)] = &[
     ("cs7", 0x38),
 ];
 
+/// ECN codepoints (RFC 3168), names as nft's `ecn` type.
+const ECN: &[(&str, u64)] = &[("not-ect", 0), ("ect1", 1), ("ect0", 2), ("ce", 3)];
+
 /// 9999-12-31 23:59:59 UTC in seconds since the epoch.
 const MAX_TIME: u64 = 253_402_300_799;
 
@@ -233,6 +236,7 @@ fn symbols(ty: DataType) -> &'static [(&'static str, u64)] {
         DataType::Pkttype => PKTTYPE,
         DataType::Nfproto => NFPROTO,
         DataType::Dscp => DSCP,
+        DataType::Ecn => ECN,
         _ => &[],
     }
 }
@@ -272,6 +276,7 @@ pub(crate) fn type_name(ty: DataType) -> Option<&'static str> {
         DataType::Pkttype => "pkt_type",
         DataType::Nfproto => "nf_proto",
         DataType::Dscp => "dscp",
+        DataType::Ecn => "ecn",
         DataType::Day => "day",
         DataType::Hour => "hour",
         DataType::Time => "time",
@@ -304,6 +309,7 @@ pub(crate) fn type_from_name(name: &str) -> Option<DataType> {
         DataType::Pkttype,
         DataType::Nfproto,
         DataType::Dscp,
+        DataType::Ecn,
         DataType::Day,
         DataType::Hour,
         DataType::Time,

@@ -296,7 +296,8 @@ fn statements() {
         s[3],
         Stmt::Log(Log {
             prefix: Some("x ".into()),
-            level: LogLevel::Info
+            level: LogLevel::Info,
+            flags: LogFlags::default(),
         })
     );
     assert_eq!(s[4], Stmt::Notrack);
@@ -740,8 +741,10 @@ const SNIPPETS: &[&str] = &[
     "tcp sequence > 1000",
     "tcp window <= 1024",
     "tcp doff 5",
+    "tcp urgptr != 0",
     "udp dport 53",
     "udp length < 100",
+    "udp checksum 0",
     "th dport { 53, 123 }",
     "ip saddr 198.18.0.0/15",
     "ip daddr != 10.0.0.0/8",
@@ -755,6 +758,8 @@ const SNIPPETS: &[&str] = &[
     "ip dscp { cs1, af41, ef }",
     "ip frag-off & 0x1fff != 0",
     "ip version 4 ip hdrlength 5",
+    "ip ecn ce",
+    "ip ecn { not-ect, ect0 }",
     "ip saddr . tcp dport { 198.18.0.1 . 22, 198.18.0.0/24 . 80 }",
     "ip saddr . tcp dport @pairs",
     "ip6 saddr fe80::/10",
@@ -762,6 +767,13 @@ const SNIPPETS: &[&str] = &[
     "ip6 nexthdr ipv6-icmp",
     "ip6 hoplimit 255",
     "ip6 flowlabel 12345",
+    "ip6 ecn != not-ect",
+    "ip6 version 6",
+    "@nh,96,32 & 0xffffff00 == 0xc6120000",
+    "@th,16,16 { 22, 80 }",
+    "@ll,0,48 0x020000000002",
+    "@nh,4,6 3",
+    "meta mark set @nh,96,32",
     "icmp type { echo-request, echo-reply }",
     "icmp type echo-request icmp code 0",
     "icmpv6 type { nd-neighbor-solicit, nd-router-advert }",
@@ -804,6 +816,9 @@ const SNIPPETS: &[&str] = &[
     "quota 500 kbytes used 10 kbytes",
     "log",
     "log prefix \"levee: \" level info",
+    "log flags all",
+    "log prefix \"x\" level info flags tcp sequence,options flags ip options",
+    "log flags skuid flags ether",
     "synproxy mss 1460 wscale 7 timestamp sack-perm",
     "notrack",
     "meta mark set 0x2",
@@ -1198,4 +1213,218 @@ fn repeated_blocks_merge() {
         parse_ruleset("table ip t { set s { type ipv4_addr; } }\ntable ip t { set s { type ipv6_addr; } }")
             .unwrap_err();
     assert_eq!((e.line, e.col), (2, 18), "{e}");
+}
+
+#[test]
+fn new_header_fields() {
+    let ip = |f| Expr::Payload(Payload::Ip(f));
+    let ip6 = |f| Expr::Payload(Payload::Ip6(f));
+    // ECN names: not-ect 0, ect1 1, ect0 2, ce 3; numbers list by name.
+    assert_eq!(one_match("ip ecn ce").left, ip(IpField::Ecn));
+    assert_eq!(one_match("ip ecn ce").right, int(3));
+    assert_eq!(one_match("ip ecn not-ect").right, int(0));
+    assert_eq!(one_match("ip ecn ect0"), one_match("ip ecn 2"));
+    assert_eq!(one_match("ip6 ecn ect1").left, ip6(Ip6Field::Ecn));
+    assert_eq!(one_match("ip6 ecn ect1").right, int(1));
+    assert_eq!(one_match("ip6 version 6").left, ip6(Ip6Field::Version));
+    assert_eq!(one_match("tcp urgptr 7").left, tcp(TcpField::Urgptr));
+    assert_eq!(
+        one_match("udp checksum 0").left,
+        Expr::Payload(Payload::Udp(UdpField::Checksum))
+    );
+    assert!(parse_ruleset("table ip t { chain c { ip ecn 4 } }").is_err());
+    assert!(parse_ruleset("table ip t { chain c { ip ecn ef } }").is_err());
+    // Where the fields lie (bit offset, width) and their types.
+    assert_eq!(Payload::Ip(IpField::Ecn).layout(), (HeaderBase::Network, 14, 2));
+    assert_eq!(Payload::Ip6(Ip6Field::Ecn).layout(), (HeaderBase::Network, 10, 2));
+    assert_eq!(
+        Payload::Ip6(Ip6Field::Version).layout(),
+        (HeaderBase::Network, 0, 4)
+    );
+    assert_eq!(
+        Payload::Tcp(TcpField::Urgptr).layout(),
+        (HeaderBase::Transport, 144, 16)
+    );
+    assert_eq!(
+        Payload::Udp(UdpField::Checksum).layout(),
+        (HeaderBase::Transport, 48, 16)
+    );
+    assert_eq!(Payload::Ip(IpField::Ecn).data_type(), DataType::Ecn);
+    assert_eq!(Payload::Ip6(Ip6Field::Ecn).data_type(), DataType::Ecn);
+    // The listing spells them as nft does; `ecn` is also a set type.
+    let src = "table inet t {\n\tset e {\n\t\ttype ecn\n\t\telements = { ect1, ce }\n\t}\n\n\tchain c {\n\
+               \t\tip ecn 3 ip6 ecn { 0, 2 } tcp urgptr 1 udp checksum 0 ip6 version 6\n\t\tip ecn @e\n\t}\n}\n";
+    let rs = assert_round_trip("fields", src);
+    assert_eq!(
+        print_ruleset(&rs),
+        src.replace("ip ecn 3 ip6 ecn { 0, 2 }", "ip ecn ce ip6 ecn { not-ect, ect0 }")
+    );
+    let j = ruleset_json(&rs);
+    assert_eq!(
+        j["nftables"][4]["rule"]["expr"][0]["match"],
+        serde_json::json!({"op": "==", "left": {"payload": {"protocol": "ip", "field": "ecn"}}, "right": "ce"})
+    );
+    assert_eq!(
+        j["nftables"][4]["rule"]["expr"][2]["match"]["left"],
+        serde_json::json!({"payload": {"protocol": "tcp", "field": "urgptr"}})
+    );
+    assert_eq!(
+        j["nftables"][4]["rule"]["expr"][3]["match"]["left"],
+        serde_json::json!({"payload": {"protocol": "udp", "field": "checksum"}})
+    );
+}
+
+#[test]
+fn raw_payloads() {
+    let m = one_match("@nh,96,32 & 0xffffff00 == 0xc6120000");
+    let raw = Expr::Raw {
+        base: HeaderBase::Network,
+        offset: 96,
+        len: 32,
+    };
+    assert_eq!(
+        m,
+        Match {
+            left: Expr::Bitwise {
+                expr: Box::new(raw.clone()),
+                op: BitOp::And,
+                value: Value::Int(0xffff_ff00),
+            },
+            op: RelOp::Implicit,
+            right: int(0xc612_0000),
+        }
+    );
+    assert_eq!(raw.data_type(), Some(DataType::Integer { bits: 32 }));
+    assert_eq!(
+        one_match("@ll,96,16 0x0800").left,
+        Expr::Raw {
+            base: HeaderBase::Link,
+            offset: 96,
+            len: 16
+        }
+    );
+    assert_eq!(one_match("@ll,96,16 0x0800").right, int(0x800));
+    let m = one_match("@th,7,3 5");
+    assert_eq!(
+        m.left,
+        Expr::Raw {
+            base: HeaderBase::Transport,
+            offset: 7,
+            len: 3
+        }
+    );
+    assert_eq!(m.left.data_type(), Some(DataType::Integer { bits: 3 }));
+    // Constants are integers of `len` bits: names and wider values are refused.
+    assert!(parse_ruleset("table inet t { chain c { @th,7,3 8 } }").is_err());
+    assert!(parse_ruleset("table inet t { chain c { @nh,72,8 tcp } }").is_err());
+    // A raw payload compares with another expression of its width (levee extension), and a
+    // set reference `@name` still parses where a raw payload could start.
+    let m = one_match("@th,0,16 == @th,16,16");
+    assert!(matches!(m.right, Rhs::Expr(Expr::Raw { offset: 16, .. })));
+    assert_eq!(
+        one_match("ip saddr @s4").right,
+        Rhs::Set(SetRef::Named("s4".into()))
+    );
+    // Printed as nft does; JSON as libnftables.
+    let src = "table inet t {\n\tchain c {\n\t\t@nh,96,32 & 4294967040 == 3323068416 @th,16,16 { 22, 80 } drop\n\t}\n}\n";
+    let rs = assert_round_trip("raw", src);
+    assert_eq!(print_ruleset(&rs), src);
+    let j = ruleset_json(&rs);
+    assert_eq!(
+        j["nftables"][3]["rule"]["expr"][0]["match"],
+        serde_json::json!({"op": "==", "left": {"&": [{"payload": {"base": "nh", "offset": 96, "len": 32}}, 4294967040u64]}, "right": 3323068416u64})
+    );
+    // Errors: length 0 or above 64 bits, an end beyond the packet model, a missing part.
+    for (src, col, needle) in [
+        ("table inet t { chain c { @nh,0,0 1 } }", 32, "1 to 64 bits"),
+        ("table inet t { chain c { @nh,0,128 1 } }", 32, "1 to 64 bits"),
+        (
+            "table inet t { chain c { @nh,524279,8 1 } }",
+            26,
+            "beyond the first 65535 bytes",
+        ),
+        (
+            "table inet t { chain c { @nh,8 1 } }",
+            32,
+            "',' and the length in bits",
+        ),
+        (
+            "table inet t { chain c { @nh,x,8 1 } }",
+            30,
+            "a raw payload offset in bits",
+        ),
+    ] {
+        let e = parse_ruleset(src).expect_err(src);
+        assert!(e.message.contains(needle), "{src}: {e}");
+        assert_eq!((e.line, e.col), (1, col), "{src}: {e}");
+    }
+}
+
+#[test]
+fn log_flags() {
+    let log = |text: &str| match stmts_of(text).as_slice() {
+        [Stmt::Log(l)] => l.clone(),
+        other => panic!("{text}: {other:?}"),
+    };
+    assert_eq!(log("log flags all").flags, LogFlags::ALL);
+    assert_eq!(
+        log("log flags tcp sequence,options flags ip options flags skuid flags ether"),
+        log("log flags all")
+    );
+    assert_eq!(
+        log("log flags tcp options").flags,
+        LogFlags {
+            tcp_options: true,
+            ..LogFlags::default()
+        }
+    );
+    assert_eq!(
+        log("log prefix \"p\" flags tcp sequence level info"),
+        Log {
+            prefix: Some("p".into()),
+            level: LogLevel::Info,
+            flags: LogFlags {
+                tcp_sequence: true,
+                ..LogFlags::default()
+            },
+        }
+    );
+    // nft's order on listing: prefix, level, then the flags clauses.
+    let src = "table inet t {\n\tchain c {\n\t\tlog flags ether flags ip options level info prefix \"p\"\n\
+               \t\tlog flags tcp options,sequence flags ip options flags skuid flags ether\n\
+               \t\tlog flags tcp sequence\n\t}\n}\n";
+    let rs = assert_round_trip("log flags", src);
+    let listing = print_ruleset(&rs);
+    assert!(
+        listing.contains("\t\tlog prefix \"p\" level info flags ip options flags ether\n"),
+        "{listing}"
+    );
+    assert!(listing.contains("\t\tlog flags all\n"), "{listing}");
+    assert!(listing.contains("\t\tlog flags tcp sequence\n"), "{listing}");
+    let j = ruleset_json(&rs);
+    let expr = |i: usize| j["nftables"][3 + i]["rule"]["expr"][0].clone();
+    assert_eq!(
+        expr(0),
+        serde_json::json!({"log": {"prefix": "p", "level": "info", "flags": ["ip options", "ether"]}})
+    );
+    assert_eq!(expr(1), serde_json::json!({"log": {"flags": "all"}}));
+    assert_eq!(expr(2), serde_json::json!({"log": {"flags": "tcp sequence"}}));
+    for (src, col, needle) in [
+        ("table inet t { chain c { log flags } }", 36, "a log flag"),
+        (
+            "table inet t { chain c { log flags tcp } }",
+            40,
+            "'sequence' or 'options'",
+        ),
+        (
+            "table inet t { chain c { log flags ip } }",
+            39,
+            "'options' after 'log flags ip'",
+        ),
+        ("table inet t { chain c { log flags group } }", 36, "a log flag"),
+    ] {
+        let e = parse_ruleset(src).expect_err(src);
+        assert!(e.message.contains(needle), "{src}: {e}");
+        assert_eq!((e.line, e.col), (1, col), "{src}: {e}");
+    }
 }
