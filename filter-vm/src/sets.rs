@@ -78,6 +78,13 @@ type RangeElem = (Box<[u8]>, Box<[u8]>, Elem);
 #[derive(Clone, Debug)]
 enum Store {
     Exact(FastMap<Box<[u8]>, Elem>),
+    /// Exact keys of up to 16 bytes, as left-aligned integers.
+    Exact16(FastMap<u128, Elem>),
+    /// Prefixes of keys up to 16 bytes: (prefix length, masked key as an integer).
+    Prefix16 {
+        lens_desc: Vec<u16>,
+        map: FastMap<(u16, u128), Elem>,
+    },
     /// Elements added from the packet path (meters): keys are attacker-chosen, so SipHash
     /// with a random key (std's hasher), which they cannot steer into collisions.
     Dynamic(SipMap<Box<[u8]>, Elem>),
@@ -177,6 +184,27 @@ fn prefix_len(lo: &[u8], hi: &[u8]) -> Option<u16> {
     Some(plen as u16)
 }
 
+/// A key of up to 16 bytes as a left-aligned big-endian integer (zero-padded on the right),
+/// so masking a prefix is one AND.
+#[inline]
+fn key128(b: &[u8]) -> u128 {
+    match b.len() {
+        2 => (u16::from_be_bytes([b[0], b[1]]) as u128) << 112,
+        4 => (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u128) << 96,
+        16 => u128::from_be_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+            b[15],
+        ]),
+        _ => {
+            let mut x = 0u128;
+            for (i, v) in b.iter().take(16).enumerate() {
+                x |= (*v as u128) << (120 - 8 * i);
+            }
+            x
+        }
+    }
+}
+
 fn mask_into(key: &[u8], plen: u16, out: &mut [u8]) {
     for (i, (o, k)) in out.iter_mut().zip(key).enumerate() {
         let keep = (plen as usize).saturating_sub(i * 8).min(8);
@@ -274,6 +302,18 @@ impl Set {
                 parts: spec.parts.clone(),
                 elems: v,
             }
+        } else if !spec.interval && spec.key_len <= 16 {
+            // Keys of up to 16 bytes are hashed as one integer: no length prefix, no memcmp.
+            let mut map = FastMap::with_capacity(elems.len());
+            for e in elems {
+                if map.insert(key128(&e.lo), mk(e)?).is_some() {
+                    return Err(SetError::Duplicate {
+                        set: name,
+                        elem: hex(&e.lo),
+                    });
+                }
+            }
+            Store::Exact16(map)
         } else if !spec.interval {
             let mut map = FastMap::with_capacity(elems.len());
             for e in elems {
@@ -299,6 +339,18 @@ impl Set {
             }
             let plens: Option<Vec<u16>> = sorted.iter().map(|e| prefix_len(&e.lo, &e.hi)).collect();
             match plens {
+                Some(plens) if spec.key_len <= 16 => {
+                    let mut map = FastMap::with_capacity(elems.len());
+                    let mut lens: Vec<u16> = Vec::new();
+                    for (e, plen) in sorted.iter().zip(plens) {
+                        map.insert((plen, key128(&e.lo)), mk(e)?);
+                        if !lens.contains(&plen) {
+                            lens.push(plen);
+                        }
+                    }
+                    lens.sort_unstable_by(|a, b| b.cmp(a));
+                    Store::Prefix16 { lens_desc: lens, map }
+                }
                 Some(plens) => {
                     let mut map = FastMap::with_capacity(elems.len());
                     let mut lens: Vec<u16> = Vec::new();
@@ -342,6 +394,8 @@ impl Set {
     pub fn len(&self) -> usize {
         match &self.store {
             Store::Exact(m) => m.len(),
+            Store::Exact16(m) => m.len(),
+            Store::Prefix16 { map, .. } => map.len(),
             Store::Dynamic(m) => m.len(),
             Store::Prefix { map, .. } => map.len(),
             Store::Ranges(v) => v.len(),
@@ -361,6 +415,8 @@ impl Set {
         }
         match &self.store {
             Store::Exact(m) => Box::new(m.values().map(v)),
+            Store::Exact16(m) => Box::new(m.values().map(v)),
+            Store::Prefix16 { map, .. } => Box::new(map.values().map(v)),
             Store::Dynamic(m) => Box::new(m.values().map(v)),
             Store::Prefix { map, .. } => Box::new(map.values().map(v)),
             Store::Ranges(r) => Box::new(r.iter().map(|(_, _, e)| v(e))),
@@ -373,6 +429,23 @@ impl Set {
             return None;
         }
         match &self.store {
+            Store::Exact16(m) => m.get(&key128(key)).filter(|e| e.live(now)),
+            Store::Prefix16 { lens_desc, map } => {
+                let k = key128(key);
+                for &plen in lens_desc {
+                    let mask = if plen == 0 {
+                        0
+                    } else {
+                        !0u128 << (128 - plen as u32)
+                    };
+                    if let Some(e) = map.get(&(plen, k & mask)) {
+                        if e.live(now) {
+                            return Some(e);
+                        }
+                    }
+                }
+                None
+            }
             Store::Exact(m) => m.get(key).filter(|e| e.live(now)),
             Store::Dynamic(m) => m.get(key).filter(|e| e.live(now)),
             Store::Prefix { lens_desc, map } => {
@@ -554,6 +627,8 @@ impl Sets {
     pub fn live_len(&self, id: SetId, now: u64) -> usize {
         match self.sets.get(id.0 as usize).map(|s| &s.store) {
             Some(Store::Exact(m)) => m.values().filter(|e| e.live(now)).count(),
+            Some(Store::Exact16(m)) => m.values().filter(|e| e.live(now)).count(),
+            Some(Store::Prefix16 { map, .. }) => map.values().filter(|e| e.live(now)).count(),
             Some(Store::Dynamic(m)) => m.values().filter(|e| e.live(now)).count(),
             Some(Store::Prefix { map, .. }) => map.values().filter(|e| e.live(now)).count(),
             Some(Store::Ranges(v)) => v.iter().filter(|(_, _, e)| e.live(now)).count(),
@@ -608,7 +683,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(matches!(set.store, Store::Prefix { .. }));
+        assert!(matches!(set.store, Store::Prefix16 { .. }));
         let id = sets.push(set);
         assert!(hit(&sets, id, &v4([198, 18, 0, 1])));
         assert!(hit(&sets, id, &v4([198, 19, 255, 255])));

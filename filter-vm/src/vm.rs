@@ -566,14 +566,22 @@ impl Regs {
                 None => false,
             };
         }
-        let v = small_copy(bytes);
-        // Fixed-size copies compile to plain moves; a variable-length one would call memcpy.
-        match (padded, self.data.get_mut(start..start + padded)) {
-            (4, Some(d)) => d.copy_from_slice(&v[..4]),
-            (8, Some(d)) => d.copy_from_slice(&v[..8]),
-            (12, Some(d)) => d.copy_from_slice(&v[..12]),
-            (16, Some(d)) => d.copy_from_slice(&v[..16]),
-            _ => return false,
+        // Exactly the field's bytes, then the register padding: fixed-size moves, no staging.
+        let Some(d) = self.data.get_mut(start..start + padded) else {
+            return false;
+        };
+        match bytes.len() {
+            // One 4-byte store, not a narrow store plus padding: a later 4-byte read of the
+            // register then forwards from a single store.
+            1 => d.copy_from_slice(&[bytes[0], 0, 0, 0]),
+            2 => d.copy_from_slice(&[bytes[0], bytes[1], 0, 0]),
+            4 => d.copy_from_slice(&bytes[..4]),
+            8 => d.copy_from_slice(&bytes[..8]),
+            16 => d.copy_from_slice(&bytes[..16]),
+            n => {
+                d[..n].copy_from_slice(bytes);
+                d[n..].fill(0);
+            }
         }
         true
     }
@@ -590,26 +598,24 @@ enum Flow {
 /// prefix would).
 #[inline(always)]
 fn as_u128(b: &[u8]) -> u128 {
-    u128::from_be_bytes(small_copy(b))
+    // Built with loads of the field's own width: staging bytes in a stack array and reading
+    // it back as one wide word stalls store-to-load forwarding on every compare.
+    match b.len() {
+        1 => (b[0] as u128) << 120,
+        2 => (u16::from_be_bytes([b[0], b[1]]) as u128) << 112,
+        4 => (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u128) << 96,
+        8 => (u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as u128) << 64,
+        n if n >= 16 => u128::from_be_bytes(small_copy(&b[..16])),
+        _ => u128::from_be_bytes(small_copy(b)),
+    }
 }
 
-/// `src` (the first 16 bytes at most) at the front of a zeroed array, with fixed-size moves for
-/// the common field widths instead of a `memcpy` call.
+/// `src` (the first 16 bytes at most) at the front of a zeroed array.
 #[inline(always)]
 fn small_copy(src: &[u8]) -> [u8; 16] {
     let mut x = [0u8; 16];
-    match src.len() {
-        1 => x[0] = src[0],
-        2 => x[..2].copy_from_slice(&src[..2]),
-        4 => x[..4].copy_from_slice(&src[..4]),
-        6 => x[..6].copy_from_slice(&src[..6]),
-        8 => x[..8].copy_from_slice(&src[..8]),
-        16 => x.copy_from_slice(&src[..16]),
-        n => {
-            for (d, s) in x.iter_mut().zip(&src[..n.min(16)]) {
-                *d = *s;
-            }
-        }
+    for (d, s) in x.iter_mut().zip(src) {
+        *d = *s;
     }
     x
 }
