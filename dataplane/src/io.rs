@@ -11,6 +11,9 @@ pub trait PacketBuf: Send + 'static {
     fn data(&self) -> &[u8];
     /// The frame's bytes, writable.
     fn data_mut(&mut self) -> &mut [u8];
+    /// Replaces the frame with `bytes` (a reply built in the same buffer); false, and nothing
+    /// changed, when they do not fit.
+    fn set_data(&mut self, bytes: &[u8]) -> bool;
     /// The device's RSS hash, if it computed one with levee's symmetric key.
     fn rss_hash(&self) -> Option<u32> {
         None
@@ -47,6 +50,9 @@ impl PacketBuf for Mbuf {
     fn rss_hash(&self) -> Option<u32> {
         Mbuf::rss_hash(self)
     }
+    fn set_data(&mut self, bytes: &[u8]) -> bool {
+        Mbuf::set_data(self, bytes)
+    }
     #[inline]
     fn free_bulk(bufs: &mut Vec<Self>) {
         Mbuf::free_bulk(bufs)
@@ -81,6 +87,11 @@ impl PacketBuf for MemPacket {
     }
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.0
+    }
+    fn set_data(&mut self, bytes: &[u8]) -> bool {
+        self.0.clear();
+        self.0.extend_from_slice(bytes);
+        true
     }
 }
 

@@ -21,6 +21,7 @@ use crate::flow::{steering_hash, Steering};
 use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
 use levee_filter_vm::nft::ast::Hook;
+use levee_filter_vm::reject::build_reject;
 use levee_filter_vm::vm::{CounterBank, State as FilterState, Verdict};
 use levee_filter_vm::{Compiled, PacketMeta};
 use levee_packet::parse::{parse_frame, FrameInfo};
@@ -137,6 +138,8 @@ pub struct WorkerStats {
     pub handoffs_in: AtomicU64,
     /// `poll_once` calls (loop iterations).
     pub polls: AtomicU64,
+    /// Reject answers (TCP RST, ICMP unreachable) sent.
+    pub rejects: AtomicU64,
 }
 
 /// A plain copy of `WorkerStats`.
@@ -150,6 +153,7 @@ pub struct WorkerTotals {
     pub handoffs_out: u64,
     pub handoffs_in: u64,
     pub polls: u64,
+    pub rejects: u64,
 }
 
 impl WorkerTotals {
@@ -167,6 +171,7 @@ impl WorkerTotals {
         self.handoffs_out += o.handoffs_out;
         self.handoffs_in += o.handoffs_in;
         self.polls += o.polls;
+        self.rejects += o.rejects;
     }
 }
 
@@ -188,6 +193,7 @@ impl WorkerStats {
             handoffs_out: ld(&self.handoffs_out),
             handoffs_in: ld(&self.handoffs_in),
             polls: ld(&self.polls),
+            rejects: ld(&self.rejects),
         }
     }
 
@@ -206,6 +212,7 @@ impl WorkerStats {
         st(&self.handoffs_out, t.handoffs_out);
         st(&self.handoffs_in, t.handoffs_in);
         st(&self.polls, t.polls);
+        st(&self.rejects, t.rejects);
     }
 }
 
@@ -471,6 +478,18 @@ impl<P: PortIo> Worker<P> {
                 .compiled
                 .evaluate_hooks(&mut f.state, &f.hooks, pkt.data(), info, meta);
             if o.verdict == Verdict::Drop {
+                // A reject answers from the same buffer, back out of the port it came in on.
+                if let Some(reply) = o.actions.reject.and_then(|k| build_reject(pkt.data(), k)) {
+                    let mut pkt = pkt;
+                    if pkt.set_data(&reply) {
+                        self.totals.drops[DropReason::Filter as usize] += 1;
+                        self.totals.rejects += 1;
+                        self.enqueue_tx(side, pkt, now);
+                        return;
+                    }
+                    self.drop_pkt(DropReason::Filter, pkt);
+                    return;
+                }
                 self.drop_pkt(DropReason::Filter, pkt);
                 return;
             }
@@ -685,5 +704,42 @@ mod tests {
         assert_eq!(t.handoffs_out, 4, "the ring holds 4");
         assert_eq!(t.drops[DropReason::HandoffFull as usize], 6);
         assert_eq!(t.tx_packets, [0, 0]);
+    }
+
+    #[test]
+    fn the_filter_drops_accepts_and_answers_rejects_out_of_the_incoming_port() {
+        let text = "table inet t {\n chain c {\n  type filter hook forward priority 0; policy accept;\n  tcp dport 22 reject with tcp reset\n  tcp dport 23 drop\n }\n}\n";
+        let compiled = Arc::new(levee_filter_vm::compile_ruleset(text).unwrap().compiled);
+        let mesh = HandoffMesh::new(1, 16);
+        let mut w = worker(0, 1, &mesh, WorkerConfig::default()).with_filter(WorkerFilter::new(compiled, 0));
+        let mut syn22 = ipv4_tcp([198, 18, 0, 1], [198, 18, 0, 2], 40000, 22);
+        // A valid IPv4 header checksum, so the reply's quote is realistic.
+        syn22.0[24..26].copy_from_slice(&[0, 0]);
+        let sum = levee_packet::checksum::checksum(&syn22.0[14..34]);
+        syn22.0[24..26].copy_from_slice(&sum.to_be_bytes());
+        let inject = &w.port_mut(Side::Outside).wire_in;
+        inject.push(syn22).unwrap();
+        inject
+            .push(ipv4_tcp([198, 18, 0, 1], [198, 18, 0, 2], 40000, 23))
+            .unwrap();
+        inject
+            .push(ipv4_tcp([198, 18, 0, 1], [198, 18, 0, 2], 40000, 80))
+            .unwrap();
+        w.poll_once(0);
+        let forwarded = out(&mut w, Side::Inside);
+        assert_eq!(forwarded.len(), 1, "only port 80 reaches the server");
+        let back = out(&mut w, Side::Outside);
+        assert_eq!(back.len(), 1, "the RST goes back to the client");
+        let rst = &back[0].0;
+        assert_eq!(
+            &rst[26..30],
+            &[198, 18, 0, 2],
+            "answered from the server's address"
+        );
+        assert_eq!(u16::from_be_bytes([rst[34], rst[35]]), 22);
+        assert_eq!(rst[47] & 0x04, 0x04, "RST set");
+        let t = w.stats().totals();
+        assert_eq!(t.drops[DropReason::Filter as usize], 2);
+        assert_eq!(t.rejects, 1);
     }
 }

@@ -12,6 +12,7 @@ pub mod compile;
 mod compile_tests;
 pub mod ctx;
 pub mod nft;
+pub mod reject;
 pub mod sets;
 pub mod verify;
 pub mod vm;
