@@ -7,11 +7,13 @@
 # port 1 and port 1 -> port 0. We record the per-second TX rate (sum over both ports) and
 # report the median of each tool and the ratio.
 #
-# Usage: perf/bench-forward.sh [SECONDS] [ROUNDS]   (defaults 10 s, 3 alternating rounds)
+# Usage: perf/bench-forward.sh [SECONDS] [ROUNDS] [RULESET.nft]
+#   (defaults 10 s, 3 alternating rounds, no ruleset; with a ruleset every worker evaluates it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${2:-3}
+RULESET=${3:-}
 OUT=perf/out
 mkdir -p "$OUT"
 cargo build --release -q -p levee -p levee-perf
@@ -33,6 +35,10 @@ cores = [1]
 [pools]
 mbufs_per_worker = 16383
 TOML
+if [ -n "$RULESET" ]; then
+    cp "$RULESET" "$OUT/bench-ruleset.nft"
+    printf '[filter]\nruleset = "bench-ruleset.nft"\n' >> "$OUT/bench-forward.toml"
+fi
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) {print 0} else if (NR%2) {print a[(NR+1)/2]} else {print (a[NR/2]+a[NR/2+1])/2}}'; }
 
