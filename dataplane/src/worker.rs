@@ -493,6 +493,13 @@ impl<P: PortIo> Worker<P> {
                 self.drop_pkt(DropReason::Filter, pkt);
                 return;
             }
+            if !f.state.writes.is_empty() {
+                // `… set …` statements: rewrite the frame, checksums fixed incrementally.
+                let mut pkt = pkt;
+                levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
+                self.enqueue_tx(side.other(), pkt, now);
+                return;
+            }
         }
         self.enqueue_tx(side.other(), pkt, now);
     }

@@ -961,6 +961,45 @@ impl Builder {
                 sack_perm: sp.sack_perm,
             }),
             Stmt::Notrack => cx.insns.push(Insn::Notrack),
+            Stmt::PayloadSet { field, value } => {
+                let t = field.data_type();
+                let (hb, bit_off, bits) = field.layout();
+                if bit_off % 8 != 0 || bits % 8 != 0 {
+                    return Err(err_at(span, "only header fields on whole bytes can be set"));
+                }
+                cx.dependency(*field)?;
+                let (r, shape) = match value {
+                    Expr::Const(v) => {
+                        let b = encode(v, t, dtype_shape(t), span)?;
+                        let r = cx.alloc(b.len())?;
+                        cx.insns.push(Insn::Immediate {
+                            dreg: r,
+                            len: b.len() as u8,
+                            data: imm(&b),
+                        });
+                        (r, dtype_shape(t))
+                    }
+                    e => {
+                        let (r, shape, _) = cx.load(e)?;
+                        (r, shape)
+                    }
+                };
+                if shape.len != (bits / 8) as usize {
+                    return Err(err_at(span, "the value's width differs from the field's"));
+                }
+                let base = match hb {
+                    HeaderBase::Link => Base::Link,
+                    HeaderBase::Network => Base::Network,
+                    HeaderBase::Transport => Base::Transport,
+                };
+                cx.insns.push(Insn::PayloadWrite {
+                    base,
+                    offset: (bit_off / 8) as u16,
+                    len: (bits / 8) as u8,
+                    sreg: r,
+                    csum: vm::CsumFix::None,
+                });
+            }
             Stmt::MetaSet { value, .. } => {
                 let value = self.named_anon_map(cx, value, DataType::Mark)?;
                 let (r, shape, _) = cx.load(&value)?;
@@ -1439,6 +1478,7 @@ impl Compiled {
         meta: &PacketMeta,
     ) -> vm::Outcome {
         let mut last = ACCEPT;
+        state.writes.clear();
         for &h in hooks {
             let kind = if h == ast::Hook::Ingress {
                 HookKind::Ingress
@@ -1560,6 +1600,17 @@ impl Filter {
     /// frames never reach them); chains of family `ip` see IPv4, `ip6` IPv6, `inet` both.
     pub fn evaluate(&mut self, hook: &str, frame: &[u8], meta: &PacketMeta) -> bool {
         self.evaluate_outcome(hook, frame, meta).verdict != Verdict::Drop
+    }
+
+    /// Like [`Filter::evaluate`], applying the ruleset's payload writes to `frame` (with
+    /// checksum fix-ups) when the packet is accepted.
+    pub fn evaluate_mut(&mut self, hook: &str, frame: &mut [u8], meta: &PacketMeta) -> bool {
+        let o = self.evaluate_outcome(hook, frame, meta);
+        if o.verdict != Verdict::Drop && !self.state.writes.is_empty() {
+            let info = levee_packet::parse::parse_frame(frame).ok();
+            crate::rewrite::apply_writes(frame, &self.state.writes, info.as_ref());
+        }
+        o.verdict != Verdict::Drop
     }
 
     /// Like [`Filter::evaluate`], with the actions (marks, reject, synproxy, …).

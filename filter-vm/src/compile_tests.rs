@@ -307,3 +307,48 @@ fn multi_field_runs_merge_into_a_concatenated_lookup() {
     assert!(go(1, 500, 6), "the range rule");
     assert!(!go(3, 1000, 6));
 }
+
+#[test]
+fn payload_writes_rewrite_the_packet_and_keep_checksums_valid() {
+    use levee_packet::checksum::PseudoHeader;
+    let text = r#"
+table ip t {
+  chain c {
+    type filter hook prerouting priority 0; policy accept;
+    ip ttl set 10 tcp dport set 8080 ip saddr set 198.18.0.9
+    ip ttl 10 tcp dport 8080 counter
+  }
+}
+"#;
+    let mut f = compile_ruleset(text).unwrap_or_else(|e| panic!("{e}"));
+    let mut frame = ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(40000, 22, SYN));
+    // Start from valid checksums.
+    let ph = PseudoHeader::V4 {
+        src: [198, 18, 0, 1].into(),
+        dst: [198, 18, 0, 2].into(),
+    };
+    let sum = levee_packet::tcp::Packet::new_checked(&frame[34..54])
+        .unwrap()
+        .compute_checksum(&ph);
+    frame[50..52].copy_from_slice(&sum.to_be_bytes());
+    assert!(f.evaluate_mut("prerouting", &mut frame, &PacketMeta::default()));
+    assert_eq!(counts(&f), [1], "the later rule saw the rewritten fields");
+    let ip = levee_packet::ipv4::Packet::new_checked(&frame[14..]).unwrap();
+    assert_eq!((ip.ttl(), ip.src_addr().octets()), (10, [198, 18, 0, 9]));
+    assert!(ip.verify_checksum(), "IPv4 header checksum fixed");
+    let seg = levee_packet::tcp::Packet::new_checked(&frame[34..54]).unwrap();
+    assert_eq!(seg.dst_port(), 8080);
+    let ph = PseudoHeader::V4 {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+    };
+    assert!(
+        seg.verify_checksum(&ph),
+        "TCP checksum fixed, pseudo-header included"
+    );
+    // Sub-byte fields are refused with a position.
+    let e = compile_ruleset("table ip t {\n chain c {\n  ip dscp set 1\n }\n}\n")
+        .err()
+        .unwrap();
+    assert_eq!(e.line, 3, "{e}");
+}

@@ -13,6 +13,7 @@ mod compile_tests;
 pub mod ctx;
 pub mod nft;
 pub mod reject;
+pub mod rewrite;
 pub mod sets;
 pub mod verify;
 pub mod vm;

@@ -489,6 +489,20 @@ pub struct State {
     pub log_events: Vec<u32>,
     /// Log events dropped because the buffer was full.
     pub log_dropped: u64,
+    /// Payload writes of the packet being evaluated, in order, not yet applied to its bytes
+    /// (the caller applies them with [`crate::rewrite::apply_writes`]; later loads of the same
+    /// evaluation already see them). The caller clears it before each packet.
+    pub writes: Vec<PendingWrite>,
+}
+
+/// One payload write: `len` bytes at `offset` from the frame start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingWrite {
+    pub base: Base,
+    /// Offset from the start of the frame.
+    pub offset: usize,
+    pub len: usize,
+    pub data: [u8; MAX_DATA_LEN],
 }
 
 const LOG_EVENTS_MAX: usize = 1024;
@@ -505,6 +519,7 @@ impl State {
             dynamic: p.sets.empty_dynamic_copy(),
             log_events: Vec::new(),
             log_dropped: 0,
+            writes: Vec::new(),
         }
     }
 }
@@ -836,11 +851,57 @@ fn run(
                 return Flow::Break;
             }
             let bytes = or_break!(p.frame.get(from..from + *len as usize));
-            or_break!(regs.store(*dreg, bytes).then_some(()));
+            if state.writes.is_empty() {
+                or_break!(regs.store(*dreg, bytes).then_some(()));
+            } else {
+                // Earlier writes of this evaluation are what later loads see.
+                let mut b = [0u8; MAX_DATA_LEN];
+                let n = *len as usize;
+                b[..n].copy_from_slice(bytes);
+                for w in &state.writes {
+                    for (i, x) in b[..n].iter_mut().enumerate() {
+                        let at = from + i;
+                        if at >= w.offset && at < w.offset + w.len {
+                            *x = w.data[at - w.offset];
+                        }
+                    }
+                }
+                or_break!(regs.store(*dreg, &b[..n]).then_some(()));
+            }
         }
-        Insn::PayloadWrite { .. } => {
-            // Packet rewriting needs a mutable frame; evaluation through `evaluate` is
-            // read-only, so writes are recorded nowhere yet (the dataplane applies `Actions`).
+        Insn::PayloadWrite {
+            base,
+            offset,
+            len,
+            sreg,
+            ..
+        } => {
+            let start = match base {
+                Base::Link => 0,
+                Base::Network if p.nfproto != 0 => p.l3_offset,
+                Base::Network => return Flow::Break,
+                Base::Transport => or_break!(p.l4_offset),
+            };
+            let from = start + *offset as usize;
+            let n = *len as usize;
+            let end = if matches!(base, Base::Link) {
+                p.frame.len()
+            } else {
+                p.l3_end
+            };
+            if from + n > end {
+                return Flow::Break;
+            }
+            let mut data = [0u8; MAX_DATA_LEN];
+            data[..n].copy_from_slice(or_break!(regs.slice(*sreg, *len)));
+            if state.writes.len() < 64 {
+                state.writes.push(PendingWrite {
+                    base: *base,
+                    offset: from,
+                    len: n,
+                    data,
+                });
+            }
         }
         Insn::Cmp { op, sreg, len, rhs } => {
             let a = or_break!(regs.slice(*sreg, *len));

@@ -167,6 +167,9 @@ pub enum Stmt {
     MetaSet { key: MetaKey, value: Expr },
     /// `ct mark set EXPR` / `ct label set NAME|N`. `key` is [`CtKey::Mark`] or [`CtKey::Label`].
     CtSet { key: CtKey, value: Expr },
+    /// `FIELD set VALUE` for a header field on whole bytes (`ip ttl set 63`, `tcp dport set
+    /// 8080`, `ip saddr set 198.18.0.9`): rewrites the packet, fixing checksums.
+    PayloadSet { field: Payload, value: Expr },
     /// `add @set { KEY … }` / `update @set { KEY … }`: a meter in today's syntax.
     Dynset(Dynset),
     /// The legacy `meter NAME [size N] { KEY … }` form.

@@ -397,6 +397,7 @@ fn stmt(s: &Stmt) -> J {
         Stmt::Notrack => json!({"notrack": null}),
         Stmt::MetaSet { key, value } => mangle(&Expr::Meta(*key), value, key.data_type()),
         Stmt::CtSet { key, value } => mangle(&Expr::Ct(*key), value, key.data_type()),
+        Stmt::PayloadSet { field, value } => mangle(&Expr::Payload(*field), value, field.data_type()),
         Stmt::Dynset(d) => {
             let op = match d.op {
                 DynsetOp::Add => "add",

@@ -76,7 +76,9 @@
 //!   flags ether | flags all]…` (flags only change what a log line holds);
 //!   `reject [with tcp reset | with icmp|icmpv6|icmpx [type] CODE]`; `synproxy [mss N] [wscale
 //!   N] [timestamp] [sack-perm]`; `notrack`; `meta mark set V`, `ct mark set V`, `ct label set
-//!   NAME|BIT` (V a constant, an expression, or `EXPR map { … }|@name`); `add|update @set { KEY
+//!   NAME|BIT` (V a constant, an expression, or `EXPR map { … }|@name`); `FIELD set V` for
+//!   header fields on whole bytes (`ip ttl set 63`, `tcp dport set 8080`, `ip saddr set A`:
+//!   the packet is rewritten and its checksums fixed); `add|update @set { KEY
 //!   [timeout D] [limit …] [counter] [quota …] }`; `meter NAME [size N] { KEY [timeout D]
 //!   STMT… }`; `KEY vmap { … }|@name`.
 //! - Verdicts: `accept drop continue return`, `jump CHAIN`, `goto CHAIN` (regular chains of the

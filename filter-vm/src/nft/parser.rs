@@ -1958,7 +1958,7 @@ impl Parser {
         self.relational(left, lspan).map(Stmt::Match)
     }
 
-    /// `meta mark set VALUE`, `ct mark set VALUE`, `ct label set NAME`.
+    /// `meta mark set VALUE`, `ct mark set VALUE`, `ct label set NAME`, `FIELD set VALUE`.
     fn set_statement(&mut self, key: Expr, kspan: Span, sspan: Span) -> PResult<Stmt> {
         let (make, ty): (Box<dyn Fn(Expr) -> Stmt>, DataType) = match key {
             Expr::Meta(MetaKey::Mark) => (
@@ -1971,10 +1971,23 @@ impl Parser {
             Expr::Ct(k @ (CtKey::Mark | CtKey::Label)) => {
                 (Box::new(move |v| Stmt::CtSet { key: k, value: v }), k.data_type())
             }
+            Expr::Payload(p) => {
+                let (_, off, bits) = p.layout();
+                if off % 8 != 0 || bits % 8 != 0 {
+                    return Err(ParseError::at(
+                        kspan,
+                        "only header fields on whole bytes can be set (not ip dscp, ip6 flowlabel, …)",
+                    ));
+                }
+                (
+                    Box::new(move |v| Stmt::PayloadSet { field: p, value: v }),
+                    p.data_type(),
+                )
+            }
             _ => {
                 return Err(ParseError::at(
                     kspan,
-                    "only 'meta mark', 'ct mark' and 'ct label' can be set",
+                    "only 'meta mark', 'ct mark', 'ct label' and header fields can be set",
                 ))
             }
         };

@@ -358,6 +358,11 @@ fn stmt(s: &Stmt) -> String {
             expr(&Expr::Ct(*key)),
             set_value(value, key.data_type())
         ),
+        Stmt::PayloadSet { field, value } => format!(
+            "{} set {}",
+            expr(&Expr::Payload(*field)),
+            set_value(value, field.data_type())
+        ),
         Stmt::Dynset(d) => {
             let op = match d.op {
                 DynsetOp::Add => "add",
