@@ -20,6 +20,25 @@ fn write_config(name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// The last `stats` line of levee's output and a getter for its numeric fields.
+fn last_stats(t: &str) -> (String, impl Fn(&str) -> u64) {
+    let last = t
+        .lines()
+        .rfind(|l| l.starts_with("stats "))
+        .expect("a stats line")
+        .to_owned();
+    let fields = levee::lab::parse_stats_line(&last).expect("a stats line");
+    let line = last.clone();
+    let get = move |k: &str| -> u64 {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    (last, get)
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -84,16 +103,7 @@ fn runs_on_vdevs_and_prints_totals_when_it_stops() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("outside port net_null0 (driver net_null"), "{t}");
     assert!(t.contains("levee: stopped after"), "{t}");
-    let last = t
-        .lines()
-        .rfind(|l| l.starts_with("stats "))
-        .expect("a stats line");
-    let field = |k: &str| -> u64 {
-        last.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {k} in {last}"))
-    };
+    let (last, field) = last_stats(&t);
     // net_null receives as fast as it is polled and accepts every transmission.
     assert!(field("outside_rx") > 100_000, "{last}");
     assert_eq!(field("outside_rx"), field("inside_tx"), "{last}");
@@ -174,16 +184,7 @@ fn a_ruleset_from_the_config_filters_every_worker_packet() {
     let out = levee(&["run", "--duration", "1.5", "--config", p.to_str().unwrap()]);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    let last = t
-        .lines()
-        .rfind(|l| l.starts_with("stats "))
-        .expect("a stats line");
-    let field = |k: &str| -> u64 {
-        last.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {k} in {last}"))
-    };
+    let (last, field) = last_stats(&t);
     assert!(field("outside_rx") > 1000, "{last}");
     assert_eq!(
         field("drop_filter"),
