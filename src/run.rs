@@ -46,7 +46,7 @@ pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
 }
 
 /// One counters line: `stats t=… outside_rx=… outside_rx_bytes=… outside_rx_pps=… … inside_tx_pps=…
-/// drop_<reason>=… handoffs=… rejects=…`.
+/// drop_<reason>=… handoffs=… rejects=… logs=…`.
 /// The format is stable (the lab and perf scripts parse it).
 pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> String {
     let mut s = format!("stats t={t:.1}");
@@ -67,7 +67,10 @@ pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> S
     for r in DropReason::ALL {
         s += &format!(" drop_{}={}", r.name(), now.drops[r as usize]);
     }
-    s += &format!(" handoffs={} rejects={}", now.handoffs_out, now.rejects);
+    s += &format!(
+        " handoffs={} rejects={} logs={}",
+        now.handoffs_out, now.rejects, now.logs
+    );
     s
 }
 

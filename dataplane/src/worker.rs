@@ -140,6 +140,8 @@ pub struct WorkerStats {
     pub polls: AtomicU64,
     /// Reject answers (TCP RST, ICMP unreachable) sent.
     pub rejects: AtomicU64,
+    /// `log` statements that fired.
+    pub logs: AtomicU64,
 }
 
 /// A plain copy of `WorkerStats`.
@@ -154,6 +156,7 @@ pub struct WorkerTotals {
     pub handoffs_in: u64,
     pub polls: u64,
     pub rejects: u64,
+    pub logs: u64,
 }
 
 impl WorkerTotals {
@@ -172,6 +175,7 @@ impl WorkerTotals {
         self.handoffs_in += o.handoffs_in;
         self.polls += o.polls;
         self.rejects += o.rejects;
+        self.logs += o.logs;
     }
 }
 
@@ -194,6 +198,7 @@ impl WorkerStats {
             handoffs_in: ld(&self.handoffs_in),
             polls: ld(&self.polls),
             rejects: ld(&self.rejects),
+            logs: ld(&self.logs),
         }
     }
 
@@ -213,6 +218,7 @@ impl WorkerStats {
         st(&self.handoffs_in, t.handoffs_in);
         st(&self.polls, t.polls);
         st(&self.rejects, t.rejects);
+        st(&self.logs, t.logs);
     }
 }
 
@@ -477,6 +483,12 @@ impl<P: PortIo> Worker<P> {
             let o = f
                 .compiled
                 .evaluate_hooks(&mut f.state, &f.hooks, pkt.data(), info, meta);
+            if !f.state.log_events.is_empty() {
+                // `log` statements: counted per worker for now (delivering the lines to the
+                // control thread is the events work of issues 4 and 6).
+                self.totals.logs += f.state.log_events.len() as u64;
+                f.state.log_events.clear();
+            }
             if o.verdict == Verdict::Drop {
                 // A reject answers from the same buffer, back out of the port it came in on.
                 if let Some(reply) = o.actions.reject.and_then(|k| build_reject(pkt.data(), k)) {
@@ -715,7 +727,7 @@ mod tests {
 
     #[test]
     fn the_filter_drops_accepts_and_answers_rejects_out_of_the_incoming_port() {
-        let text = "table inet t {\n chain c {\n  type filter hook forward priority 0; policy accept;\n  tcp dport 22 reject with tcp reset\n  tcp dport 23 drop\n }\n}\n";
+        let text = "table inet t {\n chain c {\n  type filter hook forward priority 0; policy accept;\n  tcp dport 22 reject with tcp reset\n  tcp dport 23 drop\n  tcp dport 80 log prefix \"web: \"\n }\n}\n";
         let compiled = Arc::new(levee_filter_vm::compile_ruleset(text).unwrap().compiled);
         let mesh = HandoffMesh::new(1, 16);
         let mut w = worker(0, 1, &mesh, WorkerConfig::default()).with_filter(WorkerFilter::new(compiled, 0));
@@ -748,5 +760,6 @@ mod tests {
         let t = w.stats().totals();
         assert_eq!(t.drops[DropReason::Filter as usize], 2);
         assert_eq!(t.rejects, 1);
+        assert_eq!(t.logs, 1, "the log rule fired for the port-80 packet");
     }
 }
