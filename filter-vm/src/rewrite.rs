@@ -32,6 +32,28 @@ fn layout(info: &FrameInfo) -> Option<Layout> {
     })
 }
 
+/// Widest checksum region one write touches: 16 bytes widened to 16-bit boundaries.
+const REGION_MAX: usize = 18;
+
+/// Up to three (checksum offset, region start, region end, is UDP) fix-ups of one write.
+#[derive(Default)]
+struct Fixes {
+    items: [(usize, usize, usize, bool); 3],
+    n: usize,
+}
+
+impl Fixes {
+    fn push(&mut self, f: (usize, usize, usize, bool)) {
+        if self.n < self.items.len() && f.2 - f.1 <= REGION_MAX {
+            self.items[self.n] = f;
+            self.n += 1;
+        }
+    }
+    fn as_slice(&self) -> &[(usize, usize, usize, bool)] {
+        &self.items[..self.n]
+    }
+}
+
 /// The even-aligned region (relative to `base`) that covers `[at, at + len)`.
 fn aligned(base: usize, at: usize, len: usize) -> (usize, usize) {
     let a0 = base + ((at - base) & !1);
@@ -55,8 +77,10 @@ pub fn apply_writes(frame: &mut [u8], writes: &[PendingWrite], info: Option<&Fra
             frame[at..at + len].copy_from_slice(&w.data[..len]);
             continue;
         };
-        // Regions whose 16-bit words feed a checksum, captured before and after the write.
-        let mut fixes: Vec<(usize, usize, usize, bool)> = Vec::new(); // (csum at, a0, a1, udp)
+        // Regions whose 16-bit words feed a checksum, captured before and after the write: at
+        // most three (IPv4 header, pseudo-header, transport), each at most 18 bytes (a 16-byte
+        // write widened to word boundaries). Fixed arrays: this runs per rewritten packet.
+        let mut fixes = Fixes::default();
         if lay.v4 && at >= lay.l3 && at < lay.l3_hdr_end && !overlaps(at, len, lay.l3 + 10, lay.l3 + 12) {
             let (a0, a1) = aligned(lay.l3, at, len);
             fixes.push((lay.l3 + 10, a0, a1.min(lay.l3_hdr_end), false));
@@ -88,12 +112,13 @@ pub fn apply_writes(frame: &mut [u8], writes: &[PendingWrite], info: Option<&Fra
                 }
             }
         }
-        let before: Vec<Vec<u8>> = fixes
-            .iter()
-            .map(|&(_, a0, a1, _)| frame[a0..a1].to_vec())
-            .collect();
+        let mut before = [[0u8; REGION_MAX]; 3];
+        for (i, &(_, a0, a1, _)) in fixes.as_slice().iter().enumerate() {
+            before[i][..a1 - a0].copy_from_slice(&frame[a0..a1]);
+        }
         frame[at..at + len].copy_from_slice(&w.data[..len]);
-        for ((csum_at, a0, a1, udp), old) in fixes.into_iter().zip(before) {
+        for (i, &(csum_at, a0, a1, udp)) in fixes.as_slice().iter().enumerate() {
+            let old = &before[i][..a1 - a0];
             if csum_at + 2 > frame.len() {
                 continue;
             }
@@ -101,7 +126,7 @@ pub fn apply_writes(frame: &mut [u8], writes: &[PendingWrite], info: Option<&Fra
             if udp && lay.v4 && hc == 0 {
                 continue; // IPv4 UDP without a checksum stays without one
             }
-            let mut new_sum = update_bytes(hc, &old, &frame[a0..a1]);
+            let mut new_sum = update_bytes(hc, old, &frame[a0..a1]);
             if udp && new_sum == 0 {
                 new_sum = 0xffff;
             }

@@ -831,25 +831,7 @@ fn run(
             len,
             dreg,
         } => {
-            let start = match base {
-                Base::Link => 0,
-                Base::Network => {
-                    if p.nfproto == 0 {
-                        return Flow::Break;
-                    }
-                    p.l3_offset
-                }
-                Base::Transport => or_break!(p.l4_offset),
-            };
-            let from = start + *offset as usize;
-            let end = if matches!(base, Base::Link) {
-                p.frame.len()
-            } else {
-                p.l3_end
-            };
-            if from + *len as usize > end {
-                return Flow::Break;
-            }
+            let from = or_break!(field_at(p, *base, *offset, *len));
             let bytes = or_break!(p.frame.get(from..from + *len as usize));
             if state.writes.is_empty() {
                 or_break!(regs.store(*dreg, bytes).then_some(()));
@@ -876,22 +858,8 @@ fn run(
             sreg,
             ..
         } => {
-            let start = match base {
-                Base::Link => 0,
-                Base::Network if p.nfproto != 0 => p.l3_offset,
-                Base::Network => return Flow::Break,
-                Base::Transport => or_break!(p.l4_offset),
-            };
-            let from = start + *offset as usize;
+            let from = or_break!(field_at(p, *base, *offset, *len));
             let n = *len as usize;
-            let end = if matches!(base, Base::Link) {
-                p.frame.len()
-            } else {
-                p.l3_end
-            };
-            if from + n > end {
-                return Flow::Break;
-            }
             let mut data = [0u8; MAX_DATA_LEN];
             data[..n].copy_from_slice(or_break!(regs.slice(*sreg, *len)));
             if state.writes.len() < 64 {
@@ -1109,6 +1077,21 @@ fn run(
         Insn::Verdict(v) => regs.verdict = *v,
     }
     Flow::Next
+}
+
+/// Where `len` bytes at `offset` from header `base` start in the frame, if the packet has that
+/// header and the field lies inside it (network and transport fields end at the IP packet's
+/// end, Ethernet padding excluded).
+#[inline]
+fn field_at(p: &PacketCtx<'_>, base: Base, offset: u16, len: u8) -> Option<usize> {
+    let (start, end) = match base {
+        Base::Link => (0, p.frame.len()),
+        Base::Network if p.nfproto != 0 => (p.l3_offset, p.l3_end),
+        Base::Network => return None,
+        Base::Transport => (p.l4_offset?, p.l3_end),
+    };
+    let from = start + offset as usize;
+    (from + len as usize <= end).then_some(from)
 }
 
 fn len_bytes(p: &PacketCtx<'_>) -> u64 {
