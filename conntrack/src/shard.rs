@@ -1,0 +1,1650 @@
+//! One worker's conntrack table: lookups, new flows, expiry, eviction, events and dumps.
+//!
+//! Owns [`Shard`]: a fixed-capacity slab of entries, a `hashbrown` table of slab indices keyed
+//! by SipHash under the caller's secret key, a timer wheel that reclaims expired entries with
+//! bounded work, per-shard counters and an optional event channel. Each worker owns one shard
+//! and is the only thread that touches it (no locks, no atomics); the control thread talks to
+//! it only through the event channel and through whatever request/response path the dataplane
+//! gives it for dumps.
+//!
+//! The kernel's split between unconfirmed and confirmed entries is kept: [`Shard::track`] updates
+//! an existing entry at once, but for a packet that would open a flow it returns
+//! [`Tracked::New`] with a [`Pending`] value and inserts nothing. The caller runs its filter and
+//! calls [`Shard::confirm`] only if the packet was accepted (`nf_conntrack_confirm` at the last
+//! hook), so dropped packets never create entries.
+//!
+//! Memory: an entry is 112 bytes for `X = ()` (key 38, status and policy 2, expiry, wheel links
+//! and mark 16, TCP state 56); the hash table adds 5 bytes per bucket (a `u32` index and a
+//! control byte) at one to four buckets per entry of capacity (the table is sized so it is at
+//! most half full); labels, when enabled, 16 bytes per entry in a parallel array.
+//!
+//! Time: callers pass a monotonic `now_ns`. Entries keep their expiry as a wrapping 32-bit
+//! millisecond clock, so `expire` must run at least every few days (the dataplane calls it every
+//! loop iteration) and no timeout may exceed [`crate::timeout::MAX_TIMEOUT_MS`].
+
+use core::fmt;
+
+use crossbeam_channel::{Sender, TrySendError};
+use hashbrown::HashTable;
+use levee_packet::ip_protocol;
+use levee_packet::parse::{FlowTuple, FrameInfo, IpFamily, L3Info};
+use thiserror::Error;
+
+use crate::dump::{Bucket, DumpFilter, EntrySnapshot, StateCounts};
+use crate::event::{DestroyReason, Event, EventKind};
+use crate::icmp;
+use crate::key::{HashKey, Key};
+use crate::tcp::{self, Segment, TcpConfig, TcpEndpoint, TcpState, TcpStatus, TcpTrack, TcpVerdict};
+use crate::timeout::{TimeoutPolicy, Timeouts, MAX_TIMEOUT_MS};
+use crate::types::{
+    status, CtInfo, CtState, Direction, EntryId, InvalidReason, L4State, PolicyId, UntrackedReason,
+};
+
+/// Length of one timer-wheel tick.
+const TICK_MS: u64 = 1000;
+/// Slots in the timer wheel; entries further out than `SLOTS - 1` ticks are re-examined when
+/// their slot comes round (about every 68 minutes).
+const SLOTS: usize = 4096;
+const NIL: u32 = u32::MAX;
+/// Marks a `prev` link as "head of slot N" (the slot number in the low bits).
+const HEAD: u32 = 1 << 31;
+/// Largest capacity: slot indices must stay below `HEAD`.
+pub const MAX_CAPACITY: u32 = 1 << 30;
+/// Most timeout policies per shard, the default included.
+const MAX_POLICIES: usize = 256;
+
+// Entry status bits (internal; `CtInfo::status` uses `IPS_*` values).
+const ST_SEEN_REPLY: u8 = 1;
+const ST_ASSURED: u8 = 2;
+/// The flow was opened from key end 1.
+const ST_ORIG_SIDE1: u8 = 4;
+/// The slot is free (on the free list).
+const ST_FREE: u8 = 8;
+
+/// Configuration of one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// Most entries (1..=2^30). A capacity at or just below a power of two wastes the least
+    /// hash-table memory.
+    pub capacity: u32,
+    /// Default timeouts.
+    pub timeouts: Timeouts,
+    /// `nf_conntrack_tcp_be_liberal`: window checks never make a TCP packet INVALID.
+    pub liberal: bool,
+    /// `nf_conntrack_tcp_loose`: a TCP ACK without a tracked SYN may open an entry
+    /// (mid-stream pickup). Linux's default is on.
+    pub loose: bool,
+    /// `nf_conntrack_tcp_max_retrans`: retransmissions before the shorter retrans timeout.
+    pub max_retrans: u8,
+    /// `nf_conntrack_tcp_ignore_invalid_rst`.
+    pub ignore_invalid_rst: bool,
+    /// Keep a 128-bit ct label per entry (16 bytes each). Like Linux's connlabel extension,
+    /// only needed when the ruleset uses `ct label`.
+    pub labels: bool,
+    /// Entries examined when looking for one to evict at capacity (Linux's early_drop looks
+    /// at 8 hash buckets).
+    pub early_drop_scan: u32,
+    /// Send one event in this many (1: all; 0: none).
+    pub event_sample: u32,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            capacity: 65_536,
+            timeouts: Timeouts::LINUX,
+            liberal: false,
+            loose: true,
+            max_retrans: 3,
+            ignore_invalid_rst: false,
+            labels: false,
+            early_drop_scan: 8,
+            event_sample: 1,
+        }
+    }
+}
+
+/// A configuration the shard cannot run with.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Capacity out of range.
+    #[error("conntrack capacity {capacity} is outside 1..={max}")]
+    Capacity {
+        /// Requested.
+        capacity: u32,
+        /// Largest allowed.
+        max: u32,
+    },
+    /// A timeout out of range.
+    #[error("conntrack timeout {name} of {ms} ms is outside 1..={max} ms")]
+    Timeout {
+        /// Field name.
+        name: &'static str,
+        /// Requested.
+        ms: u32,
+        /// Largest allowed.
+        max: u32,
+    },
+    /// Too many policies.
+    #[error("conntrack timeout policy {name:?} would be number {count}; at most {max} fit")]
+    TooManyPolicies {
+        /// The refused policy.
+        name: String,
+        /// Policies including it.
+        count: usize,
+        /// Limit, the default included.
+        max: usize,
+    },
+    /// A policy name used twice.
+    #[error("conntrack timeout policy {name:?} is already defined")]
+    DuplicatePolicy {
+        /// The name.
+        name: String,
+    },
+}
+
+/// Why [`Shard::confirm`] or [`Shard::insert_tcp`] could not insert.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum InsertError {
+    /// At capacity and no entry among those examined could be evicted.
+    #[error("conntrack table full: {capacity} entries, none evictable among {scanned} examined")]
+    TableFull {
+        /// Capacity of the shard.
+        capacity: u32,
+        /// Entries examined for eviction.
+        scanned: u32,
+    },
+    /// The flow is tracked already.
+    #[error("flow {tuple} is already tracked (entry {index})")]
+    Exists {
+        /// The flow.
+        tuple: TupleDisplay,
+        /// Its entry.
+        index: u32,
+    },
+    /// `insert_tcp` got a tuple of another protocol.
+    #[error("insert_tcp needs a TCP tuple, got protocol {protocol}")]
+    NotTcp {
+        /// The tuple's protocol.
+        protocol: u8,
+    },
+}
+
+/// Why an entry operation failed.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum EntryError {
+    /// The handle names no live entry.
+    #[error("no conntrack entry in slot {index}")]
+    NoEntry {
+        /// The slot.
+        index: u32,
+    },
+    /// Labels were not enabled (`ShardConfig::labels`).
+    #[error("ct label {label:#x} cannot be stored: this shard keeps no labels (ShardConfig::labels)")]
+    LabelsDisabled {
+        /// The refused label.
+        label: u128,
+    },
+    /// No such timeout policy.
+    #[error("no conntrack timeout policy number {id}")]
+    UnknownPolicy {
+        /// The id.
+        id: u8,
+    },
+}
+
+/// A [`FlowTuple`] printed as `proto src:port -> dst:port` (for error messages).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TupleDisplay(pub FlowTuple);
+
+impl fmt::Display for TupleDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.0;
+        write!(
+            f,
+            "proto {} {}:{} -> {}:{}",
+            t.protocol,
+            t.src_ip(),
+            t.src_port,
+            t.dst_ip(),
+            t.dst_port
+        )
+    }
+}
+
+impl fmt::Debug for TupleDisplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Per-shard counters, added up by the control side across workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets that belonged to an existing entry (any classification but INVALID).
+    pub found: u64,
+    /// Packets classified NEW that would open a flow (pending values handed out).
+    pub new: u64,
+    /// Entries inserted (`confirm` and `insert_tcp`).
+    pub inserted: u64,
+    /// Packets classified INVALID.
+    pub invalid: u64,
+    /// TCP packets let through without a state change (`sIG`, ignorable window failures).
+    pub ignored: u64,
+    /// ICMP errors classified RELATED.
+    pub related: u64,
+    /// Packets classified UNTRACKED (fragments, non-IP, ICMPv6 neighbour discovery).
+    pub untracked: u64,
+    /// Entries evicted to make room (`early_drop`).
+    pub early_drop: u64,
+    /// Inserts refused because the table was full and nothing could be evicted.
+    pub insert_failed: u64,
+    /// `confirm` found the flow already inserted (two packets of a new flow confirmed late).
+    pub clash: u64,
+    /// Entries removed by the timer wheel or found expired on lookup.
+    pub expired: u64,
+    /// Entries deleted by the protocol (RST before a reply, reopened TIME_WAIT) or `remove`.
+    pub deleted: u64,
+    /// Events delivered to the channel.
+    pub events_sent: u64,
+    /// Events dropped because the channel was full or closed.
+    pub events_dropped: u64,
+    /// Events skipped by sampling.
+    pub events_sampled_out: u64,
+    /// Entries the timer wheel examined.
+    pub wheel_examined: u64,
+}
+
+/// Per-protocol entry state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum L4 {
+    Tcp(TcpTrack),
+    /// `stream_at`: the shard clock (ms, wrapping) after which a replied flow becomes a stream.
+    Udp {
+        stream_at: u32,
+    },
+    Icmp,
+    Other,
+}
+
+impl L4 {
+    fn state(&self) -> L4State {
+        match self {
+            L4::Tcp(t) => L4State::Tcp(t.state()),
+            L4::Udp { .. } => L4State::Udp,
+            L4::Icmp => L4State::Icmp,
+            L4::Other => L4State::Generic,
+        }
+    }
+}
+
+struct Entry<X> {
+    key: Key,
+    status: u8,
+    policy: u8,
+    /// Expiry on the wrapping millisecond clock.
+    expires: u32,
+    /// Timer-wheel links: previous entry or `HEAD | slot`, next entry or `NIL`. On a free
+    /// slot, `next` links the free list.
+    prev: u32,
+    next: u32,
+    mark: u32,
+    l4: L4,
+    ext: X,
+}
+
+impl<X> Entry<X> {
+    fn is_free(&self) -> bool {
+        self.status & ST_FREE != 0
+    }
+
+    fn orig_side(&self) -> u8 {
+        u8::from(self.status & ST_ORIG_SIDE1 != 0)
+    }
+
+    fn seen_reply(&self) -> bool {
+        self.status & ST_SEEN_REPLY != 0
+    }
+
+    fn assured(&self) -> bool {
+        self.status & ST_ASSURED != 0
+    }
+
+    fn ct_status(&self) -> u32 {
+        let mut s = status::CONFIRMED;
+        if self.seen_reply() {
+            s |= status::SEEN_REPLY;
+        }
+        if self.assured() {
+            s |= status::ASSURED;
+        }
+        s
+    }
+
+    fn bucket(&self) -> Bucket {
+        match &self.l4 {
+            L4::Tcp(t) => Bucket::Tcp(t.state()),
+            L4::Udp { .. } if self.assured() => Bucket::UdpAssured,
+            L4::Udp { .. } if self.seen_reply() => Bucket::UdpReplied,
+            L4::Udp { .. } => Bucket::UdpUnreplied,
+            L4::Icmp => Bucket::Icmp,
+            L4::Other => Bucket::Generic,
+        }
+    }
+
+    /// Entries `early_drop` may evict: not assured, or TCP that is over (TIME_WAIT, CLOSE).
+    fn evictable(&self) -> bool {
+        !self.assured() || matches!(&self.l4, L4::Tcp(t) if matches!(t.state(), TcpState::TimeWait | TcpState::Close))
+    }
+}
+
+/// A flow a packet would open: insert it with [`Shard::confirm`] once the filter accepted the
+/// packet, or drop it. Ct mark, label and timeout policy set by the filter on a NEW packet go
+/// here, as in Linux they go to the unconfirmed entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    key: Key,
+    hash: u64,
+    orig_side: u8,
+    policy: u8,
+    l4: L4,
+    timeout_ms: u32,
+    mark: u32,
+    label: u128,
+}
+
+impl Pending {
+    /// The original-direction tuple of the flow.
+    pub fn tuple(&self) -> FlowTuple {
+        self.key.tuple(self.orig_side)
+    }
+
+    /// Protocol state the entry will start in.
+    pub fn l4_state(&self) -> L4State {
+        self.l4.state()
+    }
+
+    /// `ct mark set` on the NEW packet.
+    pub fn set_mark(&mut self, mark: u32) {
+        self.mark = mark;
+    }
+
+    /// `ct label set` on the NEW packet (kept only if the shard keeps labels).
+    pub fn set_label(&mut self, label: u128) {
+        self.label = label;
+    }
+
+    /// `ct timeout set`: the entry starts with this policy.
+    pub fn set_timeout_policy(&mut self, policy: PolicyId) {
+        self.policy = policy.0;
+    }
+
+    /// The view the filter VM gets for this packet.
+    pub fn info(&self) -> CtInfo {
+        CtInfo {
+            state: CtState::New,
+            direction: Direction::Original,
+            status: 0,
+            mark: self.mark,
+            label: self.label,
+            expiration_ms: self.timeout_ms,
+            zone: 0,
+            entry: None,
+        }
+    }
+}
+
+/// The classification of one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracked {
+    /// The packet belongs to a tracked flow: NEW (original direction, no reply yet),
+    /// ESTABLISHED or RELATED.
+    Known(CtInfo),
+    /// The packet would open a flow.
+    New(Pending),
+    /// The tracker refused it (`ct state invalid`).
+    Invalid(InvalidReason),
+    /// Not tracked (`ct state untracked`).
+    Untracked(UntrackedReason),
+}
+
+impl Tracked {
+    /// What the filter VM reads for this packet.
+    pub fn info(&self) -> CtInfo {
+        match self {
+            Tracked::Known(info) => *info,
+            Tracked::New(p) => p.info(),
+            Tracked::Invalid(_) => CtInfo::without_entry(CtState::Invalid),
+            Tracked::Untracked(_) => CtInfo::without_entry(CtState::Untracked),
+        }
+    }
+
+    /// The classification alone.
+    pub fn state(&self) -> CtState {
+        match self {
+            Tracked::Known(info) => info.state,
+            Tracked::New(_) => CtState::New,
+            Tracked::Invalid(_) => CtState::Invalid,
+            Tracked::Untracked(_) => CtState::Untracked,
+        }
+    }
+}
+
+/// What one [`Shard::expire`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpireReport {
+    /// Entries examined.
+    pub examined: u32,
+    /// Entries removed.
+    pub expired: u32,
+    /// Whether the wheel is behind `now` (the budget ran out first).
+    pub behind: bool,
+}
+
+/// The timer wheel: one list per tick, linked through the entries. Lazy: a refreshed entry
+/// stays in its slot and is moved when the slot comes due; a lifetime that shrinks below the
+/// slot moves it at once (TCP keeps the slot's tick, see [`TcpTrack`]).
+struct Wheel {
+    heads: Vec<u32>,
+    /// One bit per slot with a non-empty list.
+    occupied: Vec<u64>,
+    /// The next tick to process; every linked entry sits at a tick in
+    /// `[cursor, cursor + SLOTS - 1]`.
+    cursor: u64,
+    started: bool,
+}
+
+impl Wheel {
+    fn new() -> Wheel {
+        Wheel {
+            heads: vec![NIL; SLOTS],
+            occupied: vec![0; SLOTS / 64],
+            cursor: 0,
+            started: false,
+        }
+    }
+
+    fn start(&mut self, now_ms: u64) {
+        if !self.started {
+            self.started = true;
+            self.cursor = now_ms / TICK_MS;
+        }
+    }
+
+    /// The tick to link an entry expiring at `expiry_ms` at, kept within the wheel.
+    fn target(&self, expiry_ms: u64, floor: u64) -> u64 {
+        (expiry_ms / TICK_MS).clamp(floor, self.cursor + SLOTS as u64 - 1)
+    }
+
+    fn link<X>(&mut self, entries: &mut [Entry<X>], idx: u32, tick: u64) {
+        let slot = (tick % SLOTS as u64) as usize;
+        let head = self.heads[slot];
+        let e = &mut entries[idx as usize];
+        e.prev = HEAD | slot as u32;
+        e.next = head;
+        if let L4::Tcp(t) = &mut e.l4 {
+            t.wheel_tick = tick as u16;
+        }
+        if head == NIL {
+            self.occupied[slot / 64] |= 1 << (slot % 64);
+        } else {
+            entries[head as usize].prev = idx;
+        }
+        self.heads[slot] = idx;
+    }
+
+    fn unlink<X>(&mut self, entries: &mut [Entry<X>], idx: u32) {
+        let (prev, next) = {
+            let e = &entries[idx as usize];
+            (e.prev, e.next)
+        };
+        if prev & HEAD != 0 {
+            let slot = (prev & !HEAD) as usize;
+            self.heads[slot] = next;
+            if next == NIL {
+                self.occupied[slot / 64] &= !(1 << (slot % 64));
+            }
+        } else {
+            entries[prev as usize].next = next;
+        }
+        if next != NIL {
+            entries[next as usize].prev = prev;
+        }
+        let e = &mut entries[idx as usize];
+        e.prev = NIL;
+        e.next = NIL;
+    }
+
+    /// The first tick at or after `from` (and before `from + SLOTS`) whose slot is occupied.
+    fn next_occupied(&self, from: u64) -> Option<u64> {
+        let start = (from % SLOTS as u64) as usize;
+        let mut offset = 0usize;
+        while offset < SLOTS {
+            let slot = (start + offset) % SLOTS;
+            let word = self.occupied[slot / 64] >> (slot % 64);
+            if word != 0 {
+                let skip = word.trailing_zeros() as usize;
+                // Bits past the end of the word were shifted out, so `skip` stays in it.
+                return Some(from + (offset + skip) as u64);
+            }
+            offset += 64 - slot % 64;
+        }
+        None
+    }
+}
+
+/// Clock helpers: the wrapping 32-bit millisecond clock entries keep their expiry on.
+#[derive(Clone, Copy, Debug)]
+struct Now {
+    ms: u64,
+}
+
+impl Now {
+    fn new(now_ns: u64) -> Now {
+        Now {
+            ms: now_ns / 1_000_000,
+        }
+    }
+
+    fn clock(self) -> u32 {
+        self.ms as u32
+    }
+
+    /// Milliseconds left until `expires` (negative once past).
+    fn left(self, expires: u32) -> i64 {
+        i64::from(expires.wrapping_sub(self.clock()) as i32)
+    }
+
+    fn after(self, ms: u32) -> u32 {
+        self.clock().wrapping_add(ms)
+    }
+}
+
+/// One worker's conntrack table. `X` is an extension stored in every entry (the SYN proxy keeps
+/// its sequence and timestamp offsets there); it must be `Default` so slots can be reused.
+pub struct Shard<X = ()> {
+    cfg: ShardConfig,
+    tcp: TcpConfig,
+    hash_key: HashKey,
+    table: HashTable<u32>,
+    entries: Vec<Entry<X>>,
+    labels: Vec<u128>,
+    free: u32,
+    live: u32,
+    wheel: Wheel,
+    /// Index 0 is the default.
+    policies: Vec<(String, Timeouts)>,
+    counts: StateCounts,
+    counters: Counters,
+    events: Option<Sender<Event>>,
+    event_seq: u64,
+}
+
+impl<X> fmt::Debug for Shard<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shard")
+            .field("capacity", &self.cfg.capacity)
+            .field("live", &self.live)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of an IP packet the trackers read.
+struct Pkt<'a> {
+    v6: bool,
+    src: [u8; 16],
+    dst: [u8; 16],
+    proto: u8,
+    l4: &'a [u8],
+    /// IPv6 hop limit and whether the source is link-local (for redirects).
+    hop_limit: u8,
+}
+
+impl<X: Default> Shard<X> {
+    /// A shard with `cfg`, hashing with the secret `key`. Allocates the hash table and reserves
+    /// the slab for `cfg.capacity` entries; nothing allocates afterwards.
+    pub fn new(cfg: ShardConfig, key: HashKey) -> Result<Shard<X>, ConfigError> {
+        if cfg.capacity == 0 || cfg.capacity > MAX_CAPACITY {
+            return Err(ConfigError::Capacity {
+                capacity: cfg.capacity,
+                max: MAX_CAPACITY,
+            });
+        }
+        cfg.timeouts.validate().map_err(|(name, ms)| ConfigError::Timeout {
+            name,
+            ms,
+            max: MAX_TIMEOUT_MS,
+        })?;
+        let cap = cfg.capacity as usize;
+        // hashbrown keeps a table at most 7/8 full; asking for the next power of two makes it
+        // at most half full at capacity, which keeps tombstones (and in-place rehashes) rare.
+        let table = HashTable::with_capacity(cap.next_power_of_two());
+        Ok(Shard {
+            tcp: TcpConfig {
+                liberal: cfg.liberal,
+                loose: cfg.loose,
+                max_retrans: cfg.max_retrans,
+                ignore_invalid_rst: cfg.ignore_invalid_rst,
+            },
+            hash_key: key,
+            table,
+            entries: Vec::with_capacity(cap),
+            labels: if cfg.labels { vec![0; cap] } else { Vec::new() },
+            free: NIL,
+            live: 0,
+            wheel: Wheel::new(),
+            policies: vec![("default".to_owned(), cfg.timeouts)],
+            counts: StateCounts::default(),
+            counters: Counters::default(),
+            events: None,
+            event_seq: 0,
+            cfg,
+        })
+    }
+
+    /// Attaches (or with `None` detaches) the event channel.
+    pub fn set_event_sender(&mut self, tx: Option<Sender<Event>>) {
+        self.events = tx;
+    }
+
+    /// Registers a named timeout policy (`ct timeout` object).
+    pub fn add_timeout_policy(&mut self, name: &str, policy: &TimeoutPolicy) -> Result<PolicyId, ConfigError> {
+        if self.policies.iter().any(|(n, _)| n == name) {
+            return Err(ConfigError::DuplicatePolicy { name: name.to_owned() });
+        }
+        if self.policies.len() >= MAX_POLICIES {
+            return Err(ConfigError::TooManyPolicies {
+                name: name.to_owned(),
+                count: self.policies.len() + 1,
+                max: MAX_POLICIES,
+            });
+        }
+        let timeouts = policy.resolve(&self.cfg.timeouts);
+        timeouts.validate().map_err(|(field, ms)| ConfigError::Timeout {
+            name: field,
+            ms,
+            max: MAX_TIMEOUT_MS,
+        })?;
+        self.policies.push((name.to_owned(), timeouts));
+        Ok(PolicyId((self.policies.len() - 1) as u8))
+    }
+
+    /// The id of a registered policy.
+    pub fn timeout_policy(&self, name: &str) -> Option<PolicyId> {
+        self.policies.iter().position(|(n, _)| n == name).map(|i| PolicyId(i as u8))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ShardConfig {
+        &self.cfg
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> u32 {
+        self.live
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Counters since creation.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Entries per state (kept incrementally).
+    pub fn state_counts(&self) -> StateCounts {
+        self.counts
+    }
+
+    /// Bytes this shard holds for its capacity: slab, hash table, labels and wheel.
+    pub fn memory_bytes(&self) -> usize {
+        self.entries.capacity() * core::mem::size_of::<Entry<X>>()
+            + self.table.allocation_size()
+            + self.labels.capacity() * 16
+            + SLOTS * 4
+            + SLOTS / 8
+    }
+
+    /// Size of one entry of this shard, in bytes.
+    pub const fn entry_size() -> usize {
+        core::mem::size_of::<Entry<X>>()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // The packet path.
+
+    /// Classifies one packet and updates its flow. `info` is `parse_frame(frame)`; `now_ns` is
+    /// the caller's monotonic clock.
+    pub fn track(&mut self, frame: &[u8], info: &FrameInfo, now_ns: u64) -> Tracked {
+        let now = Now::new(now_ns);
+        self.wheel.start(now.ms);
+        let (v6, src, dst, proto, frag, l4_offset, l4_len, hop_limit) = match &info.l3 {
+            L3Info::Ipv4(ip) => {
+                let mut s = [0; 16];
+                let mut d = [0; 16];
+                s[..4].copy_from_slice(&ip.src.octets());
+                d[..4].copy_from_slice(&ip.dst.octets());
+                (false, s, d, ip.protocol, ip.frag, ip.l4_offset, ip.l4_len, 0)
+            }
+            L3Info::Ipv6(ip) => {
+                let l3 = usize::from(info.l3_offset);
+                let hop = frame.get(l3 + 7).copied().unwrap_or(0);
+                (
+                    true,
+                    ip.src.octets(),
+                    ip.dst.octets(),
+                    ip.protocol,
+                    ip.frag,
+                    ip.l4_offset,
+                    ip.l4_len,
+                    hop,
+                )
+            }
+            L3Info::Arp | L3Info::Other => return self.untracked(UntrackedReason::NotIp),
+        };
+        if frag.is_fragment() {
+            return self.untracked(UntrackedReason::Fragment);
+        }
+        let start = usize::from(l4_offset);
+        let Some(l4) = frame.get(start..start + usize::from(l4_len)) else {
+            return self.invalid(InvalidReason::Truncated);
+        };
+        let pkt = Pkt {
+            v6,
+            src,
+            dst,
+            proto,
+            l4,
+            hop_limit,
+        };
+        match proto {
+            ip_protocol::TCP => self.track_tcp(&pkt, now),
+            ip_protocol::UDP => self.track_udp(&pkt, now),
+            ip_protocol::ICMP if !v6 => self.track_icmp(&pkt, now),
+            ip_protocol::ICMPV6 if v6 => self.track_icmp(&pkt, now),
+            ip_protocol::ICMP | ip_protocol::ICMPV6 => self.invalid(InvalidReason::WrongFamily),
+            _ => self.track_generic(&pkt, now),
+        }
+    }
+
+    fn untracked(&mut self, why: UntrackedReason) -> Tracked {
+        self.counters.untracked += 1;
+        Tracked::Untracked(why)
+    }
+
+    fn invalid(&mut self, why: InvalidReason) -> Tracked {
+        self.counters.invalid += 1;
+        Tracked::Invalid(why)
+    }
+
+    fn new_flow(&mut self, key: Key, hash: u64, orig_side: u8, l4: L4, timeout_ms: u32) -> Tracked {
+        self.counters.new += 1;
+        Tracked::New(Pending {
+            key,
+            hash,
+            orig_side,
+            policy: 0,
+            l4,
+            timeout_ms,
+            mark: 0,
+            label: 0,
+        })
+    }
+
+    /// Finds a live entry; one found expired is removed (`nf_ct_gc_expired` on lookup).
+    fn lookup(&mut self, key: &Key, hash: u64, now: Now) -> Option<u32> {
+        let entries = &self.entries;
+        let idx = *self.table.find(hash, |&i| entries[i as usize].key == *key)?;
+        if now.left(self.entries[idx as usize].expires) <= 0 {
+            self.destroy(idx, DestroyReason::Expired, now);
+            return None;
+        }
+        Some(idx)
+    }
+
+    /// The view of entry `idx` for a packet in `dir` classified `state`.
+    fn view(&self, idx: u32, state: CtState, dir: usize, now: Now) -> CtInfo {
+        let e = &self.entries[idx as usize];
+        CtInfo {
+            state,
+            direction: if dir == 0 { Direction::Original } else { Direction::Reply },
+            status: e.ct_status(),
+            mark: e.mark,
+            label: self.labels.get(idx as usize).copied().unwrap_or(0),
+            expiration_ms: now.left(e.expires).max(0) as u32,
+            zone: 0,
+            entry: Some(EntryId(idx)),
+        }
+    }
+
+    /// `resolve_normal_ct`'s classification: replies are ESTABLISHED, original packets are
+    /// ESTABLISHED once a reply was seen, NEW before.
+    fn ctinfo(seen_reply: bool, dir: usize) -> CtState {
+        if dir == 1 || seen_reply {
+            CtState::Established
+        } else {
+            CtState::New
+        }
+    }
+
+    /// Sets a new lifetime; moves the entry in the wheel when it now expires before its slot.
+    fn refresh(&mut self, idx: u32, ms: u32, now: Now) {
+        let new_expires = now.after(ms);
+        let e = &mut self.entries[idx as usize];
+        let old_left = now.left(e.expires);
+        e.expires = new_expires;
+        let expiry_ms = now.ms + u64::from(ms);
+        let relink = match &e.l4 {
+            L4::Tcp(t) => {
+                let tick = self.wheel.target(expiry_ms, self.wheel.cursor) as u16;
+                (tick.wrapping_sub(t.wheel_tick) as i16) < 0
+            }
+            _ => i64::from(ms) < old_left,
+        };
+        if relink {
+            let tick = self.wheel.target(expiry_ms, self.wheel.cursor);
+            self.wheel.unlink(&mut self.entries, idx);
+            self.wheel.link(&mut self.entries, idx, tick);
+        }
+    }
+
+    /// Applies a status/state change's bookkeeping: counts and an UPDATE event.
+    fn changed(&mut self, idx: u32, before: Bucket, before_status: u8, now: Now) {
+        let e = &self.entries[idx as usize];
+        let after = e.bucket();
+        if after != before {
+            *self.counts.slot(before) -= 1;
+            *self.counts.slot(after) += 1;
+        }
+        if after != before || e.status != before_status {
+            self.emit(idx, EventKind::Update, now);
+        }
+    }
+
+    fn track_tcp(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+        let Some(seg) = tcp::segment(pkt.l4) else {
+            return self.invalid(InvalidReason::Truncated);
+        };
+        let sp = u16::from_be_bytes([pkt.l4[0], pkt.l4[1]]);
+        let dp = u16::from_be_bytes([pkt.l4[2], pkt.l4[3]]);
+        let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, sp, dp);
+        let hash = key.hash(&self.hash_key);
+        if let Some(idx) = self.lookup(&key, hash, now) {
+            if let Some(t) = self.tcp_existing(idx, side, &seg, now) {
+                return t;
+            }
+            // Reopened: the old entry is gone, track the SYN as a new flow.
+        }
+        match TcpTrack::new_flow(&seg, &self.tcp, &self.policies[0].1) {
+            Ok((t, timeout)) => self.new_flow(key, hash, side, L4::Tcp(t), timeout),
+            Err(why) => self.invalid(InvalidReason::Tcp(why)),
+        }
+    }
+
+    /// `nf_conntrack_tcp_packet` on an existing entry; `None` when the entry was deleted for a
+    /// reopening SYN.
+    fn tcp_existing(&mut self, idx: u32, side: u8, seg: &Segment<'_>, now: Now) -> Option<Tracked> {
+        let tcp_cfg = self.tcp;
+        let e = &mut self.entries[idx as usize];
+        let dir = usize::from(side != e.orig_side());
+        let before_bucket = e.bucket();
+        let before_status = e.status;
+        let class = Self::ctinfo(e.seen_reply(), dir);
+        let timeouts = &self.policies[usize::from(e.policy)].1;
+        let mut st = TcpStatus {
+            seen_reply: e.seen_reply(),
+            assured: e.assured(),
+        };
+        let remaining = now.left(e.expires).clamp(0, i64::from(u32::MAX)) as u32;
+        let L4::Tcp(t) = &mut e.l4 else {
+            unreachable!("a TCP key always holds TCP state");
+        };
+        let verdict = t.packet_with_remaining(dir, seg, &mut st, &tcp_cfg, timeouts, remaining);
+        match verdict {
+            TcpVerdict::Reopen => {
+                self.destroy(idx, DestroyReason::Reopened, now);
+                None
+            }
+            TcpVerdict::Invalid { why, shrink_ms } => {
+                if let Some(ms) = shrink_ms {
+                    self.refresh(idx, ms, now);
+                }
+                Some(self.invalid(InvalidReason::Tcp(why)))
+            }
+            TcpVerdict::Ignore => {
+                self.counters.found += 1;
+                self.counters.ignored += 1;
+                if dir == 1 {
+                    self.entries[idx as usize].status |= ST_SEEN_REPLY;
+                    self.changed(idx, before_bucket, before_status, now);
+                }
+                Some(Tracked::Known(self.view(idx, class, dir, now)))
+            }
+            TcpVerdict::Accept {
+                timeout_ms, kill, ..
+            } => {
+                self.counters.found += 1;
+                {
+                    let e = &mut self.entries[idx as usize];
+                    if st.assured {
+                        e.status |= ST_ASSURED;
+                    }
+                    if dir == 1 {
+                        e.status |= ST_SEEN_REPLY;
+                    }
+                }
+                if let Some(ms) = timeout_ms {
+                    self.refresh(idx, ms, now);
+                }
+                self.changed(idx, before_bucket, before_status, now);
+                let mut info = self.view(idx, class, dir, now);
+                if kill {
+                    self.destroy(idx, DestroyReason::Reset, now);
+                    info.entry = None;
+                }
+                Some(Tracked::Known(info))
+            }
+        }
+    }
+
+    fn track_udp(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+        // `udp_error`: header and length (parse_frame has checked both for whole packets).
+        if pkt.l4.len() < 8 {
+            return self.invalid(InvalidReason::Truncated);
+        }
+        let len = usize::from(u16::from_be_bytes([pkt.l4[4], pkt.l4[5]]));
+        if len > pkt.l4.len() || len < 8 {
+            return self.invalid(InvalidReason::Truncated);
+        }
+        let sp = u16::from_be_bytes([pkt.l4[0], pkt.l4[1]]);
+        let dp = u16::from_be_bytes([pkt.l4[2], pkt.l4[3]]);
+        let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, sp, dp);
+        let hash = key.hash(&self.hash_key);
+        if let Some(idx) = self.lookup(&key, hash, now) {
+            // `nf_conntrack_udp_packet`.
+            let e = &mut self.entries[idx as usize];
+            let dir = usize::from(side != e.orig_side());
+            let (before_bucket, before_status) = (e.bucket(), e.status);
+            let class = Self::ctinfo(e.seen_reply(), dir);
+            let t = &self.policies[usize::from(e.policy)].1;
+            let timeout = if e.seen_reply() {
+                let stream_at = match e.l4 {
+                    L4::Udp { stream_at } => stream_at,
+                    _ => now.clock(),
+                };
+                if now.left(stream_at) < 0 {
+                    // Still active two seconds after it began: a stream.
+                    e.status |= ST_ASSURED;
+                    t.udp_replied
+                } else {
+                    t.udp_unreplied
+                }
+            } else {
+                t.udp_unreplied
+            };
+            if dir == 1 {
+                e.status |= ST_SEEN_REPLY;
+            }
+            self.refresh(idx, timeout, now);
+            self.changed(idx, before_bucket, before_status, now);
+            self.counters.found += 1;
+            return Tracked::Known(self.view(idx, class, dir, now));
+        }
+        let timeout = self.policies[0].1.udp_unreplied;
+        let l4 = L4::Udp {
+            stream_at: now.after(2000),
+        };
+        self.new_flow(key, hash, side, l4, timeout)
+    }
+
+    fn track_generic(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+        let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, 0, 0);
+        let hash = key.hash(&self.hash_key);
+        if let Some(idx) = self.lookup(&key, hash, now) {
+            // `generic_packet`: refresh, nothing else.
+            let e = &mut self.entries[idx as usize];
+            let dir = usize::from(side != e.orig_side());
+            let (before_bucket, before_status) = (e.bucket(), e.status);
+            let class = Self::ctinfo(e.seen_reply(), dir);
+            if dir == 1 {
+                e.status |= ST_SEEN_REPLY;
+            }
+            let timeout = self.policies[usize::from(e.policy)].1.generic;
+            self.refresh(idx, timeout, now);
+            self.changed(idx, before_bucket, before_status, now);
+            self.counters.found += 1;
+            return Tracked::Known(self.view(idx, class, dir, now));
+        }
+        let timeout = self.policies[0].1.generic;
+        self.new_flow(key, hash, side, L4::Other, timeout)
+    }
+
+    fn track_icmp(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+        let msg = pkt.l4;
+        if msg.len() < 8 {
+            return self.invalid(InvalidReason::Truncated);
+        }
+        let (msg_type, code) = (msg[0], msg[1]);
+        if pkt.v6 {
+            // `nf_conntrack_icmpv6_error`.
+            if icmp::untracked_v6(msg_type) {
+                return self.untracked(UntrackedReason::Icmpv6NoTrack);
+            }
+            if msg_type == icmp::NDISC_REDIRECT {
+                let link_local = pkt.src[0] == 0xfe && pkt.src[1] & 0xc0 == 0x80;
+                return match icmp::redirect_quote(msg, pkt.hop_limit, link_local) {
+                    Ok(quoted) => self.related(pkt, quoted, now),
+                    Err(()) => self.invalid(InvalidReason::Redirect),
+                };
+            }
+            if msg_type < 128 {
+                return self.related(pkt, &msg[8..], now);
+            }
+        } else {
+            // `nf_conntrack_icmpv4_error`.
+            if msg_type > icmp::NR_ICMP_TYPES {
+                return self.invalid(InvalidReason::IcmpType);
+            }
+            if icmp::is_error_v4(msg_type) {
+                return self.related(pkt, &msg[8..], now);
+            }
+        }
+        let query = if pkt.v6 {
+            icmp::query_v6(msg_type)
+        } else {
+            icmp::query_v4(msg_type)
+        };
+        let Some((is_request, request_type)) = query else {
+            // No inverse: `init_conntrack` cannot build a reply tuple.
+            return self.invalid(InvalidReason::IcmpCannotOpen);
+        };
+        let id = u16::from_be_bytes([msg[4], msg[5]]);
+        let (requester, responder, side) = if is_request {
+            (pkt.src, pkt.dst, 0u8)
+        } else {
+            (pkt.dst, pkt.src, 1u8)
+        };
+        let key = Key::icmp(pkt.v6, pkt.proto, requester, responder, id, request_type, code);
+        let hash = key.hash(&self.hash_key);
+        let timeout_of = |t: &Timeouts| if pkt.v6 { t.icmpv6 } else { t.icmp };
+        if let Some(idx) = self.lookup(&key, hash, now) {
+            // `nf_conntrack_icmp_packet`: refresh on every packet, both ways.
+            let e = &mut self.entries[idx as usize];
+            let dir = usize::from(side);
+            let (before_bucket, before_status) = (e.bucket(), e.status);
+            let class = Self::ctinfo(e.seen_reply(), dir);
+            if dir == 1 {
+                e.status |= ST_SEEN_REPLY;
+            }
+            let timeout = timeout_of(&self.policies[usize::from(e.policy)].1);
+            self.refresh(idx, timeout, now);
+            self.changed(idx, before_bucket, before_status, now);
+            self.counters.found += 1;
+            return Tracked::Known(self.view(idx, class, dir, now));
+        }
+        if !is_request {
+            // `valid_new[]`: only requests open a flow.
+            return self.invalid(InvalidReason::IcmpCannotOpen);
+        }
+        let timeout = timeout_of(&self.policies[0].1);
+        self.new_flow(key, hash, 0, L4::Icmp, timeout)
+    }
+
+    /// `nf_conntrack_inet_error`: an ICMP error is RELATED to the flow of the packet it quotes
+    /// when that flow exists and the error goes to the quoted packet's source.
+    fn related(&mut self, pkt: &Pkt<'_>, quoted: &[u8], now: Now) -> Tracked {
+        let inner = if pkt.v6 {
+            icmp::inner_v6(quoted)
+        } else {
+            icmp::inner_v4(quoted)
+        };
+        let Some(inner) = inner else {
+            return self.invalid(InvalidReason::IcmpBadQuote);
+        };
+        // The inverse of the quoted packet's tuple: what a packet of the flow going back to
+        // the quoted packet's source looks like.
+        let (key, side) = match inner.proto {
+            ip_protocol::TCP | ip_protocol::UDP => {
+                if inner.l4.len() < 4 {
+                    return self.invalid(InvalidReason::IcmpBadQuote);
+                }
+                let sp = u16::from_be_bytes([inner.l4[0], inner.l4[1]]);
+                let dp = u16::from_be_bytes([inner.l4[2], inner.l4[3]]);
+                Key::ports(pkt.v6, inner.proto, inner.dst, inner.src, dp, sp)
+            }
+            p if (p == ip_protocol::ICMP && !pkt.v6) || (p == ip_protocol::ICMPV6 && pkt.v6) => {
+                if inner.l4.len() < 8 {
+                    return self.invalid(InvalidReason::IcmpBadQuote);
+                }
+                let (t, code) = (inner.l4[0], inner.l4[1]);
+                let Some(inverse) = icmp::inverse(pkt.v6, t) else {
+                    return self.invalid(InvalidReason::IcmpBadQuote);
+                };
+                let id = u16::from_be_bytes([inner.l4[4], inner.l4[5]]);
+                let query = if pkt.v6 {
+                    icmp::query_v6(inverse)
+                } else {
+                    icmp::query_v4(inverse)
+                };
+                let Some((is_request, request_type)) = query else {
+                    return self.invalid(InvalidReason::IcmpBadQuote);
+                };
+                // The virtual packet goes from the quoted packet's destination to its source.
+                if is_request {
+                    (
+                        Key::icmp(pkt.v6, p, inner.dst, inner.src, id, request_type, code),
+                        0,
+                    )
+                } else {
+                    (
+                        Key::icmp(pkt.v6, p, inner.src, inner.dst, id, request_type, code),
+                        1,
+                    )
+                }
+            }
+            p => Key::ports(pkt.v6, p, inner.dst, inner.src, 0, 0),
+        };
+        let hash = key.hash(&self.hash_key);
+        let Some(idx) = self.lookup(&key, hash, now) else {
+            return self.invalid(InvalidReason::IcmpNoFlow);
+        };
+        // The found tuple's destination is the quoted packet's source; the error must go there.
+        if pkt.dst != inner.src {
+            return self.invalid(InvalidReason::IcmpNoFlow);
+        }
+        let e = &self.entries[idx as usize];
+        let dir = if key.is_icmp() {
+            usize::from(side)
+        } else {
+            usize::from(side != e.orig_side())
+        };
+        self.counters.found += 1;
+        self.counters.related += 1;
+        Tracked::Known(self.view(idx, CtState::Related, dir, now))
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Inserting.
+
+    /// Inserts the flow a NEW packet opens, after the filter accepted the packet
+    /// (`nf_conntrack_confirm`). At capacity, evicts an entry that is not assured (the one
+    /// closest to expiring among those examined) or refuses.
+    pub fn confirm(&mut self, pending: Pending, now_ns: u64) -> Result<EntryId, InsertError> {
+        let now = Now::new(now_ns);
+        self.wheel.start(now.ms);
+        if let Some(idx) = self.lookup(&pending.key, pending.hash, now) {
+            self.counters.clash += 1;
+            return Ok(EntryId(idx));
+        }
+        let mut status = 0;
+        if pending.orig_side == 1 {
+            status |= ST_ORIG_SIDE1;
+        }
+        let timeout = if pending.policy == 0 || usize::from(pending.policy) >= self.policies.len() {
+            pending.timeout_ms
+        } else {
+            let t = &self.policies[usize::from(pending.policy)].1;
+            lifetime(&pending.l4, t, false).unwrap_or(pending.timeout_ms)
+        };
+        let idx = self.insert(
+            pending.key,
+            pending.hash,
+            status,
+            pending.policy,
+            pending.l4,
+            timeout,
+            pending.mark,
+            pending.label,
+            X::default(),
+            now,
+        )?;
+        Ok(EntryId(idx))
+    }
+
+    /// Inserts a TCP flow whose handshake the SYN proxy completed with the client: `orig` is
+    /// the client-to-server tuple, `client` what the client's SYN said, `server` what the
+    /// SYN-ACK the client accepted said (the proxy's cookie ISN and options). The entry starts
+    /// in SYN_RECV (the proxy has not finished with the server yet) or, with `established`,
+    /// in ESTABLISHED and ASSURED. `ext` is stored with it.
+    pub fn insert_tcp(
+        &mut self,
+        orig: &FlowTuple,
+        client: &TcpEndpoint,
+        server: &TcpEndpoint,
+        established: bool,
+        ext: X,
+        now_ns: u64,
+    ) -> Result<EntryId, InsertError> {
+        if orig.protocol != ip_protocol::TCP {
+            return Err(InsertError::NotTcp {
+                protocol: orig.protocol,
+            });
+        }
+        let now = Now::new(now_ns);
+        self.wheel.start(now.ms);
+        let v6 = orig.family == IpFamily::V6;
+        let (key, side) = Key::ports(v6, orig.protocol, orig.src_addr, orig.dst_addr, orig.src_port, orig.dst_port);
+        let hash = key.hash(&self.hash_key);
+        if let Some(idx) = self.lookup(&key, hash, now) {
+            return Err(InsertError::Exists {
+                tuple: TupleDisplay(*orig),
+                index: idx,
+            });
+        }
+        let t = TcpTrack::seeded(client, server, established);
+        let mut status = ST_SEEN_REPLY;
+        if established {
+            status |= ST_ASSURED;
+        }
+        if side == 1 {
+            status |= ST_ORIG_SIDE1;
+        }
+        let timeouts = &self.policies[0].1;
+        let timeout = timeouts.tcp(t.state()).unwrap_or(timeouts.tcp_syn_recv);
+        let idx = self.insert(key, hash, status, 0, L4::Tcp(t), timeout, 0, 0, ext, now)?;
+        Ok(EntryId(idx))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        key: Key,
+        hash: u64,
+        status: u8,
+        policy: u8,
+        l4: L4,
+        timeout_ms: u32,
+        mark: u32,
+        label: u128,
+        ext: X,
+        now: Now,
+    ) -> Result<u32, InsertError> {
+        if self.live >= self.cfg.capacity {
+            let scanned = self.early_drop(now);
+            if self.live >= self.cfg.capacity {
+                self.counters.insert_failed += 1;
+                return Err(InsertError::TableFull {
+                    capacity: self.cfg.capacity,
+                    scanned,
+                });
+            }
+        }
+        let entry = Entry {
+            key,
+            status,
+            policy,
+            expires: now.after(timeout_ms),
+            prev: NIL,
+            next: NIL,
+            mark,
+            l4,
+            ext,
+        };
+        let idx = if self.free != NIL {
+            let idx = self.free;
+            self.free = self.entries[idx as usize].next;
+            self.entries[idx as usize] = entry;
+            idx
+        } else {
+            self.entries.push(entry);
+            (self.entries.len() - 1) as u32
+        };
+        if let Some(l) = self.labels.get_mut(idx as usize) {
+            *l = label;
+        }
+        let (entries, hash_key) = (&self.entries, &self.hash_key);
+        self.table
+            .insert_unique(hash, idx, |&i| entries[i as usize].key.hash(hash_key));
+        let tick = self.wheel.target(now.ms + u64::from(timeout_ms), self.wheel.cursor);
+        self.wheel.link(&mut self.entries, idx, tick);
+        self.live += 1;
+        let bucket = self.entries[idx as usize].bucket();
+        *self.counts.slot(bucket) += 1;
+        self.counters.inserted += 1;
+        self.emit(idx, EventKind::New, now);
+        Ok(idx)
+    }
+
+    /// `early_drop`: walks the wheel from the current tick (entries closest to expiring
+    /// first), examines up to `early_drop_scan` entries and evicts the evictable one with the
+    /// least time left. Returns how many were examined.
+    fn early_drop(&mut self, now: Now) -> u32 {
+        let budget = self.cfg.early_drop_scan.max(1);
+        let mut examined = 0u32;
+        let mut best: Option<(i64, u32)> = None;
+        let mut tick = self.wheel.cursor;
+        let end = self.wheel.cursor + SLOTS as u64;
+        'walk: while tick < end {
+            let Some(t) = self.wheel.next_occupied(tick) else {
+                break;
+            };
+            if t >= end {
+                break;
+            }
+            let mut idx = self.wheel.heads[(t % SLOTS as u64) as usize];
+            while idx != NIL {
+                let e = &self.entries[idx as usize];
+                examined += 1;
+                if e.evictable() {
+                    let left = now.left(e.expires);
+                    if best.is_none_or(|(l, _)| left < l) {
+                        best = Some((left, idx));
+                    }
+                }
+                if examined >= budget {
+                    break 'walk;
+                }
+                idx = e.next;
+            }
+            tick = t + 1;
+        }
+        if let Some((_, idx)) = best {
+            self.counters.early_drop += 1;
+            self.destroy(idx, DestroyReason::EarlyDrop, now);
+        }
+        examined
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Removing and expiring.
+
+    /// Unlinks, counts, reports and frees entry `idx`.
+    fn destroy(&mut self, idx: u32, reason: DestroyReason, now: Now) {
+        self.emit(idx, EventKind::Destroy(reason), now);
+        let hash = self.entries[idx as usize].key.hash(&self.hash_key);
+        if let Ok(found) = self.table.find_entry(hash, |&i| i == idx) {
+            found.remove();
+        }
+        self.wheel.unlink(&mut self.entries, idx);
+        let bucket = self.entries[idx as usize].bucket();
+        *self.counts.slot(bucket) -= 1;
+        match reason {
+            DestroyReason::Expired => self.counters.expired += 1,
+            DestroyReason::EarlyDrop => {}
+            DestroyReason::Reset | DestroyReason::Reopened | DestroyReason::Removed => self.counters.deleted += 1,
+        }
+        let e = &mut self.entries[idx as usize];
+        e.status = ST_FREE;
+        e.ext = X::default();
+        e.next = self.free;
+        self.free = idx;
+        self.live -= 1;
+    }
+
+    /// Removes an entry (`conntrack -D`).
+    pub fn remove(&mut self, id: EntryId, now_ns: u64) -> Result<(), EntryError> {
+        self.check(id)?;
+        self.destroy(id.0, DestroyReason::Removed, Now::new(now_ns));
+        Ok(())
+    }
+
+    /// Advances the timer wheel to `now_ns`, examining at most `budget` entries: expired ones
+    /// are removed (with a DESTROY event), refreshed ones move to the slot of their new expiry.
+    /// Never removes an entry before its expiry.
+    pub fn expire(&mut self, now_ns: u64, budget: u32) -> ExpireReport {
+        let now = Now::new(now_ns);
+        self.wheel.start(now.ms);
+        let now_tick = now.ms / TICK_MS;
+        let mut report = ExpireReport::default();
+        while self.wheel.cursor < now_tick {
+            if report.examined >= budget {
+                report.behind = true;
+                break;
+            }
+            let slot = (self.wheel.cursor % SLOTS as u64) as usize;
+            let idx = self.wheel.heads[slot];
+            if idx == NIL {
+                // Skip to the next occupied tick, or to now.
+                let next = self.wheel.next_occupied(self.wheel.cursor).unwrap_or(now_tick);
+                self.wheel.cursor = next.clamp(self.wheel.cursor + 1, now_tick);
+                continue;
+            }
+            report.examined += 1;
+            self.counters.wheel_examined += 1;
+            let left = now.left(self.entries[idx as usize].expires);
+            if left <= 0 {
+                report.expired += 1;
+                self.destroy(idx, DestroyReason::Expired, now);
+            } else {
+                let tick = self.wheel.target(now.ms + left as u64, self.wheel.cursor + 1);
+                self.wheel.unlink(&mut self.entries, idx);
+                self.wheel.link(&mut self.entries, idx, tick);
+            }
+        }
+        report
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Entries.
+
+    fn check(&self, id: EntryId) -> Result<&Entry<X>, EntryError> {
+        match self.entries.get(id.0 as usize) {
+            Some(e) if !e.is_free() => Ok(e),
+            _ => Err(EntryError::NoEntry { index: id.0 }),
+        }
+    }
+
+    /// `ct mark set`.
+    pub fn set_mark(&mut self, id: EntryId, mark: u32) -> Result<(), EntryError> {
+        self.check(id)?;
+        self.entries[id.0 as usize].mark = mark;
+        Ok(())
+    }
+
+    /// `ct label set`.
+    pub fn set_label(&mut self, id: EntryId, label: u128) -> Result<(), EntryError> {
+        self.check(id)?;
+        match self.labels.get_mut(id.0 as usize) {
+            Some(l) => {
+                *l = label;
+                Ok(())
+            }
+            None => Err(EntryError::LabelsDisabled { label }),
+        }
+    }
+
+    /// `ct timeout set` on a confirmed entry: attaches the policy and re-arms the lifetime of
+    /// the entry's current state under it.
+    pub fn set_timeout_policy(&mut self, id: EntryId, policy: PolicyId, now_ns: u64) -> Result<(), EntryError> {
+        self.check(id)?;
+        let Some((_, t)) = self.policies.get(usize::from(policy.0)) else {
+            return Err(EntryError::UnknownPolicy { id: policy.0 });
+        };
+        let e = &self.entries[id.0 as usize];
+        let ms = lifetime(&e.l4, t, e.assured());
+        self.entries[id.0 as usize].policy = policy.0;
+        if let Some(ms) = ms {
+            self.refresh(id.0, ms, Now::new(now_ns));
+        }
+        Ok(())
+    }
+
+    /// The extension of an entry.
+    pub fn ext(&self, id: EntryId) -> Result<&X, EntryError> {
+        Ok(&self.check(id)?.ext)
+    }
+
+    /// The extension of an entry, to change.
+    pub fn ext_mut(&mut self, id: EntryId) -> Result<&mut X, EntryError> {
+        self.check(id)?;
+        Ok(&mut self.entries[id.0 as usize].ext)
+    }
+
+    /// Finds the entry of a flow by either direction's tuple, with the tuple's direction.
+    pub fn lookup_tuple(&self, tuple: &FlowTuple, now_ns: u64) -> Option<(EntryId, Direction)> {
+        let now = Now::new(now_ns);
+        let v6 = tuple.family == IpFamily::V6;
+        let (key, side) = Key::ports(v6, tuple.protocol, tuple.src_addr, tuple.dst_addr, tuple.src_port, tuple.dst_port);
+        let hash = key.hash(&self.hash_key);
+        let idx = *self.table.find(hash, |&i| self.entries[i as usize].key == key)?;
+        let e = &self.entries[idx as usize];
+        if now.left(e.expires) <= 0 {
+            return None;
+        }
+        let dir = if side == e.orig_side() {
+            Direction::Original
+        } else {
+            Direction::Reply
+        };
+        Some((EntryId(idx), dir))
+    }
+
+    /// A snapshot of one entry.
+    pub fn snapshot(&self, id: EntryId, now_ns: u64) -> Result<EntrySnapshot, EntryError> {
+        self.check(id)?;
+        Ok(self.snap(id.0, Now::new(now_ns)))
+    }
+
+    fn snap(&self, idx: u32, now: Now) -> EntrySnapshot {
+        let e = &self.entries[idx as usize];
+        let orig = e.orig_side();
+        EntrySnapshot {
+            id: EntryId(idx),
+            original: e.key.tuple(orig),
+            reply: e.key.tuple(1 - orig),
+            l4: e.l4.state(),
+            status: e.ct_status(),
+            mark: e.mark,
+            label: self.labels.get(idx as usize).copied().unwrap_or(0),
+            expires_in_ms: now.left(e.expires).max(0) as u32,
+            policy: PolicyId(e.policy),
+        }
+    }
+
+    /// Every live, unexpired entry that passes `filter`, in slot order. Borrowing the shard
+    /// makes it a consistent snapshot.
+    pub fn iter<'a>(&'a self, filter: &'a DumpFilter, now_ns: u64) -> impl Iterator<Item = EntrySnapshot> + 'a {
+        let now = Now::new(now_ns);
+        (0..self.entries.len() as u32)
+            .filter(move |&i| {
+                let e = &self.entries[i as usize];
+                !e.is_free() && now.left(e.expires) > 0
+            })
+            .map(move |i| self.snap(i, now))
+            .filter(move |s| filter.matches(s))
+    }
+
+    /// A bounded piece of a dump: appends up to `max` matching entries from slot `cursor` on
+    /// and returns the cursor to continue from, or `None` when the walk is complete.
+    pub fn dump_batch(
+        &self,
+        cursor: u32,
+        filter: &DumpFilter,
+        max: usize,
+        now_ns: u64,
+        out: &mut Vec<EntrySnapshot>,
+    ) -> Option<u32> {
+        let now = Now::new(now_ns);
+        let mut i = cursor as usize;
+        let mut taken = 0;
+        while i < self.entries.len() {
+            if taken >= max {
+                return Some(i as u32);
+            }
+            let e = &self.entries[i];
+            if !e.is_free() && now.left(e.expires) > 0 {
+                let s = self.snap(i as u32, now);
+                if filter.matches(&s) {
+                    out.push(s);
+                    taken += 1;
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Events.
+
+    fn emit(&mut self, idx: u32, kind: EventKind, now: Now) {
+        let Some(tx) = &self.events else {
+            return;
+        };
+        let sample = u64::from(self.cfg.event_sample);
+        self.event_seq += 1;
+        if sample == 0 || self.event_seq % sample != 0 {
+            self.counters.events_sampled_out += 1;
+            return;
+        }
+        let e = &self.entries[idx as usize];
+        let event = Event {
+            kind,
+            tuple: e.key.tuple(e.orig_side()),
+            l4: e.l4.state(),
+            status: e.ct_status(),
+            mark: e.mark,
+            at_ms: now.ms,
+        };
+        match tx.try_send(event) {
+            Ok(()) => self.counters.events_sent += 1,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.counters.events_dropped += 1,
+        }
+    }
+
+    /// Recounts entries per state by walking the slab (for tests and audits; O(capacity)).
+    pub fn recount(&self) -> StateCounts {
+        let mut c = StateCounts::default();
+        for e in self.entries.iter().filter(|e| !e.is_free()) {
+            *c.slot(e.bucket()) += 1;
+        }
+        c
+    }
+}
+
+/// The lifetime an entry's current state has under `t` (used when a policy is attached).
+fn lifetime(l4: &L4, t: &Timeouts, assured: bool) -> Option<u32> {
+    match l4 {
+        L4::Tcp(tr) => t.tcp(tr.state()),
+        L4::Udp { .. } if assured => Some(t.udp_replied),
+        L4::Udp { .. } => Some(t.udp_unreplied),
+        L4::Icmp => Some(t.icmp),
+        L4::Other => Some(t.generic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_fits_128_bytes() {
+        assert_eq!(core::mem::size_of::<L4>(), 56);
+        assert_eq!(core::mem::size_of::<Key>(), 38);
+        let size = Shard::<()>::entry_size();
+        assert!(size <= 128, "entry is {size} bytes");
+        assert_eq!(size, 112);
+    }
+
+    #[test]
+    fn wheel_finds_next_occupied_across_words() {
+        let mut w = Wheel::new();
+        let mut entries: Vec<Entry<()>> = (0..3)
+            .map(|_| Entry {
+                key: Key::ports(false, 17, [0; 16], [0; 16], 0, 0).0,
+                status: 0,
+                policy: 0,
+                expires: 0,
+                prev: NIL,
+                next: NIL,
+                mark: 0,
+                l4: L4::Other,
+                ext: (),
+            })
+            .collect();
+        w.link(&mut entries, 0, 70);
+        w.link(&mut entries, 1, 70);
+        w.link(&mut entries, 2, 4000);
+        assert_eq!(w.next_occupied(0), Some(70));
+        assert_eq!(w.next_occupied(71), Some(4000));
+        assert_eq!(w.next_occupied(4001), Some(4096 + 70));
+        w.unlink(&mut entries, 1);
+        w.unlink(&mut entries, 0);
+        assert_eq!(w.next_occupied(0), Some(4000));
+        assert_eq!(w.heads[70], NIL);
+    }
+}
