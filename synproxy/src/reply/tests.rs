@@ -1,0 +1,290 @@
+use levee_packet::parse::{L3Info, L4Info};
+use levee_packet::tcp::TcpFlags;
+
+use super::*;
+use crate::cookie::{CookieTuple, TsOptions, MSS_TABLE_V4, MSS_TABLE_V6};
+use crate::testutil::*;
+use crate::{Config, RateLimit};
+
+/// What the SYN-ACK must look like for a SYN with `o` under `rule` (ECN enabled or not).
+struct Expect {
+    ts: Option<TsOptions>,
+    mss: u16,
+    wscale: Option<u8>,
+}
+
+fn expect(flow: &Flow, o: &SynOpts, rule: &SynRule, ecn: bool) -> Expect {
+    let rule_mss = match (rule.mss, flow.is_v6()) {
+        (0, false) => 1460,
+        (0, true) => 1440,
+        (m, _) => m,
+    };
+    let ts = (rule.timestamps && o.tsval.is_some()).then(|| TsOptions {
+        wscale: o.wscale.filter(|_| rule.wscale.is_some()).map(|w| w.min(14)),
+        sack_perm: o.sack && rule.sack_perm,
+        ecn: o.ecn && ecn,
+    });
+    Expect {
+        ts,
+        mss: o.mss.map_or(rule_mss, |m| m.min(rule_mss)),
+        wscale: ts.and_then(|t| t.wscale).and(rule.wscale),
+    }
+}
+
+fn check_synack(proxy: &SynProxy, flow: &Flow, isn: u32, o: &SynOpts, rule: &SynRule, frame: &[u8]) {
+    let p = parse(frame);
+    let e = expect(flow, o, rule, proxy.config().ecn);
+    assert_eq!(p.dst_mac, CLIENT_MAC, "back to the client's MAC");
+    assert_eq!(p.src_mac, SERVER_MAC);
+    let vlans: Vec<u16> = flow.vlans.iter().flatten().copied().collect();
+    assert_eq!(p.info.vlans(), &vlans[..], "VLAN tags kept");
+    assert_eq!((p.src, p.dst), (flow.server, flow.client));
+    assert_eq!(p.ttl, 64);
+    let t = &p.tcp;
+    assert_eq!((t.src_port, t.dst_port), (flow.server_port, flow.client_port));
+    let mut flags = TcpFlags::SYN | TcpFlags::ACK;
+    if e.ts.is_some_and(|t| t.ecn) {
+        flags |= TcpFlags::ECE;
+    }
+    assert_eq!(t.flags, flags);
+    assert_eq!(t.ack_number.0, isn.wrapping_add(1));
+    assert_eq!(t.window_len, 0);
+    assert_eq!(t.urgent_at, 0);
+    assert_eq!(t.max_seg_size, Some(e.mss));
+    assert_eq!(t.window_scale, e.wscale);
+    assert_eq!(t.sack_permitted, e.ts.is_some_and(|t| t.sack_perm));
+    assert!(t.sack_blocks.is_empty());
+    assert!(t.payload.is_empty());
+    match (e.ts, t.timestamps) {
+        (None, None) => {}
+        (Some(opts), Some(ts)) => {
+            assert_eq!(ts.tsecr, o.tsval.unwrap(), "echoes the client's TSval");
+            assert_eq!(
+                TsOptions::decode(ts.tsval & 0x3f),
+                Ok(opts),
+                "options in the TSval"
+            );
+        }
+        other => panic!("timestamps {other:?}"),
+    }
+    // The sequence number is a cookie that checks out with what the ACK will echo.
+    let tuple = flow.cookie_tuple();
+    let decoded = proxy
+        .jar()
+        .check(&tuple, isn, t.seq_number.0, t.timestamps.map(|ts| ts.tsval))
+        .unwrap();
+    let table = if flow.is_v6() { MSS_TABLE_V6 } else { MSS_TABLE_V4 };
+    assert_eq!(decoded.mss, table[usize::from(tuple.mss_index(o.mss))]);
+    assert_eq!(decoded.ts, e.ts);
+    // Exactly as long as needed, or padded to the Ethernet minimum.
+    let needed = flow.link_len() + if flow.is_v6() { 40 } else { 20 } + t.header_len();
+    assert_eq!(frame.len(), needed.max(60));
+}
+
+#[test]
+fn every_family_tagging_and_option_combination() {
+    let rules = [
+        SynRule::default(),
+        SynRule {
+            mss: 0,
+            wscale: None,
+            timestamps: true,
+            sack_perm: false,
+        },
+        SynRule {
+            mss: 1400,
+            wscale: Some(14),
+            timestamps: false,
+            sack_perm: true,
+        },
+    ];
+    let mut count = 0;
+    for ecn in [false, true] {
+        let mut proxy = proxy_with(Config {
+            ecn,
+            ..Config::default()
+        });
+        for flow in Flow::all() {
+            for o in SynOpts::combinations() {
+                for rule in &rules {
+                    let isn = 0x8000_0000 ^ count;
+                    let syn = flow.frame(true, &flow.syn(isn, o));
+                    let mut buf = syn.clone();
+                    buf.resize(256, 0xAA);
+                    let info = info(&syn);
+                    let verdict = proxy.answer_syn(&mut buf, syn.len(), &info, rule);
+                    let SynVerdict::Reply { len } = verdict else {
+                        panic!("{flow:?} {o:?} {rule:?}: {verdict:?}");
+                    };
+                    check_synack(&proxy, &flow, isn, &o, rule, &buf[..len]);
+                    count += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(count, 2 * 6 * 200 * 3);
+}
+
+#[test]
+fn syn_without_options_fits_its_own_frame() {
+    // trafgen's 54-byte SYN, padded to 60 on the wire: the SYN-ACK (MSS only) is 58 + padding.
+    let flow = Flow::v4();
+    let syn = flow.frame(true, &flow.syn(1, SynOpts::default()));
+    assert_eq!(syn.len(), 60);
+    let mut buf = syn.clone();
+    let mut proxy = proxy();
+    let v = proxy.answer_syn(&mut buf, 60, &info(&syn), &SynRule::default());
+    assert_eq!(v, SynVerdict::Reply { len: 60 });
+    check_synack(&proxy, &flow, 1, &SynOpts::default(), &SynRule::default(), &buf);
+    assert_eq!(&buf[58..], &[0, 0], "padding zeroed");
+}
+
+#[test]
+fn growth_needs_tailroom() {
+    // Only the timestamp option (12 bytes): the SYN-ACK adds MSS and grows by 4.
+    let flow = Flow::v4();
+    let o = SynOpts {
+        tsval: Some(5),
+        ..SynOpts::default()
+    };
+    let syn = flow.frame(true, &flow.syn(1, o));
+    assert_eq!(syn.len(), 66);
+    let mut proxy = proxy();
+    let mut exact = syn.clone();
+    let v = proxy.answer_syn(&mut exact, syn.len(), &info(&syn), &SynRule::default());
+    assert_eq!(v, SynVerdict::Drop(DropReason::BufferTooShort));
+    assert_eq!(exact, syn, "nothing written when it does not fit");
+    let mut roomy = syn.clone();
+    roomy.resize(128, 0);
+    let v = proxy.answer_syn(&mut roomy, syn.len(), &info(&syn), &SynRule::default());
+    assert_eq!(v, SynVerdict::Reply { len: 70 });
+    check_synack(&proxy, &flow, 1, &o, &SynRule::default(), &roomy[..70]);
+}
+
+#[test]
+fn shrinks_when_the_syn_had_more() {
+    // IPv4 options and a 40-byte TCP option area (Linux layout + unknown padding options):
+    // the SYN-ACK drops both and is shorter.
+    let flow = Flow::v4().with_vlans(1);
+    let mut syn_repr = flow.syn(77, SynOpts::linux());
+    syn_repr.sack_blocks = levee_packet::tcp::SackBlocks::new();
+    let syn = flow.frame_with(true, &syn_repr, 50, &[1, 1, 1, 0]);
+    let mut buf = syn.clone();
+    let mut proxy = proxy();
+    let v = proxy.answer_syn(&mut buf, syn.len(), &info(&syn), &SynRule::default());
+    let SynVerdict::Reply { len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(len, syn.len() - 4);
+    check_synack(
+        &proxy,
+        &flow,
+        77,
+        &SynOpts::linux(),
+        &SynRule::default(),
+        &buf[..len],
+    );
+}
+
+#[test]
+fn ineligible_and_malformed_syns_are_dropped() {
+    let flow = Flow::v6().with_vlans(2);
+    let mut proxy = proxy();
+    for flags in [
+        TcpFlags::SYN | TcpFlags::ACK,
+        TcpFlags::SYN | TcpFlags::RST,
+        TcpFlags::SYN | TcpFlags::FIN,
+        TcpFlags::ACK,
+        TcpFlags::RST,
+    ] {
+        let mut r = flow.syn(1, SynOpts::linux());
+        r.flags = flags;
+        let mut frame = flow.frame(true, &r);
+        let info = info(&frame);
+        let len = frame.len();
+        assert_eq!(
+            proxy.answer_syn(&mut frame, len, &info, &SynRule::default()),
+            SynVerdict::Drop(DropReason::NotEligible),
+            "{flags}"
+        );
+    }
+    assert_eq!(proxy.counters().syn_received, 0);
+    // A corrupted TCP checksum.
+    let mut frame = flow.frame(true, &flow.syn(1, SynOpts::linux()));
+    let last = frame.len() - 1;
+    frame[last] ^= 1;
+    let info6 = info(&frame);
+    let len = frame.len();
+    assert_eq!(
+        proxy.answer_syn(&mut frame.clone(), len, &info6, &SynRule::default()),
+        SynVerdict::Drop(DropReason::BadChecksum)
+    );
+    // ... answered when the NIC is trusted.
+    let mut trusting = proxy_with(Config {
+        verify_checksums: false,
+        ..Config::default()
+    });
+    assert!(matches!(
+        trusting.answer_syn(&mut frame, len, &info6, &SynRule::default()),
+        SynVerdict::Reply { .. }
+    ));
+    // A corrupted IPv4 header checksum.
+    let flow4 = Flow::v4();
+    let mut frame = flow4.frame(true, &flow4.syn(1, SynOpts::linux()));
+    frame[14 + 10] ^= 0x10;
+    let info4 = info(&frame);
+    let len = frame.len();
+    assert_eq!(
+        proxy.answer_syn(&mut frame, len, &info4, &SynRule::default()),
+        SynVerdict::Drop(DropReason::BadChecksum)
+    );
+    // An info that does not describe the buffer (not TCP, or offsets past its end).
+    let mut other = info4;
+    if let L3Info::Ipv4(ip) = &mut other.l3 {
+        ip.l4 = L4Info::None;
+    }
+    assert_eq!(
+        proxy.answer_syn(&mut frame, len, &other, &SynRule::default()),
+        SynVerdict::Drop(DropReason::Malformed)
+    );
+    assert_eq!(
+        proxy.answer_syn(&mut frame, 40, &info4, &SynRule::default()),
+        SynVerdict::Drop(DropReason::Malformed)
+    );
+    let c = proxy.counters();
+    assert_eq!(c.syn_received, 2);
+    assert_eq!(c.malformed, 4);
+    assert_eq!(c.synack_sent, 0);
+}
+
+#[test]
+fn replies_are_rate_limited() {
+    let mut proxy = proxy_with(Config {
+        reply_limit: Some(RateLimit {
+            rate_per_sec: 10,
+            burst: 3,
+        }),
+        ..Config::default()
+    });
+    let flow = Flow::v4();
+    let syn = flow.frame(true, &flow.syn(9, SynOpts::linux()));
+    let info = info(&syn);
+    let mut answered = 0;
+    for _ in 0..10 {
+        let mut buf = syn.clone();
+        match proxy.answer_syn(&mut buf, syn.len(), &info, &SynRule::default()) {
+            SynVerdict::Reply { .. } => answered += 1,
+            SynVerdict::Drop(r) => assert_eq!(r, DropReason::RateLimited),
+        }
+    }
+    assert_eq!(answered, 3);
+    // 100 ms later: one more token.
+    proxy.set_now(NOW_NS + 100_000_000);
+    let mut buf = syn.clone();
+    assert!(matches!(
+        proxy.answer_syn(&mut buf, syn.len(), &info, &SynRule::default()),
+        SynVerdict::Reply { .. }
+    ));
+    let c = proxy.counters();
+    assert_eq!((c.syn_received, c.synack_sent, c.reply_ratelimited), (11, 4, 7));
+}
