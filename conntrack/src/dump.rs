@@ -73,7 +73,12 @@ pub struct StateCounts {
 impl StateCounts {
     /// All entries.
     pub fn total(&self) -> u32 {
-        self.tcp.iter().sum::<u32>() + self.udp_unreplied + self.udp_replied + self.udp_assured + self.icmp + self.generic
+        self.tcp.iter().sum::<u32>()
+            + self.udp_unreplied
+            + self.udp_replied
+            + self.udp_assured
+            + self.icmp
+            + self.generic
     }
 
     /// TCP entries in `state`.

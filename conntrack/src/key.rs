@@ -70,7 +70,15 @@ impl Key {
 
     /// Key of an ICMP query flow. End 0 is always the requester.
     #[inline]
-    pub fn icmp(v6: bool, proto: u8, requester: [u8; 16], responder: [u8; 16], id: u16, req_type: u8, code: u8) -> Key {
+    pub fn icmp(
+        v6: bool,
+        proto: u8,
+        requester: [u8; 16],
+        responder: [u8; 16],
+        id: u16,
+        req_type: u8,
+        code: u8,
+    ) -> Key {
         Key {
             addr: [requester, responder],
             port: [id, (u16::from(req_type) << 8) | u16::from(code)],
@@ -160,7 +168,10 @@ mod tests {
         assert_eq!(k1.hash(&hk), k2.hash(&hk));
         assert_ne!(k1.hash(&hk), k1.hash(&HashKey([1, 3])));
         let t = k1.tuple(s1);
-        assert_eq!((t.src_port, t.dst_port, t.src_addr, t.dst_addr), (40000, 80, a4(1), a4(2)));
+        assert_eq!(
+            (t.src_port, t.dst_port, t.src_addr, t.dst_addr),
+            (40000, 80, a4(1), a4(2))
+        );
         assert_eq!(k1.tuple(s2), t.reversed());
     }
 

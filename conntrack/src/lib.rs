@@ -48,4 +48,6 @@ pub use shard::{
 };
 pub use tcp::{TcpEndpoint, TcpInvalid, TcpState};
 pub use timeout::{TimeoutPolicy, Timeouts, MAX_TIMEOUT_MS};
-pub use types::{status, CtInfo, CtState, Direction, EntryId, InvalidReason, L4State, PolicyId, UntrackedReason};
+pub use types::{
+    status, CtInfo, CtState, Direction, EntryId, InvalidReason, L4State, PolicyId, UntrackedReason,
+};

@@ -334,7 +334,8 @@ impl<X> Entry<X> {
 
     /// Entries `early_drop` may evict: not assured, or TCP that is over (TIME_WAIT, CLOSE).
     fn evictable(&self) -> bool {
-        !self.assured() || matches!(&self.l4, L4::Tcp(t) if matches!(t.state(), TcpState::TimeWait | TcpState::Close))
+        !self.assured()
+            || matches!(&self.l4, L4::Tcp(t) if matches!(t.state(), TcpState::TimeWait | TcpState::Close))
     }
 }
 
@@ -611,11 +612,13 @@ impl<X: Default> Shard<X> {
                 max: MAX_CAPACITY,
             });
         }
-        cfg.timeouts.validate().map_err(|(name, ms)| ConfigError::Timeout {
-            name,
-            ms,
-            max: MAX_TIMEOUT_MS,
-        })?;
+        cfg.timeouts
+            .validate()
+            .map_err(|(name, ms)| ConfigError::Timeout {
+                name,
+                ms,
+                max: MAX_TIMEOUT_MS,
+            })?;
         let cap = cfg.capacity as usize;
         // hashbrown keeps a table at most 7/8 full; asking for the next power of two makes it
         // at most half full at capacity, which keeps tombstones (and in-place rehashes) rare.
@@ -649,9 +652,15 @@ impl<X: Default> Shard<X> {
     }
 
     /// Registers a named timeout policy (`ct timeout` object).
-    pub fn add_timeout_policy(&mut self, name: &str, policy: &TimeoutPolicy) -> Result<PolicyId, ConfigError> {
+    pub fn add_timeout_policy(
+        &mut self,
+        name: &str,
+        policy: &TimeoutPolicy,
+    ) -> Result<PolicyId, ConfigError> {
         if self.policies.iter().any(|(n, _)| n == name) {
-            return Err(ConfigError::DuplicatePolicy { name: name.to_owned() });
+            return Err(ConfigError::DuplicatePolicy {
+                name: name.to_owned(),
+            });
         }
         if self.policies.len() >= MAX_POLICIES {
             return Err(ConfigError::TooManyPolicies {
@@ -672,7 +681,10 @@ impl<X: Default> Shard<X> {
 
     /// The id of a registered policy.
     pub fn timeout_policy(&self, name: &str) -> Option<PolicyId> {
-        self.policies.iter().position(|(n, _)| n == name).map(|i| PolicyId(i as u8))
+        self.policies
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| PolicyId(i as u8))
     }
 
     /// The configuration.
@@ -811,7 +823,11 @@ impl<X: Default> Shard<X> {
         let e = &self.entries[idx as usize];
         CtInfo {
             state,
-            direction: if dir == 0 { Direction::Original } else { Direction::Reply },
+            direction: if dir == 0 {
+                Direction::Original
+            } else {
+                Direction::Reply
+            },
             status: e.ct_status(),
             mark: e.mark,
             label: self.labels.get(idx as usize).copied().unwrap_or(0),
@@ -924,9 +940,7 @@ impl<X: Default> Shard<X> {
                 }
                 Some(Tracked::Known(self.view(idx, class, dir, now)))
             }
-            TcpVerdict::Accept {
-                timeout_ms, kill, ..
-            } => {
+            TcpVerdict::Accept { timeout_ms, kill, .. } => {
                 self.counters.found += 1;
                 {
                     let e = &mut self.entries[idx as usize];
@@ -1227,7 +1241,14 @@ impl<X: Default> Shard<X> {
         let now = Now::new(now_ns);
         self.wheel.start(now.ms);
         let v6 = orig.family == IpFamily::V6;
-        let (key, side) = Key::ports(v6, orig.protocol, orig.src_addr, orig.dst_addr, orig.src_port, orig.dst_port);
+        let (key, side) = Key::ports(
+            v6,
+            orig.protocol,
+            orig.src_addr,
+            orig.dst_addr,
+            orig.src_port,
+            orig.dst_port,
+        );
         let hash = key.hash(&self.hash_key);
         if let Some(idx) = self.lookup(&key, hash, now) {
             return Err(InsertError::Exists {
@@ -1299,7 +1320,9 @@ impl<X: Default> Shard<X> {
         let (entries, hash_key) = (&self.entries, &self.hash_key);
         self.table
             .insert_unique(hash, idx, |&i| entries[i as usize].key.hash(hash_key));
-        let tick = self.wheel.target(now.ms + u64::from(timeout_ms), self.wheel.cursor);
+        let tick = self
+            .wheel
+            .target(now.ms + u64::from(timeout_ms), self.wheel.cursor);
         self.wheel.link(&mut self.entries, idx, tick);
         self.live += 1;
         let bucket = self.entries[idx as usize].bucket();
@@ -1365,7 +1388,9 @@ impl<X: Default> Shard<X> {
         match reason {
             DestroyReason::Expired => self.counters.expired += 1,
             DestroyReason::EarlyDrop => {}
-            DestroyReason::Reset | DestroyReason::Reopened | DestroyReason::Removed => self.counters.deleted += 1,
+            DestroyReason::Reset | DestroyReason::Reopened | DestroyReason::Removed => {
+                self.counters.deleted += 1
+            }
         }
         let e = &mut self.entries[idx as usize];
         e.status = ST_FREE;
@@ -1449,7 +1474,12 @@ impl<X: Default> Shard<X> {
 
     /// `ct timeout set` on a confirmed entry: attaches the policy and re-arms the lifetime of
     /// the entry's current state under it.
-    pub fn set_timeout_policy(&mut self, id: EntryId, policy: PolicyId, now_ns: u64) -> Result<(), EntryError> {
+    pub fn set_timeout_policy(
+        &mut self,
+        id: EntryId,
+        policy: PolicyId,
+        now_ns: u64,
+    ) -> Result<(), EntryError> {
         self.check(id)?;
         let Some((_, t)) = self.policies.get(usize::from(policy.0)) else {
             return Err(EntryError::UnknownPolicy { id: policy.0 });
@@ -1478,7 +1508,14 @@ impl<X: Default> Shard<X> {
     pub fn lookup_tuple(&self, tuple: &FlowTuple, now_ns: u64) -> Option<(EntryId, Direction)> {
         let now = Now::new(now_ns);
         let v6 = tuple.family == IpFamily::V6;
-        let (key, side) = Key::ports(v6, tuple.protocol, tuple.src_addr, tuple.dst_addr, tuple.src_port, tuple.dst_port);
+        let (key, side) = Key::ports(
+            v6,
+            tuple.protocol,
+            tuple.src_addr,
+            tuple.dst_addr,
+            tuple.src_port,
+            tuple.dst_port,
+        );
         let hash = key.hash(&self.hash_key);
         let idx = *self.table.find(hash, |&i| self.entries[i as usize].key == key)?;
         let e = &self.entries[idx as usize];
@@ -1517,7 +1554,11 @@ impl<X: Default> Shard<X> {
 
     /// Every live, unexpired entry that passes `filter`, in slot order. Borrowing the shard
     /// makes it a consistent snapshot.
-    pub fn iter<'a>(&'a self, filter: &'a DumpFilter, now_ns: u64) -> impl Iterator<Item = EntrySnapshot> + 'a {
+    pub fn iter<'a>(
+        &'a self,
+        filter: &'a DumpFilter,
+        now_ns: u64,
+    ) -> impl Iterator<Item = EntrySnapshot> + 'a {
         let now = Now::new(now_ns);
         (0..self.entries.len() as u32)
             .filter(move |&i| {

@@ -75,7 +75,11 @@ impl TcpState {
     pub const fn is_closing(self) -> bool {
         matches!(
             self,
-            TcpState::FinWait | TcpState::CloseWait | TcpState::LastAck | TcpState::TimeWait | TcpState::Close
+            TcpState::FinWait
+                | TcpState::CloseWait
+                | TcpState::LastAck
+                | TcpState::TimeWait
+                | TcpState::Close
         )
     }
 }
@@ -689,10 +693,15 @@ impl TcpTrack {
             let overshot = end.wrapping_sub(self.td_maxend[s]).wrapping_add(1);
             let ack_ok = after(
                 sack,
-                self.td_end[r].wrapping_sub(self.max_ack_window(s)).wrapping_sub(1),
+                self.td_end[r]
+                    .wrapping_sub(self.max_ack_window(s))
+                    .wrapping_sub(1),
             );
             let in_recv_win = self.td_maxwin[r] != 0
-                && after(end, self.td_end[s].wrapping_sub(self.td_maxwin[r]).wrapping_sub(1));
+                && after(
+                    end,
+                    self.td_end[s].wrapping_sub(self.td_maxwin[r]).wrapping_sub(1),
+                );
             if in_recv_win
                 && ack_ok
                 && overshot <= self.td_maxwin[r]
@@ -712,14 +721,19 @@ impl TcpTrack {
         }
 
         let in_recv_win = self.td_maxwin[r] == 0
-            || after(end, self.td_end[s].wrapping_sub(self.td_maxwin[r]).wrapping_sub(1));
+            || after(
+                end,
+                self.td_end[s].wrapping_sub(self.td_maxwin[r]).wrapping_sub(1),
+            );
         if !in_recv_win {
             // Already-ACKed data retransmitted.
             return self.window_fail(s, cfg, Window::Ignore);
         }
         if !after(
             sack,
-            self.td_end[r].wrapping_sub(self.max_ack_window(s)).wrapping_sub(1),
+            self.td_end[r]
+                .wrapping_sub(self.max_ack_window(s))
+                .wrapping_sub(1),
         ) {
             // Overly delayed ACK.
             return self.window_fail(s, cfg, Window::Ignore);
@@ -1135,7 +1149,17 @@ mod tests {
     #[test]
     fn valid_flag_table_matches_tcp_valid_flags() {
         // tcp_valid_flags[] in nf_conntrack_proto_tcp.c, PSH/ECE/CWR always allowed.
-        let valid = [SYN, SYN | URG, SYN | ACK, RST, RST | ACK, FIN | ACK, FIN | ACK | URG, ACK, ACK | URG];
+        let valid = [
+            SYN,
+            SYN | URG,
+            SYN | ACK,
+            RST,
+            RST | ACK,
+            FIN | ACK,
+            FIN | ACK | URG,
+            ACK,
+            ACK | URG,
+        ];
         for f in 0..=255u8 {
             let base = f & !(PSH | ECE | CWR);
             assert_eq!(valid_flags(f), valid.contains(&base), "flags {f:#04x}");
