@@ -386,7 +386,7 @@ pub struct DecodedCookie {
     pub counter: u32,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct EpochKey {
     epoch: u32,
     key: SipHasher24,
@@ -432,13 +432,7 @@ impl CookieJar {
             schedule,
             counter: 0,
             check_counter: 0,
-            keys: [
-                EpochKey {
-                    epoch: 0,
-                    key: key.clone(),
-                },
-                EpochKey { epoch: 0, key },
-            ],
+            keys: [EpochKey { epoch: 0, key }, EpochKey { epoch: 0, key }],
             #[cfg(test)]
             macs: core::cell::Cell::new(0),
         };
@@ -477,7 +471,7 @@ impl CookieJar {
                 // Reuse the other slot's key when it already has this epoch.
                 let other = &self.keys[1 - slot];
                 let key = if other.epoch == epoch {
-                    other.key.clone()
+                    other.key
                 } else {
                     derive_key(&self.master, epoch)
                 };

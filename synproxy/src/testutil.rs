@@ -1,7 +1,7 @@
 //! Test helpers: real frames built with levee-packet's builders, and a parser that checks every
 //! checksum of what the proxy wrote.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use levee_packet::checksum::PseudoHeader;
 use levee_packet::ethernet::{ethertype, EthernetRepr, MacAddr};
@@ -13,7 +13,7 @@ use levee_packet::tcp::{self, SeqNum, TcpFlags, TcpRepr, Timestamps};
 use levee_packet::vlan::VlanRepr;
 
 use crate::cookie::{CookieAddrs, CookieTuple};
-use crate::{Config, MasterSecret, SynProxy};
+use crate::{AckVerdict, Config, MasterSecret, ProxyConn, ServerVerdict, SynProxy, SynRule, SynVerdict};
 
 pub const CLIENT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xc1]);
 pub const SERVER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x5e]);
@@ -278,8 +278,6 @@ pub struct Parsed<'a> {
     pub dst: IpAddr,
     pub ttl: u8,
     pub tcp: TcpRepr<'a>,
-    /// The TCP header bytes (options included).
-    pub tcp_header: &'a [u8],
 }
 
 /// Parses `frame` as levee-packet would and checks the IPv4 header checksum and the TCP
@@ -327,7 +325,6 @@ pub fn parse(frame: &[u8]) -> Parsed<'_> {
     let seg = &frame[usize::from(l4)..usize::from(l4) + usize::from(len)];
     let packet = tcp::Packet::new_checked(seg).unwrap();
     let tcp = TcpRepr::parse(&packet, &pseudo).unwrap_or_else(|e| panic!("TCP: {e}"));
-    let hdr = packet.header_len();
     Parsed {
         info,
         dst_mac: MacAddr(frame[0..6].try_into().unwrap()),
@@ -336,7 +333,6 @@ pub fn parse(frame: &[u8]) -> Parsed<'_> {
         dst,
         ttl,
         tcp,
-        tcp_header: &seg[..hdr],
     }
 }
 
@@ -392,6 +388,144 @@ pub fn info(frame: &[u8]) -> FrameInfo {
     parse_frame(frame).unwrap()
 }
 
-pub fn ipv6(a: &str) -> Ipv6Addr {
-    a.parse().unwrap()
+/// The server's options in its SYN-ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOpts {
+    pub mss: u16,
+    pub wscale: Option<u8>,
+    pub sack: bool,
+    pub tsval: Option<u32>,
+    pub window: u16,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            mss: 1460,
+            wscale: Some(7),
+            sack: true,
+            tsval: Some(0x7000_0000),
+            window: 65160,
+        }
+    }
+}
+
+/// A handshake driven through the proxy step by step.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub flow: Flow,
+    pub rule: SynRule,
+    pub client_isn: u32,
+    pub cookie: u32,
+    /// TSval of our SYN-ACK.
+    pub synack_ts: Option<u32>,
+    /// Window scale we advertised.
+    pub adv_wscale: Option<u8>,
+    pub conn: Option<ProxyConn>,
+}
+
+impl Handshake {
+    /// Sends the client's SYN through `proxy` and reads the SYN-ACK.
+    pub fn syn(proxy: &mut SynProxy, flow: Flow, opts: SynOpts, rule: SynRule, client_isn: u32) -> Handshake {
+        let syn = flow.frame(true, &flow.syn(client_isn, opts));
+        let mut buf = syn.clone();
+        buf.resize(256, 0);
+        let verdict = proxy.answer_syn(&mut buf, syn.len(), &info(&syn), &rule);
+        let SynVerdict::Reply { len } = verdict else {
+            panic!("SYN not answered: {verdict:?}");
+        };
+        let p = parse(&buf[..len]);
+        Handshake {
+            flow,
+            rule,
+            client_isn,
+            cookie: p.tcp.seq_number.0,
+            synack_ts: p.tcp.timestamps.map(|t| t.tsval),
+            adv_wscale: p.tcp.window_scale,
+            conn: None,
+        }
+    }
+
+    /// A client segment after the handshake: `seq` and `ack` relative to the ISNs (1 = first
+    /// byte), our TSval echoed when timestamps are on.
+    pub fn client_segment(
+        &self,
+        flags: TcpFlags,
+        rel_seq: u32,
+        rel_ack: u32,
+        tsval: u32,
+        window: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut r = TcpRepr::new(
+            self.flow.client_port,
+            self.flow.server_port,
+            SeqNum(self.client_isn.wrapping_add(rel_seq)),
+            SeqNum(self.cookie.wrapping_add(rel_ack)),
+            flags,
+            window,
+        );
+        r.timestamps = self.synack_ts.map(|ecr| Timestamps { tsval, tsecr: ecr });
+        r.payload = payload;
+        self.flow.frame(true, &r)
+    }
+
+    /// The client's ACK of our SYN-ACK.
+    pub fn ack(&self) -> Vec<u8> {
+        self.client_segment(TcpFlags::ACK, 1, 1, 0x0102_0400, 502, &[])
+    }
+
+    /// Sends the client's ACK; returns the server SYN frame.
+    pub fn open(&mut self, proxy: &mut SynProxy) -> Vec<u8> {
+        let ack = self.ack();
+        let mut buf = ack.clone();
+        buf.resize(256, 0);
+        let verdict = proxy.client_ack(&mut buf, ack.len(), &info(&ack), &self.rule);
+        let AckVerdict::Open { conn, len } = verdict else {
+            panic!("cookie ACK refused: {verdict:?}");
+        };
+        self.conn = Some(conn);
+        buf.truncate(len);
+        buf
+    }
+
+    /// The server's SYN-ACK to our SYN.
+    pub fn server_synack(&self, server_isn: u32, o: ServerOpts) -> Vec<u8> {
+        let mut r = TcpRepr::new(
+            self.flow.server_port,
+            self.flow.client_port,
+            SeqNum(server_isn),
+            SeqNum(self.client_isn.wrapping_add(1)),
+            TcpFlags::SYN | TcpFlags::ACK,
+            o.window,
+        );
+        r.max_seg_size = Some(o.mss);
+        r.window_scale = o.wscale;
+        r.sack_permitted = o.sack;
+        r.timestamps = o.tsval.map(|tsval| Timestamps {
+            tsval,
+            tsecr: 0x0102_0400,
+        });
+        self.flow.frame(false, &r)
+    }
+
+    /// Feeds the server's SYN-ACK; returns (window update for the client, ACK for the server).
+    pub fn establish(&mut self, proxy: &mut SynProxy, server_isn: u32, o: ServerOpts) -> (Vec<u8>, Vec<u8>) {
+        let synack = self.server_synack(server_isn, o);
+        let mut buf = synack.clone();
+        buf.resize(256, 0);
+        let mut to_server = vec![0u8; 256];
+        let conn = self.conn.as_mut().expect("open first");
+        let verdict = proxy.server_segment(conn, &mut buf, synack.len(), &info(&synack), &mut to_server);
+        let ServerVerdict::Established {
+            to_client,
+            to_server_len,
+        } = verdict
+        else {
+            panic!("SYN-ACK not taken: {verdict:?}");
+        };
+        buf.truncate(to_client);
+        to_server.truncate(to_server_len);
+        (buf, to_server)
+    }
 }

@@ -16,7 +16,7 @@
 //! | server → client | TSval | `- ts_off` (`ts_off` = server's SYN-ACK TSval − ours) |
 //! | client → server | acknowledgment number (ACK set) | `- (K - S)` |
 //! | client → server | SACK block edges | `- (K - S)` |
-//! | client → server | TSecr | `+ ts_off` |
+//! | client → server | TSecr (ACK set) | `+ ts_off` |
 //! | either | window | rescaled when the two sides' window-scale views differ (below) |
 //!
 //! Checksums are patched incrementally (RFC 1624 eqn. 3); fields at odd offsets in the options
@@ -326,7 +326,10 @@ fn rewrite(h: &mut [u8], t: &Translation, dir: Direction) {
                 let tsval = be32(&h[at + 2..]).wrapping_sub(t.ts_off);
                 d.put32(h, at + 2, tsval);
             }
-            (option_kind::TIMESTAMPS, 10, Direction::ToServer) if t.flags & Translation::TS != 0 => {
+            // TSecr means something only on an ACK (RFC 7323 section 3.2): a SYN's zero stays.
+            (option_kind::TIMESTAMPS, 10, Direction::ToServer)
+                if t.flags & Translation::TS != 0 && flags.contains(TcpFlags::ACK) =>
+            {
                 let tsecr = be32(&h[at + 6..]).wrapping_add(t.ts_off);
                 d.put32(h, at + 6, tsecr);
             }

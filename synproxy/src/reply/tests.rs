@@ -2,7 +2,7 @@ use levee_packet::parse::{L3Info, L4Info};
 use levee_packet::tcp::TcpFlags;
 
 use super::*;
-use crate::cookie::{CookieTuple, TsOptions, MSS_TABLE_V4, MSS_TABLE_V6};
+use crate::cookie::{TsOptions, MSS_TABLE_V4, MSS_TABLE_V6};
 use crate::testutil::*;
 use crate::{Config, RateLimit};
 
