@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{corpus, frame, Side, Step, KEY};
+use common::{corpus, frame, random_tcp, Side, Step, KEY};
 use levee_conntrack::{CtState, Shard, ShardConfig, Tracked};
 use levee_packet::ethernet::MacAddr;
 use levee_packet::parse::parse_frame;
@@ -42,6 +42,10 @@ const XA_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0x0a, 1]);
 const RA_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0x0a, 2]);
 const XB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0x0b, 1]);
 const RB_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0x0b, 2]);
+
+/// Random TCP conversations per run (`common::random_tcp`), and segments in each.
+const RANDOM_FLOWS: usize = 60;
+const RANDOM_STEPS: usize = 40;
 
 /// `(scenario, step, why)`: kernel/levee differences that are understood and accepted.
 const KNOWN_DIFFERENCES: &[(&str, usize, &str)] = &[];
@@ -433,6 +437,10 @@ fn kernel_conntrack_agrees_with_levee() {
     lab.exec(&lab.r, &["nft", "-f", &rules.to_string_lossy()])
         .expect("ruleset");
 
+    if let Ok(name) = std::env::var("LVCT_KDIFF_TRACE") {
+        trace(&lab, &dir.0, &name);
+        return;
+    }
     let mut report = String::new();
     let mut unexplained = 0;
     let mut total = 0;
@@ -447,7 +455,9 @@ fn kernel_conntrack_agrees_with_levee() {
             ],
         )
         .expect("sysctl");
-        let steps: Vec<(String, usize, Step)> = corpus(loose, run_no)
+        let mut scenarios = corpus(loose, run_no);
+        scenarios.extend(random_tcp(0x5eed_0000 + u64::from(run_no), run_no, RANDOM_FLOWS, RANDOM_STEPS));
+        let steps: Vec<(String, usize, Step)> = scenarios
             .into_iter()
             .flat_map(|sc| {
                 let name = sc.name.clone();
@@ -477,7 +487,7 @@ fn kernel_conntrack_agrees_with_levee() {
                         step.why, step.expect
                     );
                 }
-            } else if step.expect != *l {
+            } else if step.why != "random" && step.expect != *l {
                 let _ = writeln!(
                     report,
                     "note: loose={loose} {name} #{i}: kernel and levee agree on {l:?}, corpus expects {:?} ({})",
@@ -492,4 +502,34 @@ fn kernel_conntrack_agrees_with_levee() {
         !report.contains("note:"),
         "corpus expectations disagree with the kernel:\n{report}"
     );
+}
+
+/// `LVCT_KDIFF_TRACE="<scenario name>"`: replays one scenario packet by packet (strict run) and
+/// prints both sides' classification and entry state after each packet (needs `conntrack`).
+fn trace(lab: &Lab, dir: &Path, name: &str) {
+    let mut scenarios = corpus(false, 0);
+    scenarios.extend(random_tcp(0x5eed_0000, 0, RANDOM_FLOWS, RANDOM_STEPS));
+    let sc = scenarios.into_iter().find(|s| s.name == name).expect("no such scenario");
+    let steps: Vec<(String, usize, Step)> = sc.steps.into_iter().enumerate().map(|(i, s)| (name.to_owned(), i, s)).collect();
+    lab.exec(&lab.r, &["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"]).unwrap();
+    let mut shard: Shard = Shard::new(ShardConfig { capacity: 64, loose: false, ..ShardConfig::default() }, KEY).unwrap();
+    let mac = MacAddr([2, 0, 0, 0, 0, 9]);
+    for (i, step) in steps.iter().enumerate() {
+        let k = kernel_run(lab, dir, std::slice::from_ref(step), 60_000 + i as u32).unwrap()[0];
+        let now = 1_000_000_000 + i as u64 * 1_000_000;
+        let f = frame(mac, mac, step.2.src, step.2.dst, &step.2.l4, 1);
+        let l = match shard.track(&f, &parse_frame(&f).unwrap(), now) {
+            Tracked::New(p) => {
+                shard.confirm(p, now).unwrap();
+                CtState::New
+            }
+            t => t.state(),
+        };
+        let kstate = lab.exec(&lab.r, &["conntrack", "-L"]).unwrap_or_default();
+        let lstate: Vec<String> = shard
+            .iter(&levee_conntrack::DumpFilter::default(), now)
+            .map(|e| format!("{:?} status {:#x}", e.l4, e.status))
+            .collect();
+        eprintln!("#{i} {:?} kernel {k:?} levee {l:?}\n  kernel: {}\n  levee: {lstate:?}", step.2.l4, kstate.trim());
+    }
 }

@@ -1355,3 +1355,162 @@ pub fn corpus(loose: bool, run: u8) -> Vec<Scenario> {
     }
     out
 }
+
+/// A small deterministic generator (xorshift64*), so random sequences replay identically.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Random TCP conversations (plausible and broken segments mixed) with ICMP errors quoting
+/// them, for the differential test. Expectations are not known in advance: only kernel and
+/// levee are compared. Flow `i` uses client host `100 + i % 100` and port `41000 + i`.
+pub fn random_tcp(seed: u64, run: u8, flows: usize, steps: usize) -> Vec<Scenario> {
+    let mut rng = Rng(seed | 1);
+    let mut out = Vec::new();
+    for f in 0..flows {
+        let v6 = f % 2 == 1;
+        let (c, s) = hosts(v6, run, 100 + (f % 100) as u8);
+        let k = Conn {
+            c,
+            s,
+            cp: 41_000 + f as u16,
+            sp: rng.pick(&[80, 443, 8080]),
+        };
+        let mut next = [rng.next() as u32, rng.next() as u32];
+        let mut sent_any = [false, false];
+        let mut last: Option<(Side, L4)> = None;
+        let mut seq_steps = Vec::new();
+        for _ in 0..steps {
+            if rng.below(100) < 6 {
+                if let Some((side, l4)) = &last {
+                    // An ICMP error about the last segment, from its receiver or a router.
+                    let (src, dst) = if *side == Side::Client { (c, s) } else { (s, c) };
+                    let (proto, body) = l4_bytes(src, dst, l4);
+                    let mut quoted = ip_packet(src, dst, proto, &body, 0);
+                    quoted.truncate(rng.pick(&[28usize, 48, 60, 80]).min(quoted.len()));
+                    let from = match rng.below(3) {
+                        0 => dst,
+                        1 => server_router(v6),
+                        _ => src,
+                    };
+                    let mut to = if rng.below(4) == 0 { dst } else { src };
+                    if from == server_router(v6) && to == s {
+                        // Both on the server side: the router would not forward it across.
+                        to = c;
+                    }
+                    let err_side = if from == c { Side::Client } else { Side::Server };
+                    let (t, code) = if v6 { (1, 4) } else { (3, 3) };
+                    if from != to {
+                        seq_steps.push(Step {
+                            side: err_side,
+                            src: from,
+                            dst: to,
+                            l4: L4::Icmp {
+                                msg_type: t,
+                                code,
+                                rest: [0; 4],
+                                data: quoted,
+                            },
+                            expect: CtState::Untracked,
+                            why: "random",
+                        });
+                        continue;
+                    }
+                }
+            }
+            let side = if rng.below(100) < 55 { Side::Client } else { Side::Server };
+            let d = usize::from(side == Side::Server);
+            let flags = rng.pick(&[
+                SYN,
+                SYN | ACK,
+                ACK,
+                ACK,
+                ACK,
+                PSH | ACK,
+                PSH | ACK,
+                PSH | ACK,
+                FIN | ACK,
+                RST,
+                RST | ACK,
+                FIN,
+                SYN | FIN,
+                0,
+                ACK | URG,
+            ]);
+            if flags & SYN != 0 && (!sent_any[d] || rng.below(3) == 0) {
+                next[d] = rng.next() as u32;
+            }
+            let jitter = |rng: &mut Rng, base: u32| -> u32 {
+                match rng.below(20) {
+                    0 => base.wrapping_sub(1),
+                    1 => base.wrapping_add(rng.below(3000) as u32),
+                    2 => base.wrapping_sub(rng.below(3000) as u32),
+                    3 => base.wrapping_add(100_000 + rng.below(1_000_000) as u32),
+                    4 => base.wrapping_sub(100_000 + rng.below(1_000_000) as u32),
+                    5 => rng.next() as u32,
+                    6 => 0,
+                    _ => base,
+                }
+            };
+            let seq = jitter(&mut rng, next[d]);
+            let ack = if flags & ACK != 0 { jitter(&mut rng, next[1 - d]) } else { 0 };
+            let len = if flags & (SYN | RST) != 0 {
+                0
+            } else {
+                rng.pick(&[0usize, 0, 0, 1, 100, 1400])
+            };
+            let win = rng.pick(&[502u16, 64240, 65535, 0, 1, 8192]);
+            let opts = if flags & SYN != 0 {
+                Opts {
+                    mss: Some(1460),
+                    ws: rng.pick(&[None, Some(0), Some(7), Some(14), Some(20)]),
+                    sack_perm: rng.below(2) == 0,
+                    ..Opts::default()
+                }
+            } else if rng.below(10) == 0 {
+                let edge = next[1 - d].wrapping_add(rng.below(5000) as u32);
+                Opts {
+                    sack: Some((edge.wrapping_sub(100), edge)),
+                    ..Opts::default()
+                }
+            } else {
+                Opts::default()
+            };
+            let end = seq
+                .wrapping_add(len as u32)
+                .wrapping_add(u32::from(flags & SYN != 0))
+                .wrapping_add(u32::from(flags & FIN != 0));
+            if seq == next[d] || (end.wrapping_sub(next[d]) as i32) > 0 && rng.below(2) == 0 {
+                next[d] = end;
+            }
+            sent_any[d] = true;
+            let step = if side == Side::Client {
+                k.co(flags, seq, ack, win, len, opts, CtState::Untracked, "random")
+            } else {
+                k.so(flags, seq, ack, win, len, opts, CtState::Untracked, "random")
+            };
+            last = Some((side, step.l4.clone()));
+            seq_steps.push(step);
+        }
+        out.push(Scenario {
+            name: format!("random tcp {f}"),
+            steps: seq_steps,
+        });
+    }
+    out
+}
