@@ -1433,7 +1433,11 @@ pub fn random_tcp(seed: u64, run: u8, flows: usize, steps: usize) -> Vec<Scenari
                     }
                 }
             }
-            let side = if rng.below(100) < 55 { Side::Client } else { Side::Server };
+            let side = if rng.below(100) < 55 {
+                Side::Client
+            } else {
+                Side::Server
+            };
             let d = usize::from(side == Side::Server);
             let flags = rng.pick(&[
                 SYN,
@@ -1468,7 +1472,11 @@ pub fn random_tcp(seed: u64, run: u8, flows: usize, steps: usize) -> Vec<Scenari
                 }
             };
             let seq = jitter(&mut rng, next[d]);
-            let ack = if flags & ACK != 0 { jitter(&mut rng, next[1 - d]) } else { 0 };
+            let ack = if flags & ACK != 0 {
+                jitter(&mut rng, next[1 - d])
+            } else {
+                0
+            };
             let len = if flags & (SYN | RST) != 0 {
                 0
             } else {
@@ -1513,4 +1521,41 @@ pub fn random_tcp(seed: u64, run: u8, flows: usize, steps: usize) -> Vec<Scenari
         });
     }
     out
+}
+
+/// A scratch scenario for `LVCT_KDIFF_TRACE=custom` experiments: the reduced form of the
+/// known difference in `kernel_diff.rs` (server SYN, ignored client ACK, second SYN, RST).
+pub fn custom() -> Scenario {
+    let (c, s) = hosts(false, 0, 250);
+    let k = Conn {
+        c,
+        s,
+        cp: 45000,
+        sp: 80,
+    };
+    named(
+        "custom",
+        vec![
+            k.s(SYN, 3_161_854_725, 0, 65535, 0, New, "server opens"),
+            k.c(
+                PSH | ACK,
+                2_537_856_210,
+                3_332_583_593,
+                1,
+                1400,
+                Est,
+                "reply ACK ignored (sIG)",
+            ),
+            k.s(SYN, 3_161_854_725, 0, 8192, 0, Est, "SYN again"),
+            k.s(
+                RST | ACK,
+                3_161_854_726,
+                2_537_857_610,
+                0,
+                0,
+                Est,
+                "RST acking the ignored ACK",
+            ),
+        ],
+    )
 }
