@@ -63,7 +63,14 @@ fn tcp(b: &mut Bytes<'_>, flow: u8, reverse: bool) -> (Ipv4Addr, Ipv4Addr, Vec<u
         std::mem::swap(&mut src, &mut dst);
         std::mem::swap(&mut sp, &mut dp);
     }
-    let mut r = TcpRepr::new(sp, dp, SeqNum(b.u32()), SeqNum(b.u32()), TcpFlags::from_bits(b.u8()), b.u16());
+    let mut r = TcpRepr::new(
+        sp,
+        dp,
+        SeqNum(b.u32()),
+        SeqNum(b.u32()),
+        TcpFlags::from_bits(b.u8()),
+        b.u16(),
+    );
     let o = b.u8();
     if o & 1 != 0 {
         r.window_scale = Some(o >> 4);

@@ -5,7 +5,7 @@
 //! and the kernel behaviour that decides it. `tests/scenarios.rs` replays it through a shard and
 //! checks the expectations; `tests/kernel_diff.rs` replays it through a real kernel as well and
 //! compares packet by packet.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::too_many_arguments)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
