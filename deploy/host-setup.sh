@@ -10,6 +10,7 @@ packages=(
     dpdk libdpdk-dev dpdk-dev pkg-config clang libclang-dev   # DPDK + bindgen
     iproute2 ethtool curl iperf3 python3                      # the netns lab
     nftables hping3 netsniff-ng tcpdump                       # oracle, floods, captures
+    conntrack                                                 # conntrack -L for kernel_diff traces
     build-essential ca-certificates
 )
 missing=()
