@@ -22,7 +22,7 @@ use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
 use levee_filter_vm::nft::ast::Hook;
 use levee_filter_vm::reject::build_reject;
-use levee_filter_vm::vm::{CounterBank, State as FilterState, Verdict};
+use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
 use levee_filter_vm::{Compiled, PacketMeta};
 use levee_packet::parse::{parse_frame, FrameInfo};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -279,6 +279,8 @@ pub struct WorkerFilter {
     hooks: Vec<Hook>,
     /// Per-side packet metadata (interface names and indexes), updated with the clock.
     meta: [PacketMeta; 2],
+    /// The last packet's actions (reused, so nothing large is copied per packet).
+    actions: Actions,
 }
 
 impl WorkerFilter {
@@ -291,9 +293,9 @@ impl WorkerFilter {
             .collect();
         let side_meta = |side: Side| PacketMeta {
             iif: side as u32 + 1,
-            iifname: side.name().to_owned(),
+            iifname: side.name().into(),
             oif: side.other() as u32 + 1,
-            oifname: side.other().name().to_owned(),
+            oifname: side.other().name().into(),
             cpu,
             ..Default::default()
         };
@@ -302,6 +304,7 @@ impl WorkerFilter {
             compiled,
             hooks,
             meta: [side_meta(Side::Outside), side_meta(Side::Inside)],
+            actions: Actions::default(),
         }
     }
 
@@ -480,18 +483,23 @@ impl<P: PortIo> Worker<P> {
             let meta = &mut f.meta[side as usize];
             meta.now_ns = now.checked_div(self.cfg.ticks_per_us).map_or(now, |us| us * 1000);
             meta.wall_ns = self.wall_ns;
-            let o = f
-                .compiled
-                .evaluate_hooks(&mut f.state, &f.hooks, pkt.data(), info, meta);
+            let verdict = f.compiled.evaluate_hooks_into(
+                &mut f.state,
+                &f.hooks,
+                pkt.data(),
+                info,
+                meta,
+                &mut f.actions,
+            );
             if !f.state.log_events.is_empty() {
                 // `log` statements: counted per worker for now (delivering the lines to the
                 // control thread is the events work of issues 4 and 6).
                 self.totals.logs += f.state.log_events.len() as u64;
                 f.state.log_events.clear();
             }
-            if o.verdict == Verdict::Drop {
+            if verdict == Verdict::Drop {
                 // A reject answers from the same buffer, back out of the port it came in on.
-                if let Some(reply) = o.actions.reject.and_then(|k| build_reject(pkt.data(), k)) {
+                if let Some(reply) = f.actions.reject.and_then(|k| build_reject(pkt.data(), k)) {
                     let mut pkt = pkt;
                     if pkt.set_data(&reply) {
                         self.totals.drops[DropReason::Filter as usize] += 1;

@@ -20,13 +20,13 @@
 //! compiled to a single set lookup. Rules with counters are never merged, because each rule's
 //! counter must stay its own.
 
-use crate::ctx::{HookKind, PacketMeta};
+use crate::ctx::{HookKind, IfName, PacketMeta};
 use crate::nft::ast::{self, Const, DataType, Expr, HeaderBase, Rhs, SetRef, Stmt, Value};
 use crate::sets::{encode_verdict, ElemSpec, Set, SetId, SetSpec};
 use crate::verify::{verify, VerifyError};
 use crate::vm::{
-    self, evaluate, Base, BitOp, CmpOp, CtKey, DynStmt, DynsetOp, Insn, MetaKey, Operand, Program,
-    RejectKind, State, Verdict, MAX_DATA_LEN, REG_BYTES,
+    self, Base, BitOp, CmpOp, CtKey, DynStmt, DynsetOp, Insn, MetaKey, Operand, Program, RejectKind, State,
+    Verdict, MAX_DATA_LEN, REG_BYTES,
 };
 use std::collections::HashMap;
 
@@ -91,6 +91,8 @@ pub struct RuleCounter {
 #[derive(Clone, Debug)]
 pub struct Compiled {
     pub program: Program,
+    /// `program` lowered for execution (see [`crate::exec`]); what workers run.
+    pub exec: crate::exec::Exec,
     /// Base chains, sorted by hook, then priority, then declaration order.
     pub entries: Vec<Entry>,
     pub rule_counters: Vec<RuleCounter>,
@@ -1434,6 +1436,7 @@ pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError>
     // Stable sort keeps declaration order among equal priorities.
     b.entries.sort_by_key(|e| (hook_rank(e.hook), e.priority));
     Ok(Compiled {
+        exec: crate::exec::lower(&b.program),
         program: b.program,
         entries: b.entries,
         rule_counters: b.rule_counters,
@@ -1477,7 +1480,24 @@ impl Compiled {
         info: Option<&levee_packet::parse::FrameInfo>,
         meta: &PacketMeta,
     ) -> vm::Outcome {
-        let mut last = ACCEPT;
+        let mut actions = vm::Actions::default();
+        let verdict = self.evaluate_hooks_into(state, hooks, frame, info, meta, &mut actions);
+        vm::Outcome { verdict, actions }
+    }
+
+    /// [`Compiled::evaluate_hooks`] for the per-packet path: the actions go into `actions`
+    /// (reset first), only the verdict is returned.
+    pub fn evaluate_hooks_into(
+        &self,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+    ) -> Verdict {
+        *actions = vm::Actions::default();
+        let mut verdict = Verdict::Accept;
         state.writes.clear();
         for &h in hooks {
             let kind = if h == ast::Hook::Ingress {
@@ -1499,34 +1519,34 @@ impl Compiled {
                     ast::Family::Inet => ctx.nfproto != 0,
                     ast::Family::Netdev | ast::Family::Bridge => true,
                 };
-                if !applies || e.device.as_deref().is_some_and(|d| d != meta.iifname) {
+                if !applies
+                    || e.device
+                        .as_deref()
+                        .is_some_and(|d| IfName::from(d) != meta.iifname)
+                {
                     continue;
                 }
-                let o = evaluate(&self.program, state, e.chain, &ctx);
-                if o.verdict == Verdict::Drop {
-                    return vm::Outcome {
-                        verdict: o.verdict,
-                        actions: merge_actions(last.actions, o.actions),
-                    };
+                // Actions accumulate over the chains: a later chain's mark, ct mark, label,
+                // reject or synproxy replaces an earlier one's, `notrack` sticks.
+                verdict =
+                    crate::exec::evaluate_into(&self.exec, &self.program, state, e.chain, &ctx, actions);
+                if verdict == Verdict::Drop {
+                    return verdict;
                 }
                 // What a chain changed is what later chains see.
-                if o.actions.notrack {
+                if actions.notrack {
                     // As after the kernel's notrack: untracked from now on.
                     ctx.ct.state = vm::CtView::UNTRACKED;
                 }
-                if let Some(m) = o.actions.mark {
+                if let Some(m) = actions.mark {
                     ctx.mark = m;
                 }
-                if let Some(m) = o.actions.ct_mark {
+                if let Some(m) = actions.ct_mark {
                     ctx.ct.mark = m;
                 }
-                last = vm::Outcome {
-                    verdict: o.verdict,
-                    actions: merge_actions(last.actions, o.actions),
-                };
             }
         }
-        last
+        verdict
     }
 
     /// Whether any base chain is attached to `hook`.
@@ -1550,18 +1570,6 @@ impl Compiled {
                 (rc.table.clone(), rc.chain.clone(), rc.index, p, b)
             })
             .collect()
-    }
-}
-
-/// Actions of several chains: later ones win.
-fn merge_actions(a: vm::Actions, b: vm::Actions) -> vm::Actions {
-    vm::Actions {
-        mark: b.mark.or(a.mark),
-        ct_mark: b.ct_mark.or(a.ct_mark),
-        ct_label: b.ct_label.or(a.ct_label),
-        notrack: a.notrack || b.notrack,
-        reject: b.reject.or(a.reject),
-        synproxy: b.synproxy.or(a.synproxy),
     }
 }
 
@@ -1599,7 +1607,12 @@ impl Filter {
     /// headers parse are evaluated (the kernel drops the others before any hook, and non-IP
     /// frames never reach them); chains of family `ip` see IPv4, `ip6` IPv6, `inet` both.
     pub fn evaluate(&mut self, hook: &str, frame: &[u8], meta: &PacketMeta) -> bool {
-        self.evaluate_outcome(hook, frame, meta).verdict != Verdict::Drop
+        let Some(h) = parse_hook(hook) else { return true };
+        let info = levee_packet::parse::parse_frame(frame).ok();
+        let mut actions = vm::Actions::default();
+        self.compiled
+            .evaluate_hooks_into(&mut self.state, &[h], frame, info.as_ref(), meta, &mut actions)
+            != Verdict::Drop
     }
 
     /// Like [`Filter::evaluate`], applying the ruleset's payload writes to `frame` (with

@@ -13,9 +13,9 @@ use levee_packet::parse::{parse_frame, FragKind, FrameInfo, L3Info};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PacketMeta {
     pub iif: u32,
-    pub iifname: String,
+    pub iifname: IfName,
     pub oif: u32,
-    pub oifname: String,
+    pub oifname: IfName,
     pub mark: u32,
     pub cpu: u32,
     /// Wall clock, ns since the Unix epoch (meta time/hour/day).
@@ -67,11 +67,34 @@ pub enum HookKind {
     Ip,
 }
 
-fn ifname(s: &str) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    let n = s.len().min(15);
-    b[..n].copy_from_slice(&s.as_bytes()[..n]);
-    b
+/// An interface name as the kernel stores it: at most 15 bytes, NUL padded to 16 (what
+/// `meta iifname` loads). Fixed size, so building a packet's context copies 16 bytes instead
+/// of a string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfName(pub [u8; 16]);
+
+impl IfName {
+    /// The name (up to the first NUL).
+    pub fn as_bytes(&self) -> &[u8] {
+        let n = self.0.iter().position(|b| *b == 0).unwrap_or(16);
+        &self.0[..n]
+    }
+}
+
+impl From<&str> for IfName {
+    /// Longer names are cut to 15 bytes, as `IFNAMSIZ` does.
+    fn from(s: &str) -> IfName {
+        let mut b = [0u8; 16];
+        let n = s.len().min(15);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        IfName(b)
+    }
+}
+
+impl From<String> for IfName {
+    fn from(s: String) -> IfName {
+        IfName::from(s.as_str())
+    }
 }
 
 /// Builds the VM's view of `frame`. A frame whose IP headers do not parse is presented as
@@ -109,8 +132,8 @@ pub fn packet_ctx_from<'a>(
         len: frame.len().saturating_sub(14) as u32,
         iif: meta.iif,
         oif: meta.oif,
-        iifname: ifname(&meta.iifname),
-        oifname: ifname(&meta.oifname),
+        iifname: meta.iifname.0,
+        oifname: meta.oifname.0,
         mark: meta.mark,
         cpu: meta.cpu,
         wall_ns: meta.wall_ns,

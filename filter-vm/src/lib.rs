@@ -11,6 +11,7 @@ pub mod compile;
 #[cfg(test)]
 mod compile_tests;
 pub mod ctx;
+pub mod exec;
 pub mod nft;
 pub mod reject;
 pub mod rewrite;
@@ -21,4 +22,4 @@ pub mod vm;
 mod vm_tests;
 
 pub use compile::{compile, compile_ruleset, CompileError, Compiled, Filter};
-pub use ctx::{CtState, PacketMeta};
+pub use ctx::{CtState, IfName, PacketMeta};

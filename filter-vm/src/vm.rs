@@ -453,7 +453,7 @@ pub struct CounterCell {
 
 impl CounterCell {
     #[inline]
-    fn add(&self, bytes: u64) {
+    pub(crate) fn add(&self, bytes: u64) {
         // Single writer: load + store, not fetch_add.
         self.packets
             .store(self.packets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -549,25 +549,40 @@ fn bucket_take(b: &mut Bucket, rate: u64, per_ns: u64, burst: u64, cost: u64, no
     }
 }
 
-struct Regs {
+pub(crate) struct Regs {
     data: [u8; REG_BYTES],
-    verdict: Verdict,
+    pub(crate) verdict: Verdict,
 }
 
 impl Regs {
+    pub(crate) fn new() -> Regs {
+        Regs {
+            data: [0; REG_BYTES],
+            verdict: Verdict::Continue,
+        }
+    }
+    /// Stores a value of at most 4 bytes, left-aligned in `v` (one register, zero-padded).
+    #[inline(always)]
+    pub(crate) fn store32(&mut self, reg: u8, v: u32) -> Option<()> {
+        let start = reg as usize * 4;
+        self.data
+            .get_mut(start..start + 4)?
+            .copy_from_slice(&v.to_be_bytes());
+        Some(())
+    }
     #[inline]
-    fn slice(&self, reg: u8, len: u8) -> Option<&[u8]> {
+    pub(crate) fn slice(&self, reg: u8, len: u8) -> Option<&[u8]> {
         let start = reg as usize * 4;
         self.data.get(start..start + len as usize)
     }
     #[inline]
-    fn slice_mut(&mut self, reg: u8, len: u8) -> Option<&mut [u8]> {
+    pub(crate) fn slice_mut(&mut self, reg: u8, len: u8) -> Option<&mut [u8]> {
         let start = reg as usize * 4;
         self.data.get_mut(start..start + len as usize)
     }
     /// Writes `bytes` at `reg`, zero-padding to the 4-byte register boundary (nft semantics).
     #[inline]
-    fn store(&mut self, reg: u8, bytes: &[u8]) -> bool {
+    pub(crate) fn store(&mut self, reg: u8, bytes: &[u8]) -> bool {
         let start = reg as usize * 4;
         let padded = bytes.len().div_ceil(4) * 4;
         if bytes.len() > 16 {
@@ -603,7 +618,7 @@ impl Regs {
 }
 
 /// Why a rule stopped early.
-enum Flow {
+pub(crate) enum Flow {
     Next,
     Break,
 }
@@ -678,7 +693,7 @@ fn shift(src: &[u8], dst: &mut [u8], n: u8, left: bool) {
     }
 }
 
-fn meta_value(key: MetaKey, p: &PacketCtx<'_>, out: &mut [u8; 16]) {
+pub(crate) fn meta_value(key: MetaKey, p: &PacketCtx<'_>, out: &mut [u8; 16]) {
     let secs = p.wall_ns / 1_000_000_000;
     match key {
         MetaKey::Iif => out[..4].copy_from_slice(&p.iif.to_be_bytes()),
@@ -807,7 +822,7 @@ pub fn evaluate(prog: &Program, state: &mut State, entry: usize, p: &PacketCtx<'
 
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn run(
+pub(crate) fn run(
     insn: &Insn,
     prog: &Program,
     state: &mut State,
@@ -836,18 +851,8 @@ fn run(
             if state.writes.is_empty() {
                 or_break!(regs.store(*dreg, bytes).then_some(()));
             } else {
-                // Earlier writes of this evaluation are what later loads see.
-                let mut b = [0u8; MAX_DATA_LEN];
                 let n = *len as usize;
-                b[..n].copy_from_slice(bytes);
-                for w in &state.writes {
-                    for (i, x) in b[..n].iter_mut().enumerate() {
-                        let at = from + i;
-                        if at >= w.offset && at < w.offset + w.len {
-                            *x = w.data[at - w.offset];
-                        }
-                    }
-                }
+                let b = or_break!(payload_bytes(p, &state.writes, from, n));
                 or_break!(regs.store(*dreg, &b[..n]).then_some(()));
             }
         }
@@ -1083,7 +1088,7 @@ fn run(
 /// header and the field lies inside it (network and transport fields end at the IP packet's
 /// end, Ethernet padding excluded).
 #[inline]
-fn field_at(p: &PacketCtx<'_>, base: Base, offset: u16, len: u8) -> Option<usize> {
+pub(crate) fn field_at(p: &PacketCtx<'_>, base: Base, offset: u16, len: u8) -> Option<usize> {
     let (start, end) = match base {
         Base::Link => (0, p.frame.len()),
         Base::Network if p.nfproto != 0 => (p.l3_offset, p.l3_end),
@@ -1092,6 +1097,27 @@ fn field_at(p: &PacketCtx<'_>, base: Base, offset: u16, len: u8) -> Option<usize
     };
     let from = start + offset as usize;
     (from + len as usize <= end).then_some(from)
+}
+
+/// `n` (≤ 16) packet bytes at `from` as this evaluation sees them: earlier payload writes of
+/// the same evaluation are what later loads see.
+pub(crate) fn payload_bytes(
+    p: &PacketCtx<'_>,
+    writes: &[PendingWrite],
+    from: usize,
+    n: usize,
+) -> Option<[u8; MAX_DATA_LEN]> {
+    let mut b = [0u8; MAX_DATA_LEN];
+    b.get_mut(..n)?.copy_from_slice(p.frame.get(from..from + n)?);
+    for w in writes {
+        for (i, x) in b[..n].iter_mut().enumerate() {
+            let at = from + i;
+            if at >= w.offset && at < w.offset + w.len {
+                *x = w.data[at - w.offset];
+            }
+        }
+    }
+    Some(b)
 }
 
 fn len_bytes(p: &PacketCtx<'_>) -> u64 {

@@ -53,7 +53,17 @@ fn run_on(p: &Program, frame: &[u8], meta: &PacketMeta) -> (Outcome, State) {
     verify(p).expect("test programs are valid");
     let mut st = State::new(p);
     let ctx = packet_ctx(frame, meta, HookKind::Ip);
-    (evaluate(p, &mut st, 0, &ctx), st)
+    let o = evaluate(p, &mut st, 0, &ctx);
+    // The lowered form workers run must agree with the reference interpreter.
+    let mut fast = State::new(p);
+    let exec = crate::exec::lower(p);
+    assert_eq!(
+        crate::exec::evaluate(&exec, p, &mut fast, 0, &ctx),
+        o,
+        "lowered program differs"
+    );
+    crate::exec::tests::assert_same_state(&st, &fast);
+    (o, st)
 }
 
 fn verdict_of(rules: Vec<Vec<Insn>>) -> Verdict {

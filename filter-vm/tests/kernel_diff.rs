@@ -143,7 +143,7 @@ fn levee_run(
                     (false, Ct::Untracked) => CtState::Untracked,
                 };
                 let meta = PacketMeta {
-                    iifname: kernel::RECV_IF.to_owned(),
+                    iifname: kernel::RECV_IF.into(),
                     mark: 0,
                     cpu: 0,
                     ct_state,

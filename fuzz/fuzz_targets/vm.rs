@@ -121,9 +121,18 @@ fuzz_target!(|data: &[u8]| {
     }
     let frame = b.0;
     let mut state = State::new(&p);
+    // The lowered form workers run must agree with the reference interpreter.
+    let exec = levee_filter_vm::exec::lower(&p);
+    let mut fast = State::new(&p);
     for hook in [HookKind::Ingress, HookKind::Ip] {
         let ctx = packet_ctx(frame, &PacketMeta::default(), hook);
         let o = evaluate(&p, &mut state, 0, &ctx);
         assert!(matches!(o.verdict, Verdict::Accept | Verdict::Drop), "{o:?}");
+        let f = levee_filter_vm::exec::evaluate(&exec, &p, &mut fast, 0, &ctx);
+        assert_eq!(o, f, "lowered program differs");
+        let c = |s: &State| s.counters.iter().map(|c| c.get()).collect::<Vec<_>>();
+        assert_eq!(c(&state), c(&fast));
+        assert_eq!(state.writes, fast.writes);
+        assert_eq!(state.log_events, fast.log_events);
     }
 });

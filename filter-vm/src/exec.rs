@@ -1,0 +1,1034 @@
+//! The executable form of a verified program: what workers actually run.
+//!
+//! [`crate::verify`] checks [`Insn`] programs; [`lower`] then turns a verified program into
+//! [`Exec`], a flat per-chain array of [`Op`]s, and [`evaluate`] runs it. Lowering changes
+//! how an instruction sequence is executed, never what it does: every fused op writes the
+//! same registers and breaks in the same cases as the instructions it replaces, and the
+//! reference interpreter ([`crate::vm::evaluate`]) is kept to prove it (property tests in
+//! `vm_tests.rs` and the `vm` fuzz target run both and compare outcomes and state).
+//!
+//! Why it exists: an interpreter's cost is dominated by dispatch (one indirect jump per
+//! instruction, mispredicted when rules differ), so the common sequences become one op each:
+//! - `meta KEY; cmp` (the `meta l4proto tcp` / `meta nfproto ipv4` dependencies every header
+//!   match in an `inet` table brings) → [`Op::MetaCmp`];
+//! - `payload load; cmp` of up to 4 bytes (`tcp dport 22`, `ip protocol icmp`) →
+//!   [`Op::LoadCmp`];
+//! - `ct state; bitwise; cmp != 0` (`ct state established,related`) → [`Op::CtState`];
+//! - loads, compares and lookups of up to 4-byte values work on `u32`s instead of byte slices;
+//! - a lookup skips the worker's dynamic elements unless a meter can add to that set;
+//! - rules of a chain sit in one array (no pointer chase per rule).
+//!
+//! Thread use: an [`Exec`] is immutable, built by the control side next to its program and
+//! shared by every worker; evaluation writes only the worker's own [`State`].
+
+use crate::sets::{LookupResult, SetId};
+use crate::vm::{
+    self, BitOp, CmpOp, CtKey, Flow, Insn, MetaKey, Operand, Outcome, PacketCtx, Program, Regs, State,
+    Verdict, MAX_CALL_DEPTH, MAX_DATA_LEN,
+};
+
+/// One executable operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// A meta key of at most 4 bytes into `dreg`, compared with `imm` (left-aligned).
+    MetaCmp {
+        key: MetaKey,
+        dreg: u8,
+        len: u8,
+        op: CmpOp,
+        imm: u32,
+    },
+    /// At most 4 payload bytes into `dreg`.
+    Load {
+        base: vm::Base,
+        offset: u16,
+        len: u8,
+        dreg: u8,
+    },
+    /// At most 4 payload bytes into `dreg`, compared with `imm` (left-aligned).
+    LoadCmp {
+        base: vm::Base,
+        offset: u16,
+        len: u8,
+        dreg: u8,
+        op: CmpOp,
+        imm: u32,
+    },
+    /// Compare at most 4 bytes at `sreg` with `imm` (left-aligned).
+    Cmp { sreg: u8, len: u8, op: CmpOp, imm: u32 },
+    /// `ct state` into `dreg`, `state & mask` into `mdreg`; breaks when that is zero.
+    CtState { dreg: u8, mdreg: u8, mask: u32 },
+    /// Set lookup; `dynamic` when a meter of this program can add elements to the set.
+    Lookup {
+        set: SetId,
+        sreg: u8,
+        len: u8,
+        dreg: Option<u8>,
+        verdict_map: bool,
+        invert: bool,
+        dynamic: bool,
+    },
+    /// `Load` then `Lookup` (index into [`Exec::lookups`]) keyed by what was loaded
+    /// (`ip saddr @blocklist`, `tcp dport { 22, 80 }`).
+    LoadLookup {
+        base: vm::Base,
+        offset: u16,
+        len: u8,
+        dreg: u8,
+        lookup: u32,
+    },
+    /// Count the packet.
+    Counter { id: u32 },
+    /// Set the verdict (ends the rule).
+    Verdict(Verdict),
+    /// Any other instruction, run by the reference interpreter (index into
+    /// [`Exec::generic`]).
+    Generic(u32),
+}
+
+/// One chain: its ops, and where each rule starts (`rule_start[r]..rule_start[r + 1]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ExecChain {
+    ops: Vec<Op>,
+    rule_start: Vec<u32>,
+}
+
+/// A lowered program (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exec {
+    chains: Vec<ExecChain>,
+    lookups: Vec<Op>,
+    policies: Vec<Option<Verdict>>,
+    generic: Vec<Insn>,
+}
+
+/// First `len` (≤ 4) bytes of `b`, left-aligned in a big-endian `u32` (the rest zero).
+#[inline(always)]
+fn left32(b: &[u8]) -> u32 {
+    match b.len() {
+        1 => (b[0] as u32) << 24,
+        2 => (u16::from_be_bytes([b[0], b[1]]) as u32) << 16,
+        3 => u32::from_be_bytes([b[0], b[1], b[2], 0]),
+        4 => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        _ => 0,
+    }
+}
+
+fn imm32(rhs: &Operand, len: u8) -> Option<u32> {
+    match rhs {
+        Operand::Imm(d) if (1..=4).contains(&len) => Some(left32(&d[..len as usize])),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn cmp32(op: CmpOp, a: u32, b: u32) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Lte => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Gte => a >= b,
+    }
+}
+
+/// Lowers a verified program. Call only with programs [`crate::verify::verify`] accepted.
+pub fn lower(prog: &Program) -> Exec {
+    let mut dynamic_sets = vec![false; prog.sets.len()];
+    for c in &prog.chains {
+        for r in &c.rules {
+            for i in &r.insns {
+                if let Insn::Dynset { set, .. } = i {
+                    if let Some(d) = dynamic_sets.get_mut(set.0 as usize) {
+                        *d = true;
+                    }
+                }
+            }
+        }
+    }
+    let mut exec = Exec::default();
+    for c in &prog.chains {
+        let mut ch = ExecChain::default();
+        for r in &c.rules {
+            ch.rule_start.push(ch.ops.len() as u32);
+            lower_rule(&r.insns, &dynamic_sets, &mut ch.ops, &mut exec);
+        }
+        ch.rule_start.push(ch.ops.len() as u32);
+        exec.chains.push(ch);
+        exec.policies.push(c.policy);
+    }
+    exec
+}
+
+fn lower_rule(insns: &[Insn], dynamic_sets: &[bool], ops: &mut Vec<Op>, exec: &mut Exec) {
+    let mut i = 0;
+    while i < insns.len() {
+        let next = insns.get(i + 1);
+        // Two- and three-instruction fusions first.
+        match (&insns[i], next) {
+            (Insn::Meta { key, dreg }, Some(Insn::Cmp { op, sreg, len, rhs }))
+                if sreg == dreg && key.data_len() <= 4 && *len as usize == key.data_len() =>
+            {
+                if let Some(imm) = imm32(rhs, *len) {
+                    ops.push(Op::MetaCmp {
+                        key: *key,
+                        dreg: *dreg,
+                        len: *len,
+                        op: *op,
+                        imm,
+                    });
+                    i += 2;
+                    continue;
+                }
+            }
+            (
+                Insn::PayloadLoad {
+                    base,
+                    offset,
+                    len,
+                    dreg,
+                },
+                Some(Insn::Cmp {
+                    op,
+                    sreg,
+                    len: clen,
+                    rhs,
+                }),
+            ) if sreg == dreg && clen == len && *len <= 4 => {
+                if let Some(imm) = imm32(rhs, *len) {
+                    ops.push(Op::LoadCmp {
+                        base: *base,
+                        offset: *offset,
+                        len: *len,
+                        dreg: *dreg,
+                        op: *op,
+                        imm,
+                    });
+                    i += 2;
+                    continue;
+                }
+            }
+            (
+                Insn::Ct {
+                    key: CtKey::State,
+                    dreg,
+                },
+                Some(Insn::Bitwise {
+                    sreg,
+                    dreg: mdreg,
+                    len: 4,
+                    op: BitOp::MaskXor { mask, xor },
+                }),
+            ) if sreg == dreg && xor.iter().all(|b| *b == 0) => {
+                if let Some(Insn::Cmp {
+                    op: CmpOp::Ne,
+                    sreg: csreg,
+                    len: 4,
+                    rhs: Operand::Imm(z),
+                }) = insns.get(i + 2)
+                {
+                    if csreg == mdreg && z[..4] == [0; 4] {
+                        ops.push(Op::CtState {
+                            dreg: *dreg,
+                            mdreg: *mdreg,
+                            mask: left32(&mask[..4]),
+                        });
+                        i += 3;
+                        continue;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let op = match &insns[i] {
+            Insn::PayloadLoad {
+                base,
+                offset,
+                len,
+                dreg,
+            } if *len <= 4 => Op::Load {
+                base: *base,
+                offset: *offset,
+                len: *len,
+                dreg: *dreg,
+            },
+            Insn::Cmp { op, sreg, len, rhs } if imm32(rhs, *len).is_some() => Op::Cmp {
+                sreg: *sreg,
+                len: *len,
+                op: *op,
+                imm: imm32(rhs, *len).unwrap_or(0),
+            },
+            Insn::Lookup {
+                set,
+                sreg,
+                len,
+                dreg,
+                verdict_map,
+                invert,
+            } => Op::Lookup {
+                set: *set,
+                sreg: *sreg,
+                len: *len,
+                dreg: *dreg,
+                verdict_map: *verdict_map,
+                invert: *invert,
+                dynamic: dynamic_sets.get(set.0 as usize).copied().unwrap_or(true),
+            },
+            Insn::Counter { id } => Op::Counter { id: *id },
+            Insn::Verdict(v) => Op::Verdict(*v),
+            other => {
+                exec.generic.push(other.clone());
+                Op::Generic(exec.generic.len() as u32 - 1)
+            }
+        };
+        // A lookup keyed by exactly the register the previous load wrote joins it.
+        if let (
+            Op::Lookup { sreg, len: klen, .. },
+            Some(&Op::Load {
+                base,
+                offset,
+                len,
+                dreg,
+            }),
+        ) = (&op, ops.last())
+        {
+            if *sreg == dreg && *klen as usize == (len as usize).div_ceil(4) * 4 && len == 4 {
+                exec.lookups.push(op);
+                ops.pop();
+                ops.push(Op::LoadLookup {
+                    base,
+                    offset,
+                    len,
+                    dreg,
+                    lookup: exec.lookups.len() as u32 - 1,
+                });
+                i += 1;
+                continue;
+            }
+        }
+        ops.push(op);
+        i += 1;
+    }
+}
+
+/// What one op did.
+enum Step {
+    Next,
+    /// The rule stops here (a failed match).
+    Break,
+    /// The verdict register was set: the rule ends.
+    Verdict,
+}
+
+/// A meta key of at most 4 bytes, left-aligned (a mark set earlier in this evaluation is
+/// what later rules see, as in [`vm::evaluate`]).
+#[inline(always)]
+fn meta32(key: MetaKey, p: &PacketCtx<'_>, actions: &vm::Actions) -> u32 {
+    match key {
+        MetaKey::L4Proto => (p.l4proto as u32) << 24,
+        MetaKey::NfProto => (p.nfproto as u32) << 24,
+        MetaKey::Mark => actions.mark.unwrap_or(p.mark),
+        _ => {
+            let mut v = [0u8; 16];
+            vm::meta_value(key, p, &mut v);
+            left32(&v[..key.data_len()])
+        }
+    }
+}
+
+/// At most 4 payload bytes, left-aligned; `None` breaks (no such header, packet too short).
+#[inline(always)]
+fn load32(p: &PacketCtx<'_>, state: &State, base: vm::Base, offset: u16, len: u8) -> Option<u32> {
+    let from = vm::field_at(p, base, offset, len)?;
+    if state.writes.is_empty() {
+        Some(left32(p.frame.get(from..from + len as usize)?))
+    } else {
+        let b = vm::payload_bytes(p, &state.writes, from, len as usize)?;
+        Some(left32(&b[..len as usize]))
+    }
+}
+
+/// A set lookup (`op` is an [`Op::Lookup`]).
+#[inline(always)]
+fn lookup(op: &Op, prog: &Program, state: &mut State, p: &PacketCtx<'_>, regs: &mut Regs) -> Step {
+    let Op::Lookup {
+        set,
+        sreg,
+        len,
+        dreg,
+        verdict_map,
+        invert,
+        dynamic,
+    } = op
+    else {
+        return Step::Break;
+    };
+    let Some(key) = regs.slice(*sreg, *len) else {
+        return Step::Break;
+    };
+    let mut value = [0u8; MAX_DATA_LEN];
+    let mut found = prog.sets.lookup(*set, key, p.now_ns, &mut value);
+    if *dynamic && found == LookupResult::Miss {
+        found = state.dynamic.lookup(*set, key, p.now_ns, &mut value);
+    }
+    let hit = found != LookupResult::Miss;
+    if hit == *invert {
+        return Step::Break;
+    }
+    if let LookupResult::Value(vlen) = found {
+        if *verdict_map {
+            match crate::sets::decode_verdict(&value[..vlen]) {
+                Some(v) => regs.verdict = v,
+                None => return Step::Break,
+            }
+            if regs.verdict != Verdict::Continue {
+                return Step::Verdict;
+            }
+        } else if let Some(d) = dreg {
+            if !regs.store(*d, &value[..vlen]) {
+                return Step::Break;
+            }
+        }
+    }
+    Step::Next
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step(
+    op: &Op,
+    exec: &Exec,
+    prog: &Program,
+    state: &mut State,
+    p: &PacketCtx<'_>,
+    regs: &mut Regs,
+    actions: &mut vm::Actions,
+    len: u64,
+) -> Step {
+    macro_rules! or_break {
+        ($e:expr) => {
+            match $e {
+                Some(v) => v,
+                None => return Step::Break,
+            }
+        };
+    }
+    match op {
+        Op::MetaCmp {
+            key,
+            dreg,
+            len: _,
+            op,
+            imm,
+        } => {
+            let v = meta32(*key, p, actions);
+            or_break!(regs.store32(*dreg, v));
+            if !cmp32(*op, v, *imm) {
+                return Step::Break;
+            }
+        }
+        Op::Load {
+            base,
+            offset,
+            len,
+            dreg,
+        } => {
+            let v = or_break!(load32(p, state, *base, *offset, *len));
+            or_break!(regs.store32(*dreg, v));
+        }
+        Op::LoadCmp {
+            base,
+            offset,
+            len,
+            dreg,
+            op,
+            imm,
+        } => {
+            let v = or_break!(load32(p, state, *base, *offset, *len));
+            or_break!(regs.store32(*dreg, v));
+            if !cmp32(*op, v, *imm) {
+                return Step::Break;
+            }
+        }
+        Op::LoadLookup {
+            base,
+            offset,
+            len,
+            dreg,
+            lookup,
+        } => {
+            let v = or_break!(load32(p, state, *base, *offset, *len));
+            or_break!(regs.store32(*dreg, v));
+            let l = or_break!(exec.lookups.get(*lookup as usize));
+            return self::lookup(l, prog, state, p, regs);
+        }
+        Op::Cmp { sreg, len, op, imm } => {
+            let v = left32(or_break!(regs.slice(*sreg, *len)));
+            if !cmp32(*op, v, *imm) {
+                return Step::Break;
+            }
+        }
+        Op::CtState { dreg, mdreg, mask } => {
+            let s = p.ct.state;
+            or_break!(regs.store32(*dreg, s));
+            let m = s & *mask;
+            or_break!(regs.store32(*mdreg, m));
+            if m == 0 {
+                return Step::Break;
+            }
+        }
+        Op::Lookup { .. } => return lookup(op, prog, state, p, regs),
+        Op::Counter { id } => {
+            if let Some(c) = state.counters.get(*id as usize) {
+                c.add(len);
+            }
+        }
+        Op::Verdict(v) => {
+            regs.verdict = *v;
+            if *v != Verdict::Continue {
+                return Step::Verdict;
+            }
+        }
+        Op::Generic(i) => {
+            let insn = or_break!(exec.generic.get(*i as usize));
+            if let Flow::Break = vm::run(insn, prog, state, p, regs, actions, len) {
+                return Step::Break;
+            }
+            if regs.verdict != Verdict::Continue {
+                return Step::Verdict;
+            }
+        }
+    }
+    Step::Next
+}
+
+/// Evaluates base chain `entry` of a lowered program: the same result, actions and state
+/// changes as [`vm::evaluate`] on the program it was lowered from.
+pub fn evaluate(exec: &Exec, prog: &Program, state: &mut State, entry: usize, p: &PacketCtx<'_>) -> Outcome {
+    let mut actions = vm::Actions::default();
+    let verdict = evaluate_into(exec, prog, state, entry, p, &mut actions);
+    Outcome { verdict, actions }
+}
+
+/// [`evaluate`] that records actions into `actions` (what earlier chains of the same packet
+/// set stays unless this one overrides it) and returns only the verdict: nothing large is
+/// returned through memory on the per-packet path.
+pub fn evaluate_into(
+    exec: &Exec,
+    prog: &Program,
+    state: &mut State,
+    entry: usize,
+    p: &PacketCtx<'_>,
+    actions: &mut vm::Actions,
+) -> Verdict {
+    let mut regs = Regs::new();
+    let mut stack: [(u16, u32); MAX_CALL_DEPTH] = [(0, 0); MAX_CALL_DEPTH];
+    let mut depth = 0usize;
+    let mut chain = entry;
+    let mut rule = 0usize;
+    let len = p.len as u64;
+    let policy = exec
+        .policies
+        .get(entry)
+        .copied()
+        .flatten()
+        .unwrap_or(Verdict::Accept);
+    loop {
+        let Some(c) = exec.chains.get(chain) else {
+            return policy;
+        };
+        let (Some(&start), Some(&end)) = (c.rule_start.get(rule), c.rule_start.get(rule + 1)) else {
+            // End of chain: regular chains return to their caller, base chains apply policy.
+            if depth == 0 {
+                return policy;
+            }
+            depth -= 1;
+            (chain, rule) = (stack[depth].0 as usize, stack[depth].1 as usize);
+            continue;
+        };
+        regs.verdict = Verdict::Continue;
+        let mut broke = false;
+        for op in c.ops.get(start as usize..end as usize).unwrap_or(&[]) {
+            match step(op, exec, prog, state, p, &mut regs, actions, len) {
+                Step::Next => {}
+                Step::Break => {
+                    broke = true;
+                    break;
+                }
+                Step::Verdict => break,
+            }
+        }
+        if broke {
+            rule += 1;
+            continue;
+        }
+        match regs.verdict {
+            Verdict::Continue => rule += 1,
+            Verdict::Accept | Verdict::Drop => return regs.verdict,
+            Verdict::Return => {
+                if depth == 0 {
+                    return policy;
+                }
+                depth -= 1;
+                (chain, rule) = (stack[depth].0 as usize, stack[depth].1 as usize);
+            }
+            Verdict::Jump(to) => {
+                if depth == MAX_CALL_DEPTH {
+                    // The verifier refuses programs that can get here; drop to be safe.
+                    return Verdict::Drop;
+                }
+                stack[depth] = (chain as u16, (rule + 1) as u32);
+                depth += 1;
+                (chain, rule) = (to as usize, 0);
+            }
+            Verdict::Goto(to) => (chain, rule) = (to as usize, 0),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Lowered programs against the reference interpreter, on programs biased towards the
+    //! sequences lowering fuses (and the ones next to them that it must not).
+    use super::*;
+    use crate::ctx::{packet_ctx, CtState, HookKind, PacketMeta};
+    use crate::sets::{encode_verdict, ElemSpec, Set, SetSpec};
+    use crate::verify::verify;
+    use crate::vm::{Base, Chain, CsumFix, Rule};
+    use proptest::prelude::*;
+
+    /// Same counters, writes, log events and dynamic set contents.
+    pub(crate) fn assert_same_state(a: &State, b: &State) {
+        let c = |s: &State| s.counters.iter().map(|c| c.get()).collect::<Vec<_>>();
+        assert_eq!(c(a), c(b), "counters differ");
+        assert_eq!(a.writes, b.writes, "payload writes differ");
+        assert_eq!(a.log_events, b.log_events, "log events differ");
+        assert_eq!(a.dynamic.len(), b.dynamic.len());
+        for i in 0..a.dynamic.len() {
+            let id = SetId(i as u32);
+            let n = |s: &State| s.dynamic.get(id).map(|x| x.len());
+            assert_eq!(n(a), n(b), "dynamic set {i} differs");
+        }
+    }
+
+    fn ops() -> impl Strategy<Value = CmpOp> {
+        prop_oneof![
+            Just(CmpOp::Eq),
+            Just(CmpOp::Ne),
+            Just(CmpOp::Lt),
+            Just(CmpOp::Lte),
+            Just(CmpOp::Gt),
+            Just(CmpOp::Gte)
+        ]
+    }
+
+    fn imm(v: &[u8]) -> [u8; MAX_DATA_LEN] {
+        let mut d = [0u8; MAX_DATA_LEN];
+        d[..v.len()].copy_from_slice(v);
+        d
+    }
+
+    /// A fragment: a short instruction sequence as the compiler would emit it, or slightly
+    /// off (other register, other length) so that lowering must leave it alone.
+    fn fragment() -> impl Strategy<Value = Vec<Insn>> {
+        let reg = 0u8..4;
+        prop_oneof![
+            // meta KEY; cmp
+            (
+                prop_oneof![
+                    Just(MetaKey::L4Proto),
+                    Just(MetaKey::NfProto),
+                    Just(MetaKey::Mark),
+                    Just(MetaKey::Len),
+                    Just(MetaKey::Protocol),
+                    Just(MetaKey::PktType)
+                ],
+                reg.clone(),
+                reg.clone(),
+                ops(),
+                any::<[u8; 4]>(),
+                any::<bool>()
+            )
+                .prop_map(|(key, d, s, op, v, same)| {
+                    let len = key.data_len() as u8;
+                    let v = if same { [6, 0, 0, 0] } else { v };
+                    vec![
+                        Insn::Immediate {
+                            dreg: s,
+                            len: 4,
+                            data: imm(&v),
+                        },
+                        Insn::Meta { key, dreg: d },
+                        Insn::Cmp {
+                            op,
+                            sreg: if same { d } else { s },
+                            len,
+                            rhs: Operand::Imm(imm(&v[..len as usize])),
+                        },
+                    ]
+                }),
+            // payload load; cmp (lengths 1..=6 so that both fused and plain forms appear)
+            (
+                prop_oneof![Just(Base::Link), Just(Base::Network), Just(Base::Transport)],
+                0u16..48,
+                1u8..=6,
+                reg.clone(),
+                ops(),
+                any::<[u8; 6]>(),
+                any::<bool>()
+            )
+                .prop_map(|(base, offset, len, d, op, v, cmp)| {
+                    let mut f = vec![Insn::PayloadLoad {
+                        base,
+                        offset,
+                        len,
+                        dreg: d,
+                    }];
+                    if cmp {
+                        f.push(Insn::Cmp {
+                            op,
+                            sreg: d,
+                            len,
+                            rhs: Operand::Imm(imm(&v[..len as usize])),
+                        });
+                    }
+                    f
+                }),
+            // ct state; bitwise; cmp != 0
+            (reg.clone(), reg.clone(), 0u32..128).prop_map(|(d, m, mask)| vec![
+                Insn::Ct {
+                    key: CtKey::State,
+                    dreg: d
+                },
+                Insn::Bitwise {
+                    sreg: d,
+                    dreg: m,
+                    len: 4,
+                    op: BitOp::MaskXor {
+                        mask: imm(&mask.to_be_bytes()),
+                        xor: [0; MAX_DATA_LEN]
+                    }
+                },
+                Insn::Cmp {
+                    op: CmpOp::Ne,
+                    sreg: m,
+                    len: 4,
+                    rhs: Operand::Imm([0; MAX_DATA_LEN])
+                },
+            ]),
+            // set lookups: key from a register (2 bytes: port set, verdict map), meters
+            (reg.clone(), 0u32..3, any::<bool>(), any::<bool>()).prop_map(|(r, set, invert, port)| vec![
+                if port {
+                    Insn::PayloadLoad {
+                        base: Base::Transport,
+                        offset: 2,
+                        len: 4,
+                        dreg: r,
+                    }
+                } else {
+                    Insn::Immediate {
+                        dreg: r,
+                        len: 4,
+                        data: imm(&[6, 0, 0, 22]),
+                    }
+                },
+                Insn::Lookup {
+                    set: SetId(set),
+                    sreg: r,
+                    len: if set == 2 { 4 } else { 2 },
+                    dreg: None,
+                    verdict_map: set == 1,
+                    invert,
+                }
+            ]),
+            (reg.clone(), any::<bool>(), any::<u8>()).prop_map(|(r, over, k)| vec![
+                Insn::Immediate {
+                    dreg: r,
+                    len: 4,
+                    data: imm(&[k % 3, 0, 0, 1])
+                },
+                Insn::Dynset {
+                    set: SetId(2),
+                    sreg: r,
+                    len: 4,
+                    op: crate::vm::DynsetOp::Update,
+                    timeout_ns: 0,
+                    stmt: crate::vm::DynStmt::Limit {
+                        rate: 1,
+                        per_ns: 1_000_000_000,
+                        burst: 1,
+                        over,
+                    },
+                }
+            ]),
+            (0u32..4).prop_map(|id| vec![Insn::Counter { id }]),
+            (reg.clone(), 0u16..40).prop_map(|(r, offset)| vec![
+                Insn::Immediate {
+                    dreg: r,
+                    len: 4,
+                    data: imm(&[0, 23, 0, 0])
+                },
+                Insn::PayloadWrite {
+                    base: Base::Transport,
+                    offset,
+                    len: 2,
+                    sreg: r,
+                    csum: CsumFix::None,
+                }
+            ]),
+            (reg.clone(), any::<[u8; 4]>()).prop_map(|(d, v)| vec![Insn::Immediate {
+                dreg: d,
+                len: 4,
+                data: imm(&v)
+            }]),
+            Just(vec![
+                Insn::Immediate {
+                    dreg: 0,
+                    len: 4,
+                    data: imm(&[0, 0, 0, 1])
+                },
+                Insn::MetaSetMark { sreg: 0 }
+            ]),
+            Just(vec![Insn::Log { prefix: 0 }]),
+        ]
+    }
+
+    /// A rule: fragments, then maybe a verdict.
+    fn rule() -> impl Strategy<Value = Vec<Vec<Insn>>> {
+        (
+            proptest::collection::vec(fragment(), 1..4),
+            proptest::option::of(prop_oneof![
+                Just(Verdict::Accept),
+                Just(Verdict::Drop),
+                Just(Verdict::Continue),
+                Just(Verdict::Return),
+                Just(Verdict::Jump(1)),
+                Just(Verdict::Goto(1))
+            ]),
+        )
+            .prop_map(|(mut f, v)| {
+                f.extend(v.map(|v| vec![Insn::Verdict(v)]));
+                f
+            })
+    }
+
+    fn program(chains: Vec<Vec<Vec<Vec<Insn>>>>) -> Program {
+        let mut p = Program {
+            counters: 4,
+            limits: 1,
+            quotas: 1,
+            log_prefixes: vec!["p".into()],
+            ..Default::default()
+        };
+        let e = |k: &[u8], v: Vec<u8>| ElemSpec {
+            lo: k.to_vec(),
+            hi: k.to_vec(),
+            value: v,
+            timeout_ns: None,
+        };
+        let spec = |name: &str, key_len, data_len, verdict_map| SetSpec {
+            name: name.into(),
+            key_len,
+            data_len,
+            verdict_map,
+            size: Some(16),
+            ..Default::default()
+        };
+        p.sets.push(
+            Set::build(
+                &spec("s", 2, 0, false),
+                &[e(&[0, 80], vec![]), e(&[6, 0], vec![])],
+                0,
+            )
+            .unwrap(),
+        );
+        let vmap = [
+            e(&[0, 22], encode_verdict(Verdict::Jump(1)).to_vec()),
+            e(&[6, 0], encode_verdict(Verdict::Drop).to_vec()),
+        ];
+        p.sets.push(Set::build(&spec("v", 2, 8, true), &vmap, 0).unwrap());
+        p.sets.push(Set::build(&spec("m", 4, 0, false), &[], 0).unwrap());
+        for (i, rules) in chains.into_iter().enumerate() {
+            // Only the base chain jumps (to chain 1), so there are no loops.
+            let regular = |insn: Insn| match insn {
+                Insn::Verdict(Verdict::Jump(_) | Verdict::Goto(_)) if i > 0 => Insn::Verdict(Verdict::Return),
+                Insn::Lookup {
+                    set: SetId(1),
+                    sreg,
+                    invert,
+                    ..
+                } if i > 0 => Insn::Lookup {
+                    set: SetId(0),
+                    sreg,
+                    len: 2,
+                    dreg: None,
+                    verdict_map: false,
+                    invert,
+                },
+                other => other,
+            };
+            p.chains.push(Chain {
+                name: format!("c{i}"),
+                rules: rules
+                    .into_iter()
+                    .map(|frags| Rule {
+                        insns: frags.into_iter().flatten().map(regular).collect(),
+                    })
+                    .collect(),
+                policy: (i == 0).then_some(Verdict::Accept),
+            });
+        }
+        p
+    }
+
+    /// Ethernet + IPv4 + TCP SYN 198.18.0.1:22 -> 198.18.0.2:80.
+    fn tcp4() -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[198, 18, 0, 1]);
+        f[30..34].copy_from_slice(&[198, 18, 0, 2]);
+        f[34..36].copy_from_slice(&22u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[46] = 0x50;
+        f[47] = 0x02;
+        f
+    }
+
+    /// Ethernet + IPv6 + UDP 2001:2::1:1536 -> 2001:2::2:53, 4 bytes of payload.
+    fn udp6() -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 12];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&12u16.to_be_bytes());
+        f[20] = 17;
+        f[21] = 64;
+        f[22..26].copy_from_slice(&[0x20, 0x01, 0, 2]);
+        f[37] = 1;
+        f[38..42].copy_from_slice(&[0x20, 0x01, 0, 2]);
+        f[53] = 2;
+        f[54..56].copy_from_slice(&1536u16.to_be_bytes());
+        f[56..58].copy_from_slice(&53u16.to_be_bytes());
+        f[58..60].copy_from_slice(&12u16.to_be_bytes());
+        f
+    }
+
+    fn frames() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(tcp4()),
+            Just(udp6()),
+            proptest::collection::vec(any::<u8>(), 0..80),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn lowered_programs_agree_with_the_reference_interpreter(
+            chains in proptest::collection::vec(proptest::collection::vec(rule(), 0..5), 2..3),
+            frame in frames(),
+            ct in prop_oneof![Just(CtState::New), Just(CtState::Established), Just(CtState::Untracked)],
+            mark in 0u32..3,
+            packets in 1usize..4,
+        ) {
+            let p = program(chains);
+            // The generator builds only valid programs, so every case is a real comparison.
+            prop_assert_eq!(verify(&p), Ok(()));
+            let exec = lower(&p);
+            let meta = PacketMeta { ct_state: ct, mark, ..Default::default() };
+            let (mut a, mut b) = (State::new(&p), State::new(&p));
+            for hook in [HookKind::Ip, HookKind::Ingress].into_iter().cycle().take(packets) {
+                let ctx = packet_ctx(&frame, &meta, hook);
+                a.writes.clear();
+                b.writes.clear();
+                let want = vm::evaluate(&p, &mut a, 0, &ctx);
+                let got = evaluate(&exec, &p, &mut b, 0, &ctx);
+                prop_assert_eq!(got, want);
+                assert_same_state(&a, &b);
+            }
+        }
+    }
+
+    #[test]
+    fn fusions_happen() {
+        // What the compiler emits for `meta l4proto tcp tcp dport 22 ct state established`.
+        let rule = vec![
+            Insn::Meta {
+                key: MetaKey::L4Proto,
+                dreg: 0,
+            },
+            Insn::Cmp {
+                op: CmpOp::Eq,
+                sreg: 0,
+                len: 1,
+                rhs: Operand::Imm(imm(&[6])),
+            },
+            Insn::PayloadLoad {
+                base: Base::Transport,
+                offset: 2,
+                len: 2,
+                dreg: 0,
+            },
+            Insn::Cmp {
+                op: CmpOp::Eq,
+                sreg: 0,
+                len: 2,
+                rhs: Operand::Imm(imm(&[0, 22])),
+            },
+            Insn::Ct {
+                key: CtKey::State,
+                dreg: 1,
+            },
+            Insn::Bitwise {
+                sreg: 1,
+                dreg: 1,
+                len: 4,
+                op: BitOp::MaskXor {
+                    mask: imm(&2u32.to_be_bytes()),
+                    xor: [0; MAX_DATA_LEN],
+                },
+            },
+            Insn::Cmp {
+                op: CmpOp::Ne,
+                sreg: 1,
+                len: 4,
+                rhs: Operand::Imm([0; MAX_DATA_LEN]),
+            },
+            Insn::Verdict(Verdict::Drop),
+        ];
+        let p = program(vec![vec![vec![rule]]]);
+        verify(&p).unwrap();
+        let e = lower(&p);
+        assert_eq!(
+            e.chains[0].ops,
+            vec![
+                Op::MetaCmp {
+                    key: MetaKey::L4Proto,
+                    dreg: 0,
+                    len: 1,
+                    op: CmpOp::Eq,
+                    imm: 6 << 24
+                },
+                Op::LoadCmp {
+                    base: Base::Transport,
+                    offset: 2,
+                    len: 2,
+                    dreg: 0,
+                    op: CmpOp::Eq,
+                    imm: 22 << 16
+                },
+                Op::CtState {
+                    dreg: 1,
+                    mdreg: 1,
+                    mask: 2
+                },
+                Op::Verdict(Verdict::Drop),
+            ]
+        );
+        assert!(e.generic.is_empty());
+    }
+}
