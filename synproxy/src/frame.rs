@@ -138,6 +138,7 @@ pub struct Segment {
 impl Segment {
     /// Finds the TCP segment of `frame` as `info` (from `parse_frame` on the same bytes)
     /// describes it. Refuses non-TCP packets and fragments.
+    #[inline]
     pub fn locate(frame: &[u8], info: &FrameInfo) -> Result<Segment, DropReason> {
         match &info.l3 {
             L3Info::Ipv4(ip) => {
@@ -203,6 +204,7 @@ impl Segment {
     }
 
     /// The options area of this segment in `frame`.
+    #[inline]
     pub fn options<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
         &frame[self.l4 + tcp::HEADER_LEN..self.l4 + self.hdr_len]
     }
@@ -213,6 +215,7 @@ impl Segment {
     }
 
     /// Whether the IPv4 header checksum (for IPv4) and the TCP checksum verify.
+    #[inline]
     pub fn checksums_ok(&self, frame: &[u8]) -> bool {
         if !self.addrs.is_v6() && !checksum::verify(&frame[self.l3..self.l4]) {
             return false;

@@ -288,3 +288,60 @@ fn replies_are_rate_limited() {
     let c = proxy.counters();
     assert_eq!((c.syn_received, c.synack_sent, c.reply_ratelimited), (11, 4, 7));
 }
+
+#[test]
+fn the_fast_writer_matches_the_general_builders_byte_for_byte() {
+    use crate::frame::{emit, IpOut};
+    use levee_packet::tcp::Timestamps;
+    let mut n = 0;
+    for flow in [Flow::v4(), Flow::v6()] {
+        let addrs = match (flow.server, flow.client) {
+            (std::net::IpAddr::V4(src), std::net::IpAddr::V4(dst)) => crate::frame::Addrs::V4 { src, dst },
+            (std::net::IpAddr::V6(src), std::net::IpAddr::V6(dst)) => crate::frame::Addrs::V6 { src, dst },
+            _ => unreachable!(),
+        };
+        for ece in [false, true] {
+            for wscale in [None, Some(0), Some(14)] {
+                for sack_perm in [false, true] {
+                    for ts in [
+                        None,
+                        Some(Timestamps {
+                            tsval: 0x1234_5678,
+                            tsecr: 0x9abc_def0,
+                        }),
+                    ] {
+                        for mss in [536, 1460, 8940] {
+                            let s = SynAck {
+                                addrs,
+                                ttl: 61,
+                                src_port: 443,
+                                dst_port: 40000,
+                                seq: 0xdead_beef,
+                                ack: 0x0102_0304,
+                                ece,
+                                mss,
+                                wscale,
+                                sack_perm,
+                                ts,
+                            };
+                            let mut fast = vec![0x77u8; 128];
+                            let mut reference = fast.clone();
+                            let a = s.write(&mut fast, 18).unwrap();
+                            let ip = IpOut {
+                                addrs,
+                                ttl: 61,
+                                dscp: 0,
+                                flow_label: 0,
+                            };
+                            let b = emit(&mut reference, 18, &ip, &s.tcp_repr()).unwrap();
+                            assert_eq!(a, b);
+                            assert_eq!(fast, reference, "{s:?}");
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(n, 2 * 2 * 3 * 2 * 2 * 3);
+}

@@ -379,7 +379,7 @@ fn a_closed_connection_reopens_with_a_new_cookie() {
         // A forged ACK while reopening is dropped.
         let mut forged = again.clone();
         forged.cookie ^= 8;
-        hs.conn = Some(ProxyConn::from_phase(Phase::Reopening));
+        hs.conn = Some(ProxyConn::new(Phase::Reopening));
         let (v, _) = client_seg(&mut proxy, &mut hs, &forged.ack());
         assert_eq!(v, ClientVerdict::Drop(DropReason::CookieInvalid));
     }
