@@ -463,6 +463,36 @@ impl RuleCx<'_> {
     /// Loads `bits` bits starting `bit_off` bits into header `hb` into fresh registers,
     /// left-aligned: a field off byte boundaries is masked to its bits and shifted to the top.
     /// Shared by named header fields and raw payloads; adds no protocol dependency.
+    /// Loads the whole bytes that `bits` bits at `bit_off` span, unchanged: (register, bytes,
+    /// byte offset).
+    fn load_span(&mut self, hb: HeaderBase, bit_off: u32, bits: u32) -> Result<(u8, u8, u16), CompileError> {
+        let offset = u16::try_from(bit_off / 8).map_err(|_| {
+            err_at(
+                self.span,
+                format!("payload offset {bit_off} is beyond the packet model"),
+            )
+        })?;
+        let len = (bit_off % 8 + bits).div_ceil(8);
+        if bits == 0 || len as usize > MAX_DATA_LEN {
+            return Err(err_at(
+                self.span,
+                format!("a payload write of {bits} bits at bit {bit_off} does not fit a register"),
+            ));
+        }
+        let r = self.alloc(len as usize)?;
+        self.insns.push(Insn::PayloadLoad {
+            base: match hb {
+                HeaderBase::Link => Base::Link,
+                HeaderBase::Network => Base::Network,
+                HeaderBase::Transport => Base::Transport,
+            },
+            offset,
+            len: len as u8,
+            dreg: r,
+        });
+        Ok((r, len as u8, offset))
+    }
+
     fn load_bits(&mut self, hb: HeaderBase, bit_off: u32, bits: u32) -> Result<(u8, Shape), CompileError> {
         let base = match hb {
             HeaderBase::Link => Base::Link,
@@ -967,7 +997,46 @@ impl Builder {
                 let t = field.data_type();
                 let (hb, bit_off, bits) = field.layout();
                 if bit_off % 8 != 0 || bits % 8 != 0 {
-                    return Err(err_at(span, "only header fields on whole bytes can be set"));
+                    // A field that is not whole bytes (`ip dscp`, `ip6 flowlabel`): load the
+                    // bytes it spans, replace its bits, write the bytes back (as nft does).
+                    let Expr::Const(v) = value else {
+                        return Err(err_at(
+                            span,
+                            "a header field that is not whole bytes can only be set to a constant",
+                        ));
+                    };
+                    cx.dependency(*field)?;
+                    let b = encode(v, t, dtype_shape(t), span)?;
+                    let (r, span_len, offset) = cx.load_span(hb, bit_off, bits)?;
+                    let (mut mask, mut xor) = ([0xffu8; MAX_DATA_LEN], [0u8; MAX_DATA_LEN]);
+                    let shift = bit_off % 8;
+                    for i in 0..bits {
+                        let (at, from) = (shift + i, i);
+                        mask[(at / 8) as usize] &= !(0x80 >> (at % 8));
+                        if b.get((from / 8) as usize)
+                            .is_some_and(|x| x & (0x80 >> (from % 8)) != 0)
+                        {
+                            xor[(at / 8) as usize] |= 0x80 >> (at % 8);
+                        }
+                    }
+                    cx.insns.push(Insn::Bitwise {
+                        sreg: r,
+                        dreg: r,
+                        len: span_len,
+                        op: BitOp::MaskXor { mask, xor },
+                    });
+                    cx.insns.push(Insn::PayloadWrite {
+                        base: match hb {
+                            HeaderBase::Link => Base::Link,
+                            HeaderBase::Network => Base::Network,
+                            HeaderBase::Transport => Base::Transport,
+                        },
+                        offset,
+                        len: span_len,
+                        sreg: r,
+                        csum: vm::CsumFix::None,
+                    });
+                    return Ok(());
                 }
                 cx.dependency(*field)?;
                 let (r, shape) = match value {

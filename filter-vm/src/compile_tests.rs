@@ -346,9 +346,48 @@ table ip t {
         seg.verify_checksum(&ph),
         "TCP checksum fixed, pseudo-header included"
     );
-    // Sub-byte fields are refused with a position.
-    let e = compile_ruleset("table ip t {\n chain c {\n  ip dscp set 1\n }\n}\n")
+    // Sub-byte fields take constants only; anything else is refused with a position.
+    let e = compile_ruleset("table ip t {\n chain c {\n  ip dscp set ip ttl\n }\n}\n")
         .err()
         .unwrap();
     assert_eq!(e.line, 3, "{e}");
+}
+
+#[test]
+fn sub_byte_writes_keep_the_neighbouring_bits() {
+    let text = r#"
+table inet t {
+  chain c {
+    type filter hook prerouting priority 0; policy accept;
+    ip dscp set cs1
+    ip6 dscp set ef ip6 flowlabel set 0x12345
+    ip dscp cs1 ip ecn ce counter
+    ip6 dscp ef ip6 flowlabel 0x12345 counter
+  }
+}
+"#;
+    let mut f = compile_ruleset(text).unwrap_or_else(|e| panic!("{e}"));
+    // IPv4 with ECN CE (the low two bits of the TOS byte) set: the DSCP bits change, ECN stays.
+    let mut frame = ipv4([198, 18, 0, 1], [198, 18, 0, 2], 6, &tcp(40000, 22, SYN));
+    frame[15] = 0x03;
+    let ip = &mut frame[14..34];
+    ip[10..12].fill(0);
+    let sum = levee_packet::checksum::checksum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    assert!(f.evaluate_mut("prerouting", &mut frame, &PacketMeta::default()));
+    assert_eq!(frame[15], (8 << 2) | 3, "cs1 is DSCP 8, ECN kept");
+    let ip = levee_packet::ipv4::Packet::new_checked(&frame[14..]).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 header checksum fixed");
+    // IPv6: version 6, traffic class 0x01 (ECN ECT(1)), flow label 0xfffff.
+    let mut v6 = ipv6_icmp(
+        [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+    );
+    v6[14..18].copy_from_slice(&[0x60, 0x1f, 0xff, 0xff]);
+    assert!(f.evaluate_mut("prerouting", &mut v6, &PacketMeta::default()));
+    // Version 6 | DSCP 46 (ef) | ECN 01 | flow label 0x12345.
+    let tc = (46u32 << 2) | 1;
+    let want = (6u32 << 28) | (tc << 20) | 0x12345;
+    assert_eq!(v6[14..18], want.to_be_bytes());
+    assert_eq!(counts(&f), [1, 1], "later rules saw the rewritten fields");
 }

@@ -1971,19 +1971,12 @@ impl Parser {
             Expr::Ct(k @ (CtKey::Mark | CtKey::Label)) => {
                 (Box::new(move |v| Stmt::CtSet { key: k, value: v }), k.data_type())
             }
-            Expr::Payload(p) => {
-                let (_, off, bits) = p.layout();
-                if off % 8 != 0 || bits % 8 != 0 {
-                    return Err(ParseError::at(
-                        kspan,
-                        "only header fields on whole bytes can be set (not ip dscp, ip6 flowlabel, …)",
-                    ));
-                }
-                (
-                    Box::new(move |v| Stmt::PayloadSet { field: p, value: v }),
-                    p.data_type(),
-                )
-            }
+            // Fields that are not whole bytes (`ip dscp`) take constants only; the compiler
+            // says so with the value's position.
+            Expr::Payload(p) => (
+                Box::new(move |v| Stmt::PayloadSet { field: p, value: v }),
+                p.data_type(),
+            ),
             _ => {
                 return Err(ParseError::at(
                     kspan,
