@@ -138,7 +138,7 @@ pub struct Segment {
 impl Segment {
     /// Finds the TCP segment of `frame` as `info` (from `parse_frame` on the same bytes)
     /// describes it. Refuses non-TCP packets and fragments.
-    #[inline]
+    #[inline(always)]
     pub fn locate(frame: &[u8], info: &FrameInfo) -> Result<Segment, DropReason> {
         match &info.l3 {
             L3Info::Ipv4(ip) => {
@@ -159,7 +159,7 @@ impl Segment {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn locate_ip<A>(frame: &[u8], l3: usize, ip: &IpInfo<A>, addrs: Addrs) -> Result<Segment, DropReason> {
         if ip.protocol != ip_protocol::TCP
             || ip.frag != FragKind::Unfragmented

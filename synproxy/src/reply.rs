@@ -235,28 +235,13 @@ impl SynAck {
     /// DF and identification 0), in straight-line code: this is the flood path, where the
     /// general builders cost about 25 ns more per SYN.
     pub fn write(&self, buf: &mut [u8], l3: usize) -> Result<usize, RewriteError> {
-        let mut opts = [0u8; 20];
-        let mss = self.mss.to_be_bytes();
-        opts[..4].copy_from_slice(&[2, 4, mss[0], mss[1]]);
-        let mut n = 4;
-        if let Some(ts) = self.ts {
-            let head = if self.sack_perm {
-                [4, 2, 8, 10]
-            } else {
-                [1, 1, 8, 10]
-            };
-            opts[n..n + 4].copy_from_slice(&head);
-            opts[n + 4..n + 8].copy_from_slice(&ts.tsval.to_be_bytes());
-            opts[n + 8..n + 12].copy_from_slice(&ts.tsecr.to_be_bytes());
-            n += 12;
-        } else if self.sack_perm {
-            opts[n..n + 4].copy_from_slice(&[1, 1, 4, 2]);
-            n += 4;
-        }
-        if let Some(ws) = self.wscale {
-            opts[n..n + 4].copy_from_slice(&[1, 3, 3, ws]);
-            n += 4;
-        }
+        // Options length first, so every piece below is a fixed-size store (no memmove).
+        let ts_len = match (self.ts, self.sack_perm) {
+            (Some(_), _) => 12,
+            (None, true) => 4,
+            (None, false) => 0,
+        };
+        let n = 4 + ts_len + if self.wscale.is_some() { 4 } else { 0 };
         let tcp_len = 20 + n;
         let ip_len = if self.addrs.is_v6() { 40 } else { 20 };
         let l4 = l3 + ip_len;
@@ -279,13 +264,52 @@ impl SynAck {
         t[12] = ((tcp_len / 4) as u8) << 4;
         t[13] = flags.bits();
         t[14..20].fill(0); // window 0, checksum (for now), urgent pointer
-        t[20..].copy_from_slice(&opts[..n]);
-        // tcp_len <= 40 fits every width below.
+        let mss = self.mss.to_be_bytes();
+        t[20..24].copy_from_slice(&[2, 4, mss[0], mss[1]]);
+        let mut at = 24;
+        if let Some(ts) = self.ts {
+            let head = if self.sack_perm {
+                [4, 2, 8, 10]
+            } else {
+                [1, 1, 8, 10]
+            };
+            t[at..at + 4].copy_from_slice(&head);
+            t[at + 4..at + 8].copy_from_slice(&ts.tsval.to_be_bytes());
+            t[at + 8..at + 12].copy_from_slice(&ts.tsecr.to_be_bytes());
+            at += 12;
+        } else if self.sack_perm {
+            t[at..at + 4].copy_from_slice(&[1, 1, 4, 2]);
+            at += 4;
+        }
+        if let Some(ws) = self.wscale {
+            t[at..at + 4].copy_from_slice(&[1, 3, 3, ws]);
+        }
+        // The checksum from the values, not by reading back what was just stored (which would
+        // stall on store forwarding). Every option piece is 4-byte aligned, so its words are
+        // exactly as written above. `tcp_len` <= 40 fits every width below.
         let pseudo = match self.addrs {
             Addrs::V4 { src, dst } => checksum::pseudo_header_v4(src, dst, ip_protocol::TCP, tcp_len as u16),
             Addrs::V6 { src, dst } => checksum::pseudo_header_v6(src, dst, ip_protocol::TCP, tcp_len as u32),
         };
-        let sum = checksum::add(pseudo, checksum::sum(t));
+        let words32 = |v: u32| u64::from(v >> 16) + u64::from(v & 0xFFFF);
+        let mut acc = u64::from(pseudo)
+            + u64::from(self.src_port)
+            + u64::from(self.dst_port)
+            + words32(self.seq)
+            + words32(self.ack)
+            + u64::from(u16::from_be_bytes([t[12], t[13]]))
+            + 0x0204
+            + u64::from(self.mss);
+        if let Some(ts) = self.ts {
+            acc += if self.sack_perm { 0x0402 } else { 0x0101 };
+            acc += 0x080A + words32(ts.tsval) + words32(ts.tsecr);
+        } else if self.sack_perm {
+            acc += 0x0101 + 0x0402;
+        }
+        if let Some(ws) = self.wscale {
+            acc += 0x0103 + 0x0300 + u64::from(ws);
+        }
+        let sum = checksum::fold(acc);
         t[16..18].copy_from_slice(&(!sum).to_be_bytes());
         let h = &mut buf[l3..l4];
         match self.addrs {

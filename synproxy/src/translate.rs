@@ -107,6 +107,17 @@ impl Pending {
     pub fn client_wscale(&self) -> Option<u8> {
         self.ts().and_then(|o| o.wscale)
     }
+
+    /// The shift our SYN-ACK advertised, when window scaling is on between client and proxy
+    /// (what conntrack should record for the proxy's side of the handshake).
+    pub fn advertised_wscale(&self) -> Option<u8> {
+        self.client_wscale().map(|_| self.adv_wscale)
+    }
+
+    /// Whether SACK was agreed between client and proxy.
+    pub fn sack_perm(&self) -> bool {
+        self.ts().is_some_and(|o| o.sack_perm)
+    }
 }
 
 /// Translation state of an open connection.
@@ -173,7 +184,9 @@ pub enum Phase {
 }
 
 /// The proxy's per-connection state: what the dataplane keeps in the conntrack entry's
-/// extension. Small and `Copy` (at most 32 bytes; see the size test).
+/// extension. Small and `Copy` (at most 32 bytes; see the size test). Conntrack's extension
+/// type must be `Default`: store an `Option<ProxyConn>` (the same size, `None` for flows the
+/// proxy did not set up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProxyConn {
     phase: Phase,

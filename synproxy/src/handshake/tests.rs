@@ -84,6 +84,9 @@ fn a_valid_cookie_ack_becomes_the_servers_syn() {
                 assert_eq!(pending.cookie, hs.cookie);
                 assert_eq!(pending.client_isn, isn);
                 assert_eq!(pending.our_tsval, hs.synack_ts.unwrap_or(0));
+                assert_eq!(pending.client_wscale(), wscale);
+                assert_eq!(pending.advertised_wscale(), wscale.map(|_| 7));
+                assert_eq!(pending.sack_perm(), agreed_ts && o.sack);
                 assert!(!conn.is_open() && !conn.is_closed());
             }
         }
