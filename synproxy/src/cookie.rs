@@ -162,6 +162,13 @@ impl MasterSecret {
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+
+    /// A 64-bit value derived from the secret for another purpose, named by `label` (SipHash-2-4
+    /// keyed with the secret, a PRF: the value reveals nothing about the secret or the cookie
+    /// keys, whose labels differ).
+    pub fn derive_u64(&self, label: &[u8]) -> u64 {
+        SipHasher24::new_with_key(&self.0).hash(label)
+    }
 }
 
 impl fmt::Debug for MasterSecret {

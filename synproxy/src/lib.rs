@@ -39,6 +39,9 @@ pub mod translate;
 #[cfg(test)]
 mod testutil;
 
+#[cfg(test)]
+mod tests;
+
 use thiserror::Error;
 
 pub use cookie::{CookieError, CookieJar, CookieSchedule, MasterSecret};
@@ -245,9 +248,8 @@ impl SynProxy {
     /// for a box on its own). Allocates the prefix table, if any; nothing else allocates.
     pub fn new(config: Config, master: &MasterSecret) -> Result<SynProxy, ConfigError> {
         let jar = CookieJar::new(master, config.schedule)?;
-        // The prefix hash key: any value the attacker cannot guess; derive it from the master.
-        let key = u64::from_le_bytes(master.as_bytes()[..8].try_into().unwrap_or([0; 8])).rotate_left(17)
-            ^ u64::from_le_bytes(master.as_bytes()[8..].try_into().unwrap_or([0; 8]));
+        // The prefix hash key: a value the attacker cannot guess, derived from the master.
+        let key = master.derive_u64(b"levee reply limiter prefix hash v1");
         let limiter = ReplyLimiter::new(config.reply_limit, config.prefix_limit, key)?;
         Ok(SynProxy {
             config,
