@@ -16,6 +16,7 @@
 
 use crate::vm::{DynStmt, DynsetOp, Verdict, MAX_DATA_LEN};
 use std::collections::HashMap as SipMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Static sets (filled by the operator, never by packets): hashbrown with its fast, randomly
 /// seeded default hasher. A packet can only look keys up here, and lookup cost is fixed by
@@ -60,15 +61,97 @@ pub struct Elem {
     vlen: u8,
     /// Monotonic ns after which the element no longer exists.
     expires: Option<u64>,
-    /// Per-element token bucket (tokens, last, primed) for meters.
-    bucket: (u64, u64, bool),
-    /// Per-element counter (packets, bytes).
-    pub counter: (u64, u64),
 }
 
 impl Elem {
     fn live(&self, now: u64) -> bool {
         self.expires.is_none_or(|t| now < t)
+    }
+}
+
+/// An element added from the packet path (`add`/`update @set { key STMT }`).
+///
+/// Mirrors the kernel's element (net/netfilter/nft_dynset.c, `nft_dynset_new`): the rule's
+/// statement is *cloned into the element* when the element is created
+/// (`nft_dynset_expr_setup` → `nft_limit_clone`/`nft_counter_clone`, a limit starting with a
+/// full bucket), and from then on every packet that finds the element runs the element's own
+/// copy — a later `update` from another rule with another statement included
+/// (`nft_set_elem_update_expr`, include/net/netfilter/nf_tables.h).
+///
+/// Lookups run the statement too (net/netfilter/nft_lookup.c, `nft_lookup_eval`, calls
+/// `nft_set_elem_update_expr` on a hit), and they only get `&Sets`: the statement's state is
+/// kept in atomics. A dynamic store belongs to one worker, so there is never a second writer:
+/// relaxed loads and stores (no read-modify-write instructions) suffice; the atomics only make
+/// the type `Sync` like the shared static sets next to it.
+#[derive(Debug)]
+struct DynElem {
+    /// Monotonic ns after which the element no longer exists.
+    expires: Option<u64>,
+    /// The statement cloned from the rule that created the element.
+    stmt: DynStmt,
+    /// Limit: (tokens, last refill ns); counter: (packets, bytes).
+    state: [AtomicU64; 2],
+    /// Limit: the bucket has been filled (on the creating packet, at its timestamp).
+    primed: AtomicBool,
+}
+
+impl Clone for DynElem {
+    fn clone(&self) -> DynElem {
+        DynElem {
+            expires: self.expires,
+            stmt: self.stmt,
+            state: [
+                AtomicU64::new(self.state[0].load(Relaxed)),
+                AtomicU64::new(self.state[1].load(Relaxed)),
+            ],
+            primed: AtomicBool::new(self.primed.load(Relaxed)),
+        }
+    }
+}
+
+impl DynElem {
+    fn new(stmt: DynStmt, expires: Option<u64>) -> DynElem {
+        DynElem {
+            expires,
+            stmt,
+            state: [AtomicU64::new(0), AtomicU64::new(0)],
+            primed: AtomicBool::new(false),
+        }
+    }
+
+    fn live(&self, now: u64) -> bool {
+        self.expires.is_none_or(|t| now < t)
+    }
+
+    /// Runs the element's statement for one packet of `bytes` (kernel:
+    /// `nft_set_elem_update_expr`). Returns false when it breaks the rule: a limit whose
+    /// packet is over the rate (with `over`: within it), as `nft_limit_pkts_eval` does.
+    fn eval(&self, now: u64, bytes: u64) -> bool {
+        match self.stmt {
+            DynStmt::None => true,
+            DynStmt::Counter => {
+                self.state[0].store(self.state[0].load(Relaxed) + 1, Relaxed);
+                self.state[1].store(self.state[1].load(Relaxed).saturating_add(bytes), Relaxed);
+                true
+            }
+            DynStmt::Limit {
+                rate,
+                per_ns,
+                burst,
+                over,
+            } => {
+                let mut b = (
+                    self.state[0].load(Relaxed),
+                    self.state[1].load(Relaxed),
+                    self.primed.load(Relaxed),
+                );
+                let conforms = crate::vm::bucket_take_raw(&mut b, rate, per_ns, burst, now);
+                self.state[0].store(b.0, Relaxed);
+                self.state[1].store(b.1, Relaxed);
+                self.primed.store(b.2, Relaxed);
+                conforms != over
+            }
+        }
     }
 }
 
@@ -95,7 +178,7 @@ enum Store {
     },
     /// Elements added from the packet path (meters): keys are attacker-chosen, so SipHash
     /// with a random key (std's hasher), which they cannot steer into collisions.
-    Dynamic(SipMap<Box<[u8]>, Elem>),
+    Dynamic(SipMap<Box<[u8]>, DynElem>),
     Prefix {
         lens_desc: Vec<u16>,
         map: FastMap<Box<[u8]>, Elem>,
@@ -314,7 +397,6 @@ impl Set {
                 value,
                 vlen: n as u8,
                 expires,
-                ..Elem::default()
             })
         };
         for e in elems {
@@ -477,7 +559,8 @@ impl Set {
         match &self.store {
             Store::Exact(m) => Box::new(m.values().map(v)),
             Store::Exact16 { elems, .. } | Store::Prefix16 { elems, .. } => Box::new(elems.iter().map(v)),
-            Store::Dynamic(m) => Box::new(m.values().map(v)),
+            // Dynamic elements carry no data (meters fill plain sets).
+            Store::Dynamic(m) => Box::new(m.values().map(|_| &[][..])),
             Store::Prefix { map, .. } => Box::new(map.values().map(v)),
             Store::Ranges(r) => Box::new(r.iter().map(|(_, _, e)| v(e))),
             Store::ConcatRanges { elems, .. } => Box::new(elems.iter().map(|(_, _, e)| v(e))),
@@ -524,7 +607,8 @@ impl Set {
                 None
             }
             Store::Exact(m) => m.get(key).filter(|e| e.live(now)),
-            Store::Dynamic(m) => m.get(key).filter(|e| e.live(now)),
+            // Looked up by `Sets::lookup_dynamic`, which runs the element's statement.
+            Store::Dynamic(_) => None,
             Store::Prefix { lens_desc, map } => {
                 let mut buf = [0u8; 2 + 64];
                 let k = buf.get_mut(..2 + key.len())?;
@@ -579,6 +663,33 @@ impl Set {
     }
 }
 
+/// [`Sets::lookup_dynamic`] on a dynamic store `m` of `set`.
+#[inline]
+fn dyn_lookup(
+    set: &Set,
+    m: &SipMap<Box<[u8]>, DynElem>,
+    key: &[u8],
+    now: u64,
+    bytes: u64,
+    invert: bool,
+) -> LookupResult {
+    if key.len() != set.key_len {
+        return LookupResult::Miss;
+    }
+    let Some(e) = m.get(key).filter(|e| e.live(now)) else {
+        return LookupResult::Miss;
+    };
+    if !invert && !e.eval(now, bytes) {
+        return LookupResult::Miss;
+    }
+    // Meters fill plain sets; a map's dynamic element would have no data.
+    if set.data_len == 0 {
+        LookupResult::Hit
+    } else {
+        LookupResult::Value(0)
+    }
+}
+
 impl Sets {
     /// Adds a set; returns its id.
     pub fn push(&mut self, set: Set) -> SetId {
@@ -609,11 +720,17 @@ impl Sets {
     }
 
     /// Looks `key` up in set `id`, copying a map value into `value`.
+    ///
+    /// In a dynamic store this is [`Sets::lookup_dynamic`] for a lookup that is not inverted,
+    /// of a packet whose length is not known (see there).
     #[inline]
     pub fn lookup(&self, id: SetId, key: &[u8], now: u64, value: &mut [u8; MAX_DATA_LEN]) -> LookupResult {
         let Some(set) = self.sets.get(id.0 as usize) else {
             return LookupResult::Miss;
         };
+        if let Store::Dynamic(m) = &set.store {
+            return dyn_lookup(set, m, key, now, 0, false);
+        }
         match set.find(key, now) {
             None => LookupResult::Miss,
             Some(e) if set.data_len == 0 => {
@@ -628,9 +745,48 @@ impl Sets {
         }
     }
 
-    /// The meter step: add or update `key` in dynamic set `id` and run its per-element
-    /// statement. Returns whether the rule goes on (for a limit: the packet is within the
-    /// limit, or beyond it with `over`; a full set does not add and breaks).
+    /// A lookup among the elements that packets added to set `id`, as the kernel's
+    /// (net/netfilter/nft_lookup.c, `nft_lookup_eval`): a live element found by a lookup
+    /// that is not inverted runs the statement cloned into it
+    /// (`nft_set_elem_update_expr`, include/net/netfilter/nf_tables.h), and when that breaks
+    /// the rule breaks — a [`LookupResult::Miss`] here. So with
+    /// `update @blk { ip saddr limit rate over 1/day burst 2 packets }` an earlier
+    /// `ip saddr @blk drop` spends one of the element's tokens per packet and matches only
+    /// once the element is over its limit. An inverted lookup (`!= @set`) that finds the
+    /// element breaks without running anything (`found ^ invert` is false before the update);
+    /// one that finds nothing runs nothing. `bytes` (the packet length) feeds element counters.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lookup_dynamic(
+        &self,
+        id: SetId,
+        key: &[u8],
+        now: u64,
+        bytes: u64,
+        invert: bool,
+        value: &mut [u8; MAX_DATA_LEN],
+    ) -> LookupResult {
+        let Some(set) = self.sets.get(id.0 as usize) else {
+            return LookupResult::Miss;
+        };
+        match &set.store {
+            Store::Dynamic(m) => dyn_lookup(set, m, key, now, bytes, invert),
+            _ => self.lookup(id, key, now, value),
+        }
+    }
+
+    /// The dynset step (`add @set { key STMT }` / `update @set { key STMT }`) as the kernel's
+    /// (net/netfilter/nft_dynset.c, `nft_dynset_eval`; the hash backend's
+    /// `nft_rhash_update` in net/netfilter/nft_set_hash.c — a `flags dynamic` set is an
+    /// rhash set, the only hash type whose features include `NFT_SET_EVAL`):
+    /// - a live element is found (expired ones are skipped by `nft_rhash_cmp`); `update`
+    ///   restarts its timeout if it has one, `add` leaves it;
+    /// - otherwise a new element is made (`nft_dynset_new`) unless the set already holds
+    ///   `size` elements (then the rule breaks), with the rule's timeout (or the set's) and
+    ///   a clone of the rule's statement (a limit's bucket starts full, `nft_limit_clone`);
+    /// - then the *element's* statement runs on the packet (`nft_set_elem_update_expr`),
+    ///   the rule going on unless it breaks.
+    ///
+    /// Returns whether the rule goes on.
     #[allow(clippy::too_many_arguments)]
     pub fn dynset(
         &mut self,
@@ -641,7 +797,6 @@ impl Sets {
         stmt: DynStmt,
         now: u64,
         bytes: u64,
-        take: impl Fn(&mut (u64, u64, bool), u64, u64, u64) -> bool,
     ) -> bool {
         let Some(set) = self.sets.get_mut(id.0 as usize) else {
             return false;
@@ -654,6 +809,7 @@ impl Sets {
         } else {
             set.timeout_ns
         };
+        let expires = timeout.map(|t| now.saturating_add(t));
         let size = set.size;
         let Store::Dynamic(map) = &mut set.store else {
             return false;
@@ -661,43 +817,26 @@ impl Sets {
         let full = map.len() >= size;
         let elem = match map.get_mut(key) {
             Some(e) if e.live(now) => {
-                if op == DynsetOp::Update {
-                    e.expires = timeout.map(|t| now.saturating_add(t));
+                // `priv->timeout ?: set->timeout`, also when both are 0.
+                if op == DynsetOp::Update && e.expires.is_some() {
+                    e.expires = Some(now.saturating_add(timeout.unwrap_or(0)));
                 }
                 e
             }
             Some(e) => {
-                // Expired: start over in place.
-                *e = Elem {
-                    expires: timeout.map(|t| now.saturating_add(t)),
-                    ..Elem::default()
-                };
+                // Expired: the kernel inserts a fresh element (the old one waits for the
+                // set's garbage collection); here it is replaced in place.
+                *e = DynElem::new(stmt, expires);
                 e
             }
             None => {
                 if full {
                     return false;
                 }
-                map.entry(key.into()).or_insert(Elem {
-                    expires: timeout.map(|t| now.saturating_add(t)),
-                    ..Elem::default()
-                })
+                map.entry(key.into()).or_insert(DynElem::new(stmt, expires))
             }
         };
-        match stmt {
-            DynStmt::None => true,
-            DynStmt::Counter => {
-                elem.counter.0 += 1;
-                elem.counter.1 += bytes;
-                true
-            }
-            DynStmt::Limit {
-                rate,
-                per_ns,
-                burst,
-                over,
-            } => take(&mut elem.bucket, rate, per_ns, burst) != over,
-        }
+        elem.eval(now, bytes)
     }
 
     /// Number of live elements in dynamic set `id` (for tests and listings).
@@ -906,13 +1045,137 @@ mod tests {
             burst: 1,
             over: true,
         };
-        let take = |b: &mut (u64, u64, bool), r, p, bu| crate::vm::bucket_take_raw(b, r, p, bu, 0);
         // `over`: the first packet of a key is within the limit (rule breaks), the second is over.
-        assert!(!sets.dynset(id, &v4([1, 1, 1, 1]), DynsetOp::Add, 0, stmt, 0, 60, take));
-        assert!(sets.dynset(id, &v4([1, 1, 1, 1]), DynsetOp::Add, 0, stmt, 0, 60, take));
-        assert!(!sets.dynset(id, &v4([2, 2, 2, 2]), DynsetOp::Add, 0, stmt, 0, 60, take));
+        assert!(!sets.dynset(id, &v4([1, 1, 1, 1]), DynsetOp::Add, 0, stmt, 0, 60));
+        assert!(sets.dynset(id, &v4([1, 1, 1, 1]), DynsetOp::Add, 0, stmt, 0, 60));
+        assert!(!sets.dynset(id, &v4([2, 2, 2, 2]), DynsetOp::Add, 0, stmt, 0, 60));
         // Full: a third key is not added.
-        assert!(!sets.dynset(id, &v4([3, 3, 3, 3]), DynsetOp::Add, 0, stmt, 0, 60, take));
+        assert!(!sets.dynset(id, &v4([3, 3, 3, 3]), DynsetOp::Add, 0, stmt, 0, 60));
         assert_eq!(sets.live_len(id, 0), 2);
+    }
+
+    /// A worker's dynamic copy of one set `m` (4-byte keys) with `timeout_ns`.
+    fn dyn_sets(timeout_ns: Option<u64>) -> Sets {
+        let mut sets = Sets::default();
+        let s = SetSpec {
+            name: "m".into(),
+            key_len: 4,
+            size: Some(65_535),
+            timeout_ns,
+            ..Default::default()
+        };
+        sets.push(Set::build(&s, &[], 0).unwrap());
+        sets.empty_dynamic_copy()
+    }
+
+    const OVER_1_DAY_BURST_2: DynStmt = DynStmt::Limit {
+        rate: 1,
+        per_ns: 86_400_000_000_000,
+        burst: 2,
+        over: true,
+    };
+
+    #[test]
+    fn lookups_run_the_elements_statement() {
+        // 52-dynset.nft's pair, as the kernel counted five SYNs from one source (6.18):
+        // `ip saddr @blk drop` 3, `update @blk { ip saddr limit rate over 1/day burst 2
+        // packets }` 1. SYN 1 adds the element (one token left; within: the update breaks),
+        // SYN 2's lookup spends the last token (within: the lookup breaks) and its update is
+        // over the limit, SYNs 3-5 find an element over its limit and are dropped.
+        let mut sets = dyn_sets(None);
+        let id = SetId(0);
+        let key = v4([198, 18, 0, 9]);
+        let (mut dropped, mut updated) = (0, 0);
+        for i in 0..5u64 {
+            let now = i * 1_000;
+            if hit(&sets, id, &key) {
+                dropped += 1;
+                continue;
+            }
+            if sets.dynset(id, &key, DynsetOp::Update, 0, OVER_1_DAY_BURST_2, now, 40) {
+                updated += 1;
+            }
+        }
+        assert_eq!((dropped, updated), (3, 1));
+        // A lookup that finds no element runs nothing.
+        assert!(!hit(&sets, id, &v4([198, 18, 0, 10])));
+    }
+
+    #[test]
+    fn inverted_lookups_do_not_run_the_statement() {
+        // Kernel (6.18), four SYNs through `ip saddr != @blk counter; ip saddr @blk drop;
+        // update @blk { … over 1/day burst 2 }`: 1, 2, 1 — the inverted test never spends
+        // the element's tokens.
+        let mut sets = dyn_sets(None);
+        let id = SetId(0);
+        let key = v4([198, 18, 0, 9]);
+        let mut v = [0; MAX_DATA_LEN];
+        let (mut not_in, mut dropped, mut updated) = (0, 0, 0);
+        for _ in 0..4 {
+            if sets.lookup_dynamic(id, &key, 0, 40, true, &mut v) == LookupResult::Miss {
+                not_in += 1;
+            }
+            if sets.lookup_dynamic(id, &key, 0, 40, false, &mut v) != LookupResult::Miss {
+                dropped += 1;
+                continue;
+            }
+            if sets.dynset(id, &key, DynsetOp::Update, 0, OVER_1_DAY_BURST_2, 0, 40) {
+                updated += 1;
+            }
+        }
+        assert_eq!((not_in, dropped, updated), (1, 2, 1));
+    }
+
+    #[test]
+    fn elements_keep_the_statement_they_were_created_with() {
+        let mut sets = dyn_sets(None);
+        let id = SetId(0);
+        let within_1_burst_1 = DynStmt::Limit {
+            rate: 1,
+            per_ns: 86_400_000_000_000,
+            burst: 1,
+            over: false,
+        };
+        // Created without a statement: a later limit-carrying update runs nothing.
+        let a = v4([1, 1, 1, 1]);
+        assert!(sets.dynset(id, &a, DynsetOp::Add, 0, DynStmt::None, 0, 40));
+        for _ in 0..3 {
+            assert!(sets.dynset(id, &a, DynsetOp::Add, 0, within_1_burst_1, 0, 40));
+            assert!(hit(&sets, id, &a));
+        }
+        // Created with a limit: an update without a statement still spends its tokens.
+        let b = v4([2, 2, 2, 2]);
+        assert!(sets.dynset(id, &b, DynsetOp::Add, 0, within_1_burst_1, 0, 40));
+        assert!(!sets.dynset(id, &b, DynsetOp::Add, 0, DynStmt::None, 0, 40));
+        assert!(!hit(&sets, id, &b), "the only token is spent");
+        // A counter never breaks, on lookups neither.
+        let c = v4([3, 3, 3, 3]);
+        assert!(sets.dynset(id, &c, DynsetOp::Add, 0, DynStmt::Counter, 0, 40));
+        assert!(hit(&sets, id, &c) && hit(&sets, id, &c));
+    }
+
+    #[test]
+    fn update_restarts_the_timeout_and_add_does_not() {
+        let mut sets = dyn_sets(Some(100));
+        let id = SetId(0);
+        let mut v = [0; MAX_DATA_LEN];
+        let k = v4([1, 2, 3, 4]);
+        let live = |s: &Sets, now| s.lookup(id, &k, now, &mut [0; MAX_DATA_LEN]) != LookupResult::Miss;
+        assert!(sets.dynset(id, &k, DynsetOp::Add, 0, DynStmt::None, 0, 40));
+        assert!(sets.dynset(id, &k, DynsetOp::Add, 0, DynStmt::None, 50, 40));
+        assert!(live(&sets, 99) && !live(&sets, 100));
+        assert!(sets.dynset(id, &k, DynsetOp::Update, 0, DynStmt::None, 90, 40));
+        assert!(live(&sets, 189) && !live(&sets, 190));
+        // The rule's own timeout wins over the set's.
+        assert!(sets.dynset(id, &k, DynsetOp::Update, 1_000, DynStmt::None, 100, 40));
+        assert!(live(&sets, 1_099) && !live(&sets, 1_100));
+        // Expired: the key starts over, with the statement of the packet that re-adds it.
+        assert!(!sets.dynset(id, &k, DynsetOp::Add, 0, OVER_1_DAY_BURST_2, 2_000, 40));
+        assert_eq!(
+            sets.lookup_dynamic(id, &k, 2_001, 40, false, &mut v),
+            LookupResult::Miss
+        );
+        assert!(sets.dynset(id, &k, DynsetOp::Add, 0, DynStmt::None, 2_002, 40));
+        assert_eq!(sets.live_len(id, 2_002), 1);
     }
 }

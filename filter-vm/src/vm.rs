@@ -1010,16 +1010,9 @@ pub(crate) fn run(
             stmt,
         } => {
             let key = or_break!(regs.slice(*sreg, *len));
-            let conforms = state.dynamic.dynset(
-                *set,
-                key,
-                *op,
-                *timeout_ns,
-                *stmt,
-                p.now_ns,
-                len_bytes(p),
-                |b, r, per, burst| bucket_take_raw(b, r, per, burst, p.now_ns),
-            );
+            let conforms = state
+                .dynamic
+                .dynset(*set, key, *op, *timeout_ns, *stmt, p.now_ns, len_bytes(p));
             if !conforms {
                 return Flow::Break;
             }
@@ -1124,7 +1117,10 @@ fn len_bytes(p: &PacketCtx<'_>) -> u64 {
     p.len as u64
 }
 
-/// Token-bucket step used by meters (element buckets live in the dynamic set).
+/// Token-bucket step used by the statements cloned into dynamically added set elements
+/// (their state lives in the element, `sets::DynElem`): one packet, the same bucket as
+/// `limit` (net/netfilter/nft_limit.c, `nft_limit_eval`; an element's bucket starts full,
+/// `nft_limit_clone` copying `tokens_max`).
 pub(crate) fn bucket_take_raw(
     b: &mut (u64, u64, bool),
     rate: u64,

@@ -62,22 +62,40 @@
 //! - Fragments are never generated (defragmentation would hold them before prerouting).
 //! - The receiver's own output is dropped by the observer (`levee_obs_out`), so nothing but the
 //!   injected frames ever reaches its hooks.
+//! - **Sets filled from the packet path** (`add`/`update @set { key STMT }`,
+//!   `corpus/52-dynset.nft`, `corpus/66-dynset-elem-stmt.nft`): a `flags dynamic` set is the
+//!   rhash backend (net/netfilter/nft_set_hash.c: the only hash type whose features include
+//!   `NFT_SET_EVAL`). `nft_dynset_eval` (net/netfilter/nft_dynset.c) looks the key up
+//!   (`nft_rhash_update`; expired elements do not count), creates a missing element
+//!   (`nft_dynset_new`: breaks when the set already holds `size` elements) with a *clone* of
+//!   the rule's statement (`nft_dynset_expr_setup`; a limit's bucket starts full,
+//!   `nft_limit_clone` in net/netfilter/nft_limit.c), lets `update` restart the timeout, and
+//!   then runs the **element's** statement (`nft_set_elem_update_expr`,
+//!   include/net/netfilter/nf_tables.h) — never another rule's: an element made by a
+//!   statement-less `add` stays without one, and a later `update … { limit … }` runs nothing.
+//!   **A membership test runs the element's statement too**: `nft_lookup_eval`
+//!   (net/netfilter/nft_lookup.c) calls `nft_set_elem_update_expr` on every hit, and the rule
+//!   breaks when the statement does. So with `ip saddr @blk drop` before
+//!   `update @blk { ip saddr limit rate over 1/day burst 2 packets }`, a source's first SYN
+//!   adds the element (one token left, within the limit: the update breaks), its next packet
+//!   of any kind spends the last token in the lookup (within the limit: the lookup breaks,
+//!   the packet is not dropped; a SYN then counts at the update as over the limit), and every
+//!   packet after that finds an element over its limit and is dropped. Measured by hand,
+//!   one source, packets sent one at a time (`nft list ruleset` counters): 5 SYNs give drop 3,
+//!   update 1; SYN, ACK, ACK give drop 1, update 0. An inverted test (`!= @set`) that finds
+//!   the element breaks without running its statement (`found ^ invert` is false first):
+//!   4 SYNs through `ip saddr != @blk counter` in front of the pair give 1, 2 (drop), 1
+//!   (update). levee: `Sets::dynset` and `Sets::lookup_dynamic` (`filter-vm/src/sets.rs`);
+//!   the VM's lookups reach the latter through `Sets::lookup`, which has no `invert` and so
+//!   models a test that is not inverted — an inverted test of a set whose elements carry a
+//!   statement is not in the corpus until the VM passes `invert` through.
+//!   Processing order and time do not matter here: the injector is pinned to one CPU, so
+//!   packets meet the (global) set one after another, and the limits in these files are far
+//!   below the injection rate (no token comes back during a run).
 //!
 //! # Rules whose semantics intentionally differ
-//! Listed in [`EXCLUDED`] (kept out of the exact comparison; the kernel side still runs):
-//! - `52-dynset.nft`: `update @blk { ip saddr limit rate over 1/day burst 2 packets }` followed
-//!   by `ip saddr @blk drop`. levee adds the source on its first SYN, so every later packet of
-//!   that source is dropped by the membership rule; the kernel lets 1130 of 18686 such packets
-//!   (and 352 over-limit SYNs) through. Not intended — the cause in the kernel's dynset/limit
-//!   interplay is not found yet (open work, see the issue note). A hand experiment (kernel
-//!   6.18, five SYNs from one source through this ruleset) gave: `ip saddr @blk drop` 3,
-//!   `update @blk {…}` counter 1 — so the second SYN still missed `@blk` although the first
-//!   had created the element, and it then counted as over the limit. levee makes the element
-//!   visible at once (4 drops, 0 counted). Sent one at a time: SYN 1 breaks at the update,
-//!   SYN 2 misses `@blk` and is counted as over the limit, SYN 3 on are dropped by `@blk`.
-//!   A model of that (the creating packet spends two tokens; a new element is invisible to
-//!   lookups until updated again) matched the hand run but not the 100k-frame corpus
-//!   (16678 vs 17167 drops), so it was not kept.
+//! Listed in [`EXCLUDED`] (kept out of the exact comparison; the kernel side still runs).
+//! None at present.
 
 #![forbid(unsafe_code)]
 
@@ -91,12 +109,7 @@ use std::time::Instant;
 
 /// Rules kept out of the exact comparison: (corpus file, chain, rule index within the chain or
 /// None for the whole file, reason). A whole-file entry skips levee for that file.
-const EXCLUDED: &[(&str, &str, Option<usize>, &str)] = &[(
-    "52-dynset.nft",
-    "",
-    None,
-    "dynset with a per-element limit: cause of the difference not yet found",
-)];
+const EXCLUDED: &[(&str, &str, Option<usize>, &str)] = &[];
 
 /// What levee reports for one ruleset over a batch of packets.
 pub struct Outcome {
