@@ -5,7 +5,7 @@
 
 use levee_control::config::{Config, Device};
 use levee_dataplane::dpdk::PortStats;
-use levee_dataplane::{DataplaneSpec, DropReason, Running, Side, WorkerTotals};
+use levee_dataplane::{ConntrackSpec, DataplaneSpec, DropReason, Running, Side, WorkerTotals};
 use levee_filter_vm::{nft, Compiled};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,11 +42,35 @@ pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
         drain_us: cfg.dataplane.drain_us,
         handoff_ring: cfg.dataplane.handoff_ring,
         filter: None,
+        conntrack: cfg.conntrack.enabled.then(|| ConntrackSpec {
+            shard: levee_conntrack::ShardConfig {
+                capacity: cfg.conntrack.entries_per_worker,
+                liberal: cfg.conntrack.tcp_liberal,
+                loose: cfg.conntrack.tcp_loose,
+                labels: cfg.conntrack.labels,
+                ..Default::default()
+            },
+            key: boot_key(),
+            expire_budget: cfg.conntrack.expire_budget,
+        }),
     }
 }
 
+/// A per-boot secret for conntrack's SipHash (std's randomly seeded hasher state, which the
+/// OS seeds from its entropy source).
+fn boot_key() -> levee_conntrack::HashKey {
+    use std::hash::{BuildHasher, Hasher};
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.finish()
+    };
+    levee_conntrack::HashKey([word(1), word(2)])
+}
+
 /// One counters line: `stats t=… outside_rx=… outside_rx_bytes=… outside_rx_pps=… … inside_tx_pps=…
-/// drop_<reason>=… handoffs=… rejects=… logs=…`.
+/// drop_<reason>=… handoffs=… rejects=… logs=… ct_entries=… ct_new=… ct_invalid=… ct_expired=…
+/// ct_early_drops=…`.
 /// The format is stable (the lab and perf scripts parse it).
 pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> String {
     let mut s = format!("stats t={t:.1}");
@@ -68,8 +92,15 @@ pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> S
         s += &format!(" drop_{}={}", r.name(), now.drops[r as usize]);
     }
     s += &format!(
-        " handoffs={} rejects={} logs={}",
-        now.handoffs_out, now.rejects, now.logs
+        " handoffs={} rejects={} logs={} ct_entries={} ct_new={} ct_invalid={} ct_expired={} ct_early_drops={}",
+        now.handoffs_out,
+        now.rejects,
+        now.logs,
+        now.ct_entries,
+        now.ct_confirmed,
+        now.ct_invalid,
+        now.ct_expired,
+        now.ct_early_drops
     );
     s
 }

@@ -43,6 +43,39 @@ pub struct Config {
     pub dataplane: DataplaneConfig,
     #[serde(default)]
     pub filter: FilterConfig,
+    #[serde(default)]
+    pub conntrack: ConntrackConfig,
+}
+
+/// `[conntrack]`: per-worker connection tracking shards.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackConfig {
+    /// Track connections (`ct state` etc. in rules). Off: every packet is `untracked`.
+    pub enabled: bool,
+    /// Entries per worker shard (allocated at start, about 125 bytes each).
+    pub entries_per_worker: u32,
+    /// `nf_conntrack_tcp_be_liberal`: out-of-window TCP segments are not INVALID.
+    pub tcp_liberal: bool,
+    /// `nf_conntrack_tcp_loose`: pick up TCP connections mid-stream (from an ACK).
+    pub tcp_loose: bool,
+    /// Keep a 128-bit `ct label` per entry (16 more bytes each).
+    pub labels: bool,
+    /// Entries the expiry timer wheel may examine per worker loop iteration.
+    pub expire_budget: u32,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig {
+            enabled: true,
+            entries_per_worker: 262_144,
+            tcp_liberal: false,
+            tcp_loose: true,
+            labels: false,
+            expire_budget: 64,
+        }
+    }
 }
 
 /// `[filter]`: the ruleset.
@@ -282,6 +315,19 @@ impl Config {
 
     /// Checks every value and their combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let ct = &self.conntrack;
+        if ct.enabled && !(1..=1 << 30).contains(&ct.entries_per_worker) {
+            return Err(invalid(
+                "conntrack.entries_per_worker",
+                format!("{} is outside 1..=1073741824", ct.entries_per_worker),
+            ));
+        }
+        if ct.enabled && ct.expire_budget == 0 {
+            return Err(invalid(
+                "conntrack.expire_budget",
+                "0 would never expire an entry; use at least 1 (default 64)",
+            ));
+        }
         let outside =
             Device::parse(&self.ports.outside.device).map_err(|p| invalid("ports.outside.device", p))?;
         let inside =
@@ -581,6 +627,9 @@ device = "net_ring1"
             ("[pools]\nmbufs_per_worker = 100", "pools.mbufs_per_worker"),
             ("[pools]\ncache = 1000", "pools.cache"),
             ("[pools]\nrx_desc = 0", "pools.rx_desc"),
+            ("[conntrack]\nentries_per_worker = 0", "conntrack.entries_per_worker"),
+            ("[conntrack]\nentries_per_worker = 2000000000", "conntrack.entries_per_worker"),
+            ("[conntrack]\nexpire_budget = 0", "conntrack.expire_budget"),
         ];
         for (extra, key) in cases {
             assert_eq!(key_of(with(extra).unwrap_err()), key, "for {extra:?}");

@@ -13,5 +13,7 @@ pub mod runtime;
 pub mod worker;
 
 pub use io::{MemPacket, MemPort, PacketBuf, PortIo};
-pub use runtime::{DataplaneSpec, Running};
-pub use worker::{DropReason, HandoffMesh, Side, Worker, WorkerConfig, WorkerStats, WorkerTotals};
+pub use runtime::{ConntrackSpec, DataplaneSpec, Running, StartError};
+pub use worker::{
+    ConnExt, CtShard, DropReason, HandoffMesh, Side, Worker, WorkerConfig, WorkerStats, WorkerTotals,
+};

@@ -6,7 +6,9 @@
 use crate::dpdk::{self, DpdkError, Eal, EthPort, LcoreHandle, Mempool, PortSetup, PortStats};
 use crate::flow::Steering;
 use crate::io::DpdkQueues;
-use crate::worker::{HandoffMesh, Side, Worker, WorkerConfig, WorkerFilter, WorkerStats, WorkerTotals};
+use crate::worker::{
+    CtShard, HandoffMesh, Side, Worker, WorkerConfig, WorkerFilter, WorkerStats, WorkerTotals,
+};
 use levee_filter_vm::vm::CounterBank;
 use levee_filter_vm::Compiled;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,29 @@ pub struct DataplaneSpec {
     pub handoff_ring: u32,
     /// The ruleset every worker evaluates (None: forward everything).
     pub filter: Option<Arc<Compiled>>,
+    /// Connection tracking: each worker gets a shard with this configuration (None: no
+    /// tracking; `ct state` is then `untracked`).
+    pub conntrack: Option<ConntrackSpec>,
+}
+
+/// Conntrack settings shared by every worker's shard.
+#[derive(Clone, Debug)]
+pub struct ConntrackSpec {
+    /// Per-shard configuration (capacity is per worker).
+    pub shard: levee_conntrack::ShardConfig,
+    /// The per-boot SipHash key (the same for every shard; flows never move between them).
+    pub key: levee_conntrack::HashKey,
+    /// Entries the timer wheel may examine per loop iteration.
+    pub expire_budget: u32,
+}
+
+/// Why the dataplane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Dpdk(#[from] DpdkError),
+    #[error("conntrack: {0}")]
+    Conntrack(#[from] levee_conntrack::ConfigError),
 }
 
 /// A running dataplane.
@@ -54,9 +79,18 @@ pub struct PortCounters {
 
 impl Running {
     /// Initialises DPDK and starts every worker. On error nothing keeps running.
-    pub fn start(spec: &DataplaneSpec) -> Result<Running, DpdkError> {
-        let eal = Eal::init(&spec.eal_args)?;
+    pub fn start(spec: &DataplaneSpec) -> Result<Running, StartError> {
         let n = spec.worker_cores.len() as u16;
+        // Conntrack shards first: they are the largest allocations and the only ones whose
+        // settings can still be refused; nothing of DPDK exists yet if they are.
+        let mut shards = Vec::new();
+        if let Some(ct) = &spec.conntrack {
+            for _ in 0..n {
+                shards.push(CtShard::new(ct.shard.clone(), ct.key)?);
+            }
+        }
+        let mut shards = shards.into_iter();
+        let eal = Eal::init(&spec.eal_args)?;
         let mut pools = Vec::with_capacity(n as usize);
         for (i, _) in spec.worker_cores.iter().enumerate() {
             pools.push(Mempool::create(
@@ -93,6 +127,7 @@ impl Running {
             tx_buffer: spec.tx_buffer as usize,
             drain_interval: tsc_hz / 1_000_000 * spec.drain_us as u64,
             ticks_per_us: (tsc_hz / 1_000_000).max(1),
+            ct_expire_budget: spec.conntrack.as_ref().map_or(64, |c| c.expire_budget),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let mut stats = Vec::new();
@@ -114,6 +149,11 @@ impl Running {
                 banks.push(wf.counters());
                 worker = worker.with_filter(wf);
             }
+            if let Some(shard) = shards.next() {
+                // Allocated on the control thread before the worker starts; the shard
+                // allocates nothing afterwards.
+                worker = worker.with_conntrack(shard);
+            }
             stats.push(worker.stats());
             let stop_flag = stop.clone();
             let launched = dpdk::launch(&eal, core, move || {
@@ -128,7 +168,7 @@ impl Running {
                     for h in handles {
                         h.join();
                     }
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }

@@ -20,10 +20,11 @@
 use crate::flow::{steering_hash, Steering};
 use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
+use levee_conntrack::Tracked;
 use levee_filter_vm::nft::ast::Hook;
 use levee_filter_vm::reject::build_reject;
 use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
-use levee_filter_vm::{Compiled, PacketMeta};
+use levee_filter_vm::{Compiled, CtState as FilterCtState, PacketMeta};
 use levee_packet::parse::{parse_frame, FrameInfo};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,14 +75,18 @@ pub enum DropReason {
     TxFull = 2,
     /// The ruleset dropped it (a drop verdict, a policy, a reject).
     Filter = 3,
+    /// It would have opened a flow, but the conntrack shard was full and nothing could be
+    /// evicted (Linux: `nf_conntrack: table full, dropping packet`).
+    ConntrackFull = 4,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Malformed,
         DropReason::HandoffFull,
         DropReason::TxFull,
         DropReason::Filter,
+        DropReason::ConntrackFull,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +94,7 @@ impl DropReason {
             DropReason::HandoffFull => "handoff_full",
             DropReason::TxFull => "tx_full",
             DropReason::Filter => "filter",
+            DropReason::ConntrackFull => "conntrack_full",
         }
     }
 }
@@ -104,6 +110,8 @@ pub struct WorkerConfig {
     pub drain_interval: u64,
     /// `now` units per microsecond (TSC cycles on DPDK); 0 when `now` is in nanoseconds.
     pub ticks_per_us: u64,
+    /// Conntrack entries the timer wheel may examine per loop iteration.
+    pub ct_expire_budget: u32,
 }
 
 impl Default for WorkerConfig {
@@ -113,6 +121,7 @@ impl Default for WorkerConfig {
             tx_buffer: 256,
             drain_interval: 0,
             ticks_per_us: 0,
+            ct_expire_budget: 64,
         }
     }
 }
@@ -131,7 +140,7 @@ pub struct WorkerStats {
     /// Bytes accepted by each port's TX queue.
     pub tx_bytes: [AtomicU64; 2],
     /// Drops by `DropReason`.
-    pub drops: [AtomicU64; 4],
+    pub drops: [AtomicU64; 5],
     /// Packets this worker handed to their owning worker.
     pub handoffs_out: AtomicU64,
     /// Packets other workers handed to this one.
@@ -142,6 +151,16 @@ pub struct WorkerStats {
     pub rejects: AtomicU64,
     /// `log` statements that fired.
     pub logs: AtomicU64,
+    /// Entries in this worker's conntrack shard (a gauge).
+    pub ct_entries: AtomicU64,
+    /// Flows this worker's shard confirmed (entries created).
+    pub ct_confirmed: AtomicU64,
+    /// Packets the shard classified INVALID.
+    pub ct_invalid: AtomicU64,
+    /// Entries that timed out.
+    pub ct_expired: AtomicU64,
+    /// Not-assured entries evicted to make room (early drops).
+    pub ct_early_drops: AtomicU64,
 }
 
 /// A plain copy of `WorkerStats`.
@@ -151,12 +170,17 @@ pub struct WorkerTotals {
     pub rx_bytes: [u64; 2],
     pub tx_packets: [u64; 2],
     pub tx_bytes: [u64; 2],
-    pub drops: [u64; 4],
+    pub drops: [u64; 5],
     pub handoffs_out: u64,
     pub handoffs_in: u64,
     pub polls: u64,
     pub rejects: u64,
     pub logs: u64,
+    pub ct_entries: u64,
+    pub ct_confirmed: u64,
+    pub ct_invalid: u64,
+    pub ct_expired: u64,
+    pub ct_early_drops: u64,
 }
 
 impl WorkerTotals {
@@ -176,6 +200,11 @@ impl WorkerTotals {
         self.polls += o.polls;
         self.rejects += o.rejects;
         self.logs += o.logs;
+        self.ct_entries += o.ct_entries;
+        self.ct_confirmed += o.ct_confirmed;
+        self.ct_invalid += o.ct_invalid;
+        self.ct_expired += o.ct_expired;
+        self.ct_early_drops += o.ct_early_drops;
     }
 }
 
@@ -188,17 +217,17 @@ impl WorkerStats {
             rx_bytes: [ld(&self.rx_bytes[0]), ld(&self.rx_bytes[1])],
             tx_packets: [ld(&self.tx_packets[0]), ld(&self.tx_packets[1])],
             tx_bytes: [ld(&self.tx_bytes[0]), ld(&self.tx_bytes[1])],
-            drops: [
-                ld(&self.drops[0]),
-                ld(&self.drops[1]),
-                ld(&self.drops[2]),
-                ld(&self.drops[3]),
-            ],
+            drops: std::array::from_fn(|i| ld(&self.drops[i])),
             handoffs_out: ld(&self.handoffs_out),
             handoffs_in: ld(&self.handoffs_in),
             polls: ld(&self.polls),
             rejects: ld(&self.rejects),
             logs: ld(&self.logs),
+            ct_entries: ld(&self.ct_entries),
+            ct_confirmed: ld(&self.ct_confirmed),
+            ct_invalid: ld(&self.ct_invalid),
+            ct_expired: ld(&self.ct_expired),
+            ct_early_drops: ld(&self.ct_early_drops),
         }
     }
 
@@ -219,6 +248,11 @@ impl WorkerStats {
         st(&self.polls, t.polls);
         st(&self.rejects, t.rejects);
         st(&self.logs, t.logs);
+        st(&self.ct_entries, t.ct_entries);
+        st(&self.ct_confirmed, t.ct_confirmed);
+        st(&self.ct_invalid, t.ct_invalid);
+        st(&self.ct_expired, t.ct_expired);
+        st(&self.ct_early_drops, t.ct_early_drops);
     }
 }
 
@@ -267,6 +301,76 @@ fn classify(frame: &[u8], rss_hash: Option<u32>, steering: &Steering, me: u16) -
             }
         }
         Err(_) => Disposition::Drop(DropReason::Malformed),
+    }
+}
+
+/// A worker's conntrack shard. Each entry carries a [`ConnExt`].
+pub type CtShard = levee_conntrack::Shard<ConnExt>;
+
+/// Per-flow state the dataplane keeps in a conntrack entry next to the tracker's own (the
+/// SYN proxy's sequence and timestamp translation will live here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnExt {}
+
+/// The filter's view of the packet's flow (`ct state`, `ct mark`, …); untracked without
+/// conntrack.
+#[inline]
+fn set_ct_meta(meta: &mut PacketMeta, tracked: Option<&Tracked>) {
+    let Some(t) = tracked else {
+        meta.ct_state = FilterCtState::Untracked;
+        return;
+    };
+    let i = t.info();
+    meta.ct_state = match i.state {
+        levee_conntrack::CtState::New => FilterCtState::New,
+        levee_conntrack::CtState::Established => FilterCtState::Established,
+        levee_conntrack::CtState::Related => FilterCtState::Related,
+        levee_conntrack::CtState::Invalid => FilterCtState::Invalid,
+        levee_conntrack::CtState::Untracked => FilterCtState::Untracked,
+    };
+    meta.ct_status = i.status;
+    meta.ct_mark = i.mark;
+    meta.ct_label = i.label;
+    meta.ct_direction = i.direction as u8;
+    meta.ct_expiration_ms = i.expiration_ms;
+    meta.ct_zone = i.zone;
+}
+
+/// After an accept: create the flow of a NEW packet (unless the ruleset said `notrack`), and
+/// store the `ct mark set` / `ct label set` results. False when the shard is full.
+#[inline]
+fn commit_flow(ct: &mut CtShard, t: Tracked, actions: Option<&Actions>, now_ns: u64) -> bool {
+    let none = Actions::default();
+    let a = actions.unwrap_or(&none);
+    match t {
+        Tracked::New(mut p) => {
+            if a.notrack {
+                // levee tracks before the ruleset runs, so `notrack` (the kernel's raw-table
+                // statement) keeps a new flow from being created; packets of flows that exist
+                // stay tracked.
+                return true;
+            }
+            if let Some(m) = a.ct_mark {
+                p.set_mark(m);
+            }
+            if let Some(l) = a.ct_label {
+                p.set_label(l);
+            }
+            ct.confirm(p, now_ns).is_ok()
+        }
+        Tracked::Known(info) => {
+            if let Some(id) = info.entry {
+                if let Some(m) = a.ct_mark {
+                    let _ = ct.set_mark(id, m);
+                }
+                if let Some(l) = a.ct_label {
+                    // Refused only when labels are off in the shard's config.
+                    let _ = ct.set_label(id, l);
+                }
+            }
+            true
+        }
+        Tracked::Invalid(_) | Tracked::Untracked(_) => true,
     }
 }
 
@@ -329,8 +433,12 @@ pub struct Worker<P: PortIo> {
     totals: WorkerTotals,
     stats: Arc<WorkerStats>,
     filter: Option<WorkerFilter>,
+    /// This worker's conntrack shard (flows it owns: both directions steer here).
+    conntrack: Option<Box<CtShard>>,
     /// Wall clock for `meta time/hour/day`, read once per poll.
     wall_ns: u64,
+    /// Monotonic ns (from `now`), computed once per poll.
+    now_ns: u64,
 }
 
 impl<P: PortIo> Worker<P> {
@@ -366,8 +474,22 @@ impl<P: PortIo> Worker<P> {
             totals: WorkerTotals::default(),
             stats: Arc::new(WorkerStats::default()),
             filter: None,
+            conntrack: None,
             wall_ns: 0,
+            now_ns: 0,
         }
+    }
+
+    /// Tracks every IP packet this worker owns in `shard` (before the filter, which reads
+    /// `ct state`, marks and labels; flows are created only for accepted packets).
+    pub fn with_conntrack(mut self, shard: CtShard) -> Self {
+        self.conntrack = Some(Box::new(shard));
+        self
+    }
+
+    /// The conntrack shard, if any (for dumps from the worker's own thread and tests).
+    pub fn conntrack(&self) -> Option<&CtShard> {
+        self.conntrack.as_deref()
     }
 
     /// Evaluates every packet this worker owns with `filter` before forwarding it.
@@ -406,6 +528,9 @@ impl<P: PortIo> Worker<P> {
     /// publish counters. Returns the number of packets received (from ports and hand-offs).
     pub fn poll_once(&mut self, now: u64) -> usize {
         let mut seen = 0;
+        self.now_ns = now
+            .checked_div(self.cfg.ticks_per_us)
+            .map_or(now, |us| us.saturating_mul(1000));
         if self.filter.is_some() {
             // Once per poll, not per packet (a vDSO read, no syscall).
             self.wall_ns = std::time::SystemTime::now()
@@ -434,6 +559,15 @@ impl<P: PortIo> Worker<P> {
             self.rx = burst;
         }
         seen += self.drain_handoffs(now);
+        if let Some(ct) = self.conntrack.as_deref_mut() {
+            // Bounded work per iteration: never a scan of the whole table.
+            ct.expire(self.now_ns, self.cfg.ct_expire_budget);
+            let c = ct.counters();
+            self.totals.ct_entries = ct.len() as u64;
+            self.totals.ct_invalid = c.invalid;
+            self.totals.ct_expired = c.expired;
+            self.totals.ct_early_drops = c.early_drop;
+        }
         for side in Side::BOTH {
             let s = side as usize;
             if !self.tx[s].is_empty() && now.wrapping_sub(self.tx_since[s]) >= self.cfg.drain_interval {
@@ -476,13 +610,23 @@ impl<P: PortIo> Worker<P> {
         self.stats.publish(&self.totals);
     }
 
-    /// A packet this worker owns, received on `side`: run the filter, then forward it.
+    /// A packet this worker owns, received on `side`: track it, run the filter, create its
+    /// flow if it was accepted, forward it.
     #[inline]
     fn admit(&mut self, side: Side, pkt: P::Buf, info: Option<&FrameInfo>, now: u64) {
+        let now_ns = self.now_ns;
+        // Conntrack first (as the kernel's hooks at priority -200 run before filter chains):
+        // existing flows are updated now, a new one is only pending.
+        let tracked = match (self.conntrack.as_deref_mut(), info) {
+            (Some(ct), Some(info)) => Some(ct.track(pkt.data(), info, now_ns)),
+            _ => None,
+        };
+        let mut pkt = pkt;
         if let Some(f) = self.filter.as_mut() {
             let meta = &mut f.meta[side as usize];
-            meta.now_ns = now.checked_div(self.cfg.ticks_per_us).map_or(now, |us| us * 1000);
+            meta.now_ns = now_ns;
             meta.wall_ns = self.wall_ns;
+            set_ct_meta(meta, tracked.as_ref());
             let verdict = f.compiled.evaluate_hooks_into(
                 &mut f.state,
                 &f.hooks,
@@ -493,32 +637,39 @@ impl<P: PortIo> Worker<P> {
             );
             if !f.state.log_events.is_empty() {
                 // `log` statements: counted per worker for now (delivering the lines to the
-                // control thread is the events work of issues 4 and 6).
+                // control thread is the events work of issue 6).
                 self.totals.logs += f.state.log_events.len() as u64;
                 f.state.log_events.clear();
             }
             if verdict == Verdict::Drop {
+                // A dropped packet never creates a flow (its pending entry is discarded).
                 // A reject answers from the same buffer, back out of the port it came in on.
-                if let Some(reply) = f.actions.reject.and_then(|k| build_reject(pkt.data(), k)) {
-                    let mut pkt = pkt;
-                    if pkt.set_data(&reply) {
-                        self.totals.drops[DropReason::Filter as usize] += 1;
-                        self.totals.rejects += 1;
-                        self.enqueue_tx(side, pkt, now);
-                        return;
+                if let Some(kind) = f.actions.reject {
+                    if let Some(reply) = build_reject(pkt.data(), kind) {
+                        if pkt.set_data(&reply) {
+                            self.totals.drops[DropReason::Filter as usize] += 1;
+                            self.totals.rejects += 1;
+                            self.enqueue_tx(side, pkt, now);
+                            return;
+                        }
                     }
-                    self.drop_pkt(DropReason::Filter, pkt);
-                    return;
                 }
                 self.drop_pkt(DropReason::Filter, pkt);
                 return;
             }
             if !f.state.writes.is_empty() {
                 // `… set …` statements: rewrite the frame, checksums fixed incrementally.
-                let mut pkt = pkt;
                 levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
-                self.enqueue_tx(side.other(), pkt, now);
+            }
+        }
+        if let (Some(ct), Some(t)) = (self.conntrack.as_deref_mut(), tracked) {
+            let actions = self.filter.as_ref().map(|f| &f.actions);
+            if !commit_flow(ct, t, actions, now_ns) {
+                self.drop_pkt(DropReason::ConntrackFull, pkt);
                 return;
+            }
+            if matches!(t, Tracked::New(_)) {
+                self.totals.ct_confirmed += 1;
             }
         }
         self.enqueue_tx(side.other(), pkt, now);
@@ -684,6 +835,117 @@ mod tests {
         assert_eq!(t.drops[DropReason::Malformed as usize], 1);
     }
 
+    /// A TCP segment with `flags`, sequence and acknowledgement numbers.
+    fn tcp_seg(
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+    ) -> MemPacket {
+        let mut p = ipv4_tcp(src, dst, sport, dport);
+        p.0[38..42].copy_from_slice(&seq.to_be_bytes());
+        p.0[42..46].copy_from_slice(&ack.to_be_bytes());
+        p.0[47] = flags;
+        p.0[48..50].copy_from_slice(&64240u16.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn conntrack_feeds_ct_state_and_only_accepted_packets_create_flows() {
+        // A stateful edge: replies of flows the outside opened to port 80 come back as
+        // established; new flows to other ports are refused and leave nothing behind.
+        let text = "table inet t {\n chain c {\n  type filter hook prerouting priority 0; policy drop;\n\
+                    ct state established ct mark 7 counter accept\n\
+                    ct state new tcp dport 80 ct mark set 7 accept\n }\n}\n";
+        let compiled = Arc::new(levee_filter_vm::compile_ruleset(text).unwrap().compiled);
+        let mesh = HandoffMesh::new(1, 16);
+        // Room for one flow only, to see a full shard refuse a new one.
+        let cfg = levee_conntrack::ShardConfig {
+            capacity: 1,
+            ..Default::default()
+        };
+        let shard = CtShard::new(cfg, levee_conntrack::HashKey([1, 2])).unwrap();
+        let mut w = worker(0, 1, &mesh, WorkerConfig::default())
+            .with_filter(WorkerFilter::new(compiled, 0))
+            .with_conntrack(shard);
+        let (client, server) = ([198, 18, 0, 1], [198, 19, 0, 2]);
+        const SYN: u8 = 0x02;
+        const SYNACK: u8 = 0x12;
+        const ACK: u8 = 0x10;
+        let send = |w: &mut Worker<MemPort>, side: Side, p: MemPacket, now: u64| {
+            w.port_mut(side).wire_in.push(p).unwrap();
+            w.poll_once(now);
+        };
+        // Refused: a SYN to port 22 is dropped and creates no entry.
+        send(
+            &mut w,
+            Side::Outside,
+            tcp_seg(client, server, 40000, 22, SYN, 100, 0),
+            1_000,
+        );
+        assert!(out(&mut w, Side::Inside).is_empty());
+        assert_eq!(w.conntrack().unwrap().len(), 0, "a dropped packet opened a flow");
+        // Accepted: the handshake to port 80 passes both ways.
+        send(
+            &mut w,
+            Side::Outside,
+            tcp_seg(client, server, 40001, 80, SYN, 1000, 0),
+            2_000,
+        );
+        assert_eq!(out(&mut w, Side::Inside).len(), 1);
+        assert_eq!(w.conntrack().unwrap().len(), 1);
+        send(
+            &mut w,
+            Side::Inside,
+            tcp_seg(server, client, 80, 40001, SYNACK, 5000, 1001),
+            3_000,
+        );
+        assert_eq!(out(&mut w, Side::Outside).len(), 1, "the reply is established");
+        send(
+            &mut w,
+            Side::Outside,
+            tcp_seg(client, server, 40001, 80, ACK, 1001, 5001),
+            4_000,
+        );
+        assert_eq!(out(&mut w, Side::Inside).len(), 1);
+        // A segment from the server that belongs to no flow is new, not established: dropped.
+        send(
+            &mut w,
+            Side::Inside,
+            tcp_seg(server, client, 80, 40002, SYNACK, 9000, 1),
+            5_000,
+        );
+        assert!(out(&mut w, Side::Outside).is_empty());
+        let f = w.filter().unwrap();
+        let counted: u64 = f
+            .compiled
+            .rule_counter_totals(&[&f.counters()])
+            .iter()
+            .map(|c| c.3)
+            .sum();
+        assert_eq!(
+            counted, 2,
+            "the mark set on the SYN is read back on later packets"
+        );
+        let t = w.stats().totals();
+        assert_eq!(t.ct_entries, 1);
+        assert_eq!(t.ct_confirmed, 1);
+        assert_eq!(t.drops[DropReason::Filter as usize], 2);
+        // The shard is full of an assured flow, which is never evicted: a new accepted flow is
+        // dropped and counted, as the kernel's "table full, dropping packet".
+        send(
+            &mut w,
+            Side::Outside,
+            tcp_seg(client, server, 40003, 80, SYN, 7000, 0),
+            6_000,
+        );
+        assert!(out(&mut w, Side::Inside).is_empty());
+        assert_eq!(w.stats().totals().drops[DropReason::ConntrackFull as usize], 1);
+    }
+
     #[test]
     fn a_partial_burst_waits_for_the_drain_interval() {
         let mesh = HandoffMesh::new(1, 16);
@@ -692,6 +954,7 @@ mod tests {
             tx_buffer: 64,
             drain_interval: 100,
             ticks_per_us: 0,
+            ct_expire_budget: 64,
         };
         let mut w = worker(0, 1, &mesh, cfg);
         w.port_mut(Side::Inside)

@@ -201,7 +201,7 @@ fn bursts_are_forwarded_unchanged_and_every_mbuf_returns() {
     assert_eq!(t.tx_packets, [0, 200]);
     assert_eq!(t.rx_bytes[0], 200 * 60);
     assert_eq!(t.tx_bytes[1], 200 * 60);
-    assert_eq!(t.drops, [0, 0, 0, 0]);
+    assert_eq!(t.drops, [0; 5]);
 
     // The devices counted the same traffic.
     assert_eq!(outside.stats().rx_packets, 200);
@@ -262,6 +262,7 @@ fn worker_buffers_then_drops_when_the_tx_ring_stays_full() {
         tx_buffer: 64,
         drain_interval: 0,
         ticks_per_us: 0,
+        ct_expire_budget: 64,
     };
     let mut w = worker_on(&outside, &inside, 0, Steering::new(1, 128), &mesh, cfg);
 
@@ -316,6 +317,7 @@ fn packets_reach_their_owning_worker_through_the_handoff_ring() {
         tx_buffer: 256,
         drain_interval: 0,
         ticks_per_us: 0,
+        ct_expire_budget: 64,
     };
     let mut w0 = worker_on(&outside, &inside, 0, steering, &mesh, cfg);
     let mut w1 = worker_on(&outside, &inside, 1, steering, &mesh, cfg);
