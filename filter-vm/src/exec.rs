@@ -370,7 +370,9 @@ fn lookup(op: &Op, prog: &Program, state: &mut State, p: &PacketCtx<'_>, regs: &
     let mut value = [0u8; MAX_DATA_LEN];
     let mut found = prog.sets.lookup(*set, key, p.now_ns, &mut value);
     if *dynamic && found == LookupResult::Miss {
-        found = state.dynamic.lookup(*set, key, p.now_ns, &mut value);
+        found = state
+            .dynamic
+            .lookup_dynamic(*set, key, p.now_ns, p.len as u64, *invert, &mut value);
     }
     let hit = found != LookupResult::Miss;
     if hit == *invert {

@@ -986,7 +986,11 @@ pub(crate) fn run(
             let key = or_break!(regs.slice(*sreg, *len));
             let mut value = [0u8; MAX_DATA_LEN];
             let found = match prog.sets.lookup(*set, key, p.now_ns, &mut value) {
-                LookupResult::Miss => state.dynamic.lookup(*set, key, p.now_ns, &mut value),
+                LookupResult::Miss => {
+                    state
+                        .dynamic
+                        .lookup_dynamic(*set, key, p.now_ns, len_bytes(p), *invert, &mut value)
+                }
                 hit => hit,
             };
             let hit = !matches!(found, LookupResult::Miss);
