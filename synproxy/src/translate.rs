@@ -49,6 +49,10 @@ use levee_packet::tcp::{option_kind, TcpFlags};
 use crate::frame::{be16, be32, Segment};
 use crate::{ClientVerdict, DropReason, ServerVerdict, SynProxy, SynRule, SynVerdict};
 
+/// How far past its ISN a client's sequence number may be while the proxy waits for the
+/// server: a quarter of the sequence space, far more than any window.
+const EARLY_DATA_WINDOW: u32 = 1 << 30;
+
 /// A window-scale conversion: a window field scaled by `from` becomes one scaled by `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct WinScale {
@@ -433,11 +437,14 @@ impl SynProxy {
                 }
                 if flags.contains(TcpFlags::ACK)
                     && !flags.contains(TcpFlags::SYN)
-                    && seg.seq == p.client_isn.wrapping_add(1)
                     && seg.ack == p.cookie.wrapping_add(1)
+                    && seg.seq.wrapping_sub(p.client_isn) <= EARLY_DATA_WINDOW
                 {
-                    // The client retransmitted its ACK, or sent data, before the server
-                    // answered: send the SYN again (it may have been lost), keep one state.
+                    // The client retransmitted its ACK, sent a keep-alive (seq = ISN) or data
+                    // (seq beyond ISN + 1) before the server answered: send the SYN again (it may
+                    // have been lost), keep one state. The exact acknowledgment of our cookie is
+                    // what makes the segment the client's; Linux instead re-checks the cookie
+                    // against seq - 1 and so drops every data segment after the first.
                     self.counters.cookie_retrans += 1;
                     let opts = crate::options::scan(seg.options(&buf[..frame_len]));
                     p.client_win = seg.window;
@@ -496,9 +503,11 @@ impl SynProxy {
 
     /// A server → client segment on a connection the proxy set up. The server's SYN-ACK
     /// completes the handshake: `buf` then holds the window update for the client and
-    /// `to_server` the ACK for the server (see [`ServerVerdict::Established`]); `to_server`
-    /// needs `l3 + 20 or 40 + 32` bytes and is untouched otherwise. Later segments are
-    /// translated in place.
+    /// `to_server` the ACK for the server (see [`ServerVerdict::Established`]). Each needs at
+    /// most `l3 + 20 or 40 + 32` bytes: `to_server` must have them, and `buf` may extend past
+    /// `frame_len` into the tailroom for a SYN-ACK shorter than that (one without options);
+    /// when either is too short nothing is written. Later segments are translated in place,
+    /// their length unchanged.
     pub fn server_segment(
         &mut self,
         conn: &mut ProxyConn,

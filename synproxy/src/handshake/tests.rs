@@ -322,3 +322,54 @@ fn a_stray_synack_is_refused() {
     assert_eq!(buf, synack);
     assert_eq!(*conn, before);
 }
+
+#[test]
+fn an_optionless_synack_needs_tailroom_for_the_window_update() {
+    use levee_packet::tcp::{SeqNum, TcpRepr};
+    let mut proxy = proxy();
+    let flow = Flow::v4();
+    let mut hs = Handshake::syn(&mut proxy, flow, SynOpts::linux(), SynRule::default(), 40);
+    hs.open(&mut proxy);
+    let bare = TcpRepr::new(
+        flow.server_port,
+        flow.client_port,
+        SeqNum(9),
+        SeqNum(41),
+        TcpFlags::SYN | TcpFlags::ACK,
+        29200,
+    );
+    let synack = flow.frame(false, &bare);
+    assert_eq!(synack.len(), 60);
+    let conn = hs.conn.as_mut().unwrap();
+    let mut exact = synack.clone();
+    let mut to_server = vec![0u8; 128];
+    assert_eq!(
+        proxy.server_segment(conn, &mut exact, 60, &info(&synack), &mut to_server),
+        crate::ServerVerdict::Drop(DropReason::BufferTooShort)
+    );
+    assert_eq!(exact, synack);
+    let mut roomy = synack.clone();
+    roomy.resize(128, 0);
+    let v = proxy.server_segment(conn, &mut roomy, 60, &info(&synack), &mut to_server);
+    let crate::ServerVerdict::Established {
+        to_client,
+        to_server_len,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
+    // The client uses timestamps with us: the update carries them although the server does not.
+    let u = parse(&roomy[..to_client]);
+    assert_eq!(to_client, 14 + 20 + 32);
+    assert_eq!(
+        u.tcp.timestamps.map(|t| (t.tsval, t.tsecr)),
+        Some((hs.synack_ts.unwrap(), 0x0102_0400))
+    );
+    assert_eq!(u.tcp.window_len, 29200 >> 7);
+    let a = parse(&to_server[..to_server_len]);
+    assert_eq!(a.tcp.timestamps, None, "the server does not use them");
+    assert_eq!(
+        a.tcp.window_len, 65535,
+        "502 << 7 unscaled, clamped: the server declined scaling"
+    );
+}

@@ -231,8 +231,15 @@ fn retransmitted_ack_or_early_data_resends_the_syn_without_a_second_state() {
         assert_eq!(p.tcp.seq_number.0, 500);
         assert!(p.tcp.payload.is_empty());
         assert_eq!(p.tcp.timestamps.unwrap().tsval, 0x0102_0480, "the latest TSval");
+        // A second data segment, and a keep-alive (seq = ISN), still only resend the SYN.
+        let more = hs.client_segment(TcpFlags::ACK, 19, 1, 0x0102_0490, 502, b"more");
+        let (v, _) = client_seg(&mut proxy, &mut hs, &more);
+        assert!(matches!(v, ClientVerdict::SendSyn { .. }), "{v:?}");
+        let keepalive = hs.client_segment(TcpFlags::ACK, 0, 1, 0x0102_04a0, 502, &[]);
+        let (v, _) = client_seg(&mut proxy, &mut hs, &keepalive);
+        assert!(matches!(v, ClientVerdict::SendSyn { .. }), "{v:?}");
         let c = proxy.counters();
-        assert_eq!((c.cookie_valid, c.cookie_retrans), (1, 2));
+        assert_eq!((c.cookie_valid, c.cookie_retrans, c.cookie_invalid), (1, 4, 0));
     }
 }
 
