@@ -71,7 +71,16 @@ fn frame(src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpRepr<'_>) -> Vec<u8> {
 }
 
 fn proxy() -> SynProxy {
-    let mut p = SynProxy::new(Config::default(), &MasterSecret::from_bytes(*b"levee-bench-key!")).unwrap();
+    proxy_with(true)
+}
+
+/// `verify_checksums: false` is the setting for ports whose NIC verifies checksums.
+fn proxy_with(verify_checksums: bool) -> SynProxy {
+    let config = Config {
+        verify_checksums,
+        ..Config::default()
+    };
+    let mut p = SynProxy::new(config, &MasterSecret::from_bytes(*b"levee-bench-key!")).unwrap();
     p.set_now(NOW_NS);
     p
 }
@@ -113,9 +122,13 @@ fn syns(linux: bool) -> Vec<([u8; 128], usize, FrameInfo)> {
 fn bench_syn(c: &mut Criterion) {
     let mut g = c.benchmark_group("synproxy");
     g.throughput(Throughput::Elements(1));
-    for (name, linux) in [("syn_to_synack_64B", false), ("syn_to_synack_linux_74B", true)] {
+    for (name, linux, verify) in [
+        ("syn_to_synack_64B", false, true),
+        ("syn_to_synack_linux_74B", true, true),
+        ("syn_to_synack_64B_nic_csum", false, false),
+    ] {
         let pool = syns(linux);
-        let mut proxy = proxy();
+        let mut proxy = proxy_with(verify);
         let rule = SynRule::default();
         // The rewrite consumes the SYN: each iteration copies a fresh one into the scratch
         // buffer (a fixed 128-byte copy, a few vector moves).
@@ -131,6 +144,9 @@ fn bench_syn(c: &mut Criterion) {
                 black_box(v)
             })
         });
+        if !verify {
+            continue;
+        }
         // The same with parse_frame included: what the worker spends per SYN.
         let mut i = 0;
         g.bench_function(format!("{name}_with_parse"), |b| {
@@ -170,24 +186,26 @@ fn bench_invalid_ack(c: &mut Criterion) {
             (f, info)
         })
         .collect();
-    let mut proxy = proxy();
     let rule = SynRule::default();
     let mut frames: Vec<Vec<u8>> = pool.iter().map(|(f, _)| f.clone()).collect();
     let mut g = c.benchmark_group("synproxy");
     g.throughput(Throughput::Elements(1));
-    let mut i = 0;
-    g.bench_function("invalid_ack", |b| {
-        b.iter(|| {
-            let k = i % POOL;
-            i += 1;
-            let len = frames[k].len();
-            let v = proxy.client_ack(&mut frames[k], len, &pool[k].1, &rule);
-            debug_assert!(matches!(v, AckVerdict::Drop(_)));
-            black_box(v)
-        })
-    });
+    for (name, verify) in [("invalid_ack", true), ("invalid_ack_nic_csum", false)] {
+        let mut proxy = proxy_with(verify);
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let k = i % POOL;
+                i += 1;
+                let len = frames[k].len();
+                let v = proxy.client_ack(&mut frames[k], len, &pool[k].1, &rule);
+                debug_assert!(matches!(v, AckVerdict::Drop(_)));
+                black_box(v)
+            })
+        });
+        assert_eq!(proxy.counters().cookie_valid, 0);
+    }
     g.finish();
-    assert_eq!(proxy.counters().cookie_valid, 0);
 }
 
 /// An established connection per pool entry and its data segments in both directions.
