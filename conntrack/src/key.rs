@@ -1,8 +1,8 @@
 //! Flow keys: one canonical key for both directions of a flow, and its keyed hash.
 //!
-//! Owns [`Key`] and [`HashKey`]. The kernel stores two tuples per connection (original and
-//! reply) in its hash; a shard stores one key per flow in an order that does not depend on the
-//! direction, so a packet and its reply find the same table slot with one probe:
+//! Owns [`Key`], [`PackedKey`] and [`HashKey`]. The kernel stores two tuples per connection
+//! (original and reply) in its hash; a shard stores one key per flow in an order that does not
+//! depend on the direction, so a packet and its reply find the same table slot with one probe:
 //! - TCP, UDP and other protocols: the two (address, port) ends sorted, lower end first. The
 //!   entry remembers which end opened the flow.
 //! - ICMP and ICMPv6 queries (echo, timestamp, information, address mask, node information):
@@ -12,26 +12,28 @@
 //!   code, so a request and its reply build the same key and pings in both directions between
 //!   two hosts stay two flows, as in Linux.
 //!
+//! Two forms of one key: [`Key`] holds the addresses as `u128` values (the address bytes read
+//! big-endian, IPv4 in the top 32 bits), the form the packet path builds, hashes and compares
+//! in registers; [`PackedKey`] is the 38-byte form an entry stores. Keeping the fresh key out
+//! of memory matters: a struct written field by field and read back with wider loads stalls
+//! on store forwarding, which cost more than the hash when the key was one byte array.
+//!
 //! The hash is SipHash-1-3 under a secret per-boot key the caller supplies, so the table layout
 //! cannot be predicted from outside (the kernel uses siphash with `nf_conntrack_hash_rnd`).
 //! Pure values, usable from any thread.
 
-use core::hash::Hasher;
-#[cfg(test)]
-use std::net::IpAddr;
-
 use levee_packet::parse::{FlowTuple, IpFamily};
-use siphasher::sip::SipHasher13;
 
 /// The secret SipHash key of a shard (draw it once per boot; tests pass a constant).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HashKey(pub [u64; 2]);
 
-/// The direction-independent key of a flow (see the module documentation).
+/// The direction-independent key of a flow (see the module documentation), in registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Key {
-    /// The two ends' addresses (IPv4 in the first 4 bytes, the rest zero).
-    pub addr: [[u8; 16]; 2],
+    /// The two ends' addresses, big-endian values of the 16 address bytes (IPv4 in the top 32
+    /// bits, the rest zero).
+    pub addr: [u128; 2],
     /// Ports of the two ends; for ICMP queries `[id, request type << 8 | code]`.
     pub port: [u16; 2],
     /// IP protocol number.
@@ -40,11 +42,27 @@ pub(crate) struct Key {
     pub v6: bool,
 }
 
+/// A [`Key`] as an entry stores it: 38 bytes, 2-byte aligned (the addresses in native byte
+/// order, so unpacking is two plain loads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PackedKey {
+    pub addr: [[u8; 16]; 2],
+    port: [u16; 2],
+    proto: u8,
+    v6: bool,
+}
+
+/// An IPv4 address as a [`Key`] address.
+#[inline]
+pub(crate) fn v4_addr(octets: [u8; 4]) -> u128 {
+    u128::from(u32::from_be_bytes(octets)) << 96
+}
+
 impl Key {
     /// Key of a port-based (or port-less) flow for a packet `src:sp -> dst:dp`, and which end
     /// (0 or 1) the packet's source is.
     #[inline]
-    pub fn ports(v6: bool, proto: u8, src: [u8; 16], dst: [u8; 16], sp: u16, dp: u16) -> (Key, u8) {
+    pub fn ports(v6: bool, proto: u8, src: u128, dst: u128, sp: u16, dp: u16) -> (Key, u8) {
         if (src, sp) <= (dst, dp) {
             (
                 Key {
@@ -73,8 +91,8 @@ impl Key {
     pub fn icmp(
         v6: bool,
         proto: u8,
-        requester: [u8; 16],
-        responder: [u8; 16],
+        requester: u128,
+        responder: u128,
         id: u16,
         req_type: u8,
         code: u8,
@@ -93,26 +111,39 @@ impl Key {
             || (self.v6 && self.proto == levee_packet::ip_protocol::ICMPV6)
     }
 
-    /// SipHash-1-3 of the key under `key`. IPv4 keys hash 14 bytes, IPv6 keys 38.
-    #[inline]
+    /// SipHash-1-3 of the key under `key`. The message is the little-endian bytes of the
+    /// words an IPv4 key makes (both addresses in one word, then ports, protocol and family;
+    /// 14 bytes) or an IPv6 key makes (four address words, then the same; 38 bytes).
+    #[inline(always)]
     pub fn hash(&self, key: &HashKey) -> u64 {
-        let mut buf = [0u8; 38];
-        let n = if self.v6 {
-            buf[..16].copy_from_slice(&self.addr[0]);
-            buf[16..32].copy_from_slice(&self.addr[1]);
-            32
+        let [a, b] = self.addr;
+        let rest = u64::from(self.port[0])
+            | u64::from(self.port[1]) << 16
+            | u64::from(self.proto) << 32
+            | u64::from(self.v6) << 40;
+        let mut s = Sip13::new(key);
+        if self.v6 {
+            s.compress((a >> 64) as u64);
+            s.compress(a as u64);
+            s.compress((b >> 64) as u64);
+            s.compress(b as u64);
+            s.compress(rest | 38 << 56);
         } else {
-            buf[..4].copy_from_slice(&self.addr[0][..4]);
-            buf[4..8].copy_from_slice(&self.addr[1][..4]);
-            8
-        };
-        buf[n..n + 2].copy_from_slice(&self.port[0].to_ne_bytes());
-        buf[n + 2..n + 4].copy_from_slice(&self.port[1].to_ne_bytes());
-        buf[n + 4] = self.proto;
-        buf[n + 5] = u8::from(self.v6);
-        let mut h = SipHasher13::new_with_keys(key.0[0], key.0[1]);
-        h.write(&buf[..n + 6]);
-        h.finish()
+            s.compress((a >> 96) as u64 | ((b >> 96) as u64) << 32);
+            s.compress(rest | 14 << 56);
+        }
+        s.finish()
+    }
+
+    /// The stored form.
+    #[inline]
+    pub fn pack(&self) -> PackedKey {
+        PackedKey {
+            addr: [self.addr[0].to_ne_bytes(), self.addr[1].to_ne_bytes()],
+            port: self.port,
+            proto: self.proto,
+            v6: self.v6,
+        }
     }
 
     /// The tuple of a packet sent by end `from` (the original tuple when `from` is the
@@ -128,24 +159,95 @@ impl Key {
         FlowTuple {
             family,
             protocol: self.proto,
-            src_addr: self.addr[s],
-            dst_addr: self.addr[d],
+            src_addr: self.addr[s].to_be_bytes(),
+            dst_addr: self.addr[d].to_be_bytes(),
             src_port: sp,
             dst_port: dp,
         }
     }
 }
 
-/// An address as the 16 bytes a [`Key`] stores.
-#[cfg(test)]
-pub(crate) fn addr_bytes(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(a) => {
-            let mut out = [0; 16];
-            out[..4].copy_from_slice(&a.octets());
-            out
+impl PackedKey {
+    /// The key in registers.
+    #[inline]
+    pub fn unpack(&self) -> Key {
+        Key {
+            addr: [
+                u128::from_ne_bytes(self.addr[0]),
+                u128::from_ne_bytes(self.addr[1]),
+            ],
+            port: self.port,
+            proto: self.proto,
+            v6: self.v6,
         }
-        IpAddr::V6(a) => a.octets(),
+    }
+
+    /// Whether this is `key`.
+    #[inline]
+    pub fn is(&self, key: &Key) -> bool {
+        self.unpack() == *key
+    }
+
+    /// See [`Key::hash`].
+    pub fn hash(&self, key: &HashKey) -> u64 {
+        self.unpack().hash(key)
+    }
+
+    /// See [`Key::tuple`].
+    pub fn tuple(&self, from: u8) -> FlowTuple {
+        self.unpack().tuple(from)
+    }
+}
+
+/// SipHash-1-3 over whole 64-bit words (one compression round per word, three finalisation
+/// rounds); the caller puts the message length in the top byte of the last word.
+struct Sip13 {
+    v: [u64; 4],
+}
+
+impl Sip13 {
+    #[inline(always)]
+    fn new(key: &HashKey) -> Sip13 {
+        let [k0, k1] = key.0;
+        Sip13 {
+            v: [
+                k0 ^ 0x736f_6d65_7073_6575,
+                k1 ^ 0x646f_7261_6e64_6f6d,
+                k0 ^ 0x6c79_6765_6e65_7261,
+                k1 ^ 0x7465_6462_7974_6573,
+            ],
+        }
+    }
+
+    #[inline(always)]
+    fn round(&mut self) {
+        let v = &mut self.v;
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+
+    #[inline(always)]
+    fn compress(&mut self, m: u64) {
+        self.v[3] ^= m;
+        self.round();
+        self.v[0] ^= m;
+    }
+
+    #[inline(always)]
+    fn finish(mut self) -> u64 {
+        self.v[2] ^= 0xff;
+        self.round();
+        self.round();
+        self.round();
+        self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3]
     }
 }
 
@@ -154,8 +256,8 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn a4(last: u8) -> [u8; 16] {
-        addr_bytes(IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)))
+    fn a4(last: u8) -> u128 {
+        v4_addr(Ipv4Addr::new(198, 18, 0, last).octets())
     }
 
     #[test]
@@ -170,8 +272,9 @@ mod tests {
         let t = k1.tuple(s1);
         assert_eq!(
             (t.src_port, t.dst_port, t.src_addr, t.dst_addr),
-            (40000, 80, a4(1), a4(2))
+            (40000, 80, a4(1).to_be_bytes(), a4(2).to_be_bytes())
         );
+        assert_eq!(t.src_addr[..4], [198, 18, 0, 1]);
         assert_eq!(k1.tuple(s2), t.reversed());
     }
 
@@ -181,12 +284,75 @@ mod tests {
         assert_eq!((k.port, side), ([7, 9], 1));
     }
 
+    /// Addresses order like their bytes (the order the key's ends are sorted in).
+    #[test]
+    fn addresses_order_like_their_bytes() {
+        let (k, side) = Key::ports(false, 6, a4(2), v4_addr([198, 18, 1, 0]), 1, 1);
+        assert_eq!((k.addr[0], side), (a4(2), 0));
+    }
+
+    #[test]
+    fn packing_round_trips() {
+        let (k, _) = Key::ports(true, 6, u128::MAX - 5, 0x2001_0db8 << 96, 443, 1);
+        assert_eq!(k.pack().unpack(), k);
+        assert!(k.pack().is(&k));
+        assert_eq!(k.pack().hash(&HashKey([5, 6])), k.hash(&HashKey([5, 6])));
+        assert_eq!(core::mem::size_of::<PackedKey>(), 38);
+    }
+
+    /// The word-wise hash is the reference SipHash-1-3 of the message the doc describes.
+    #[test]
+    fn hash_is_siphash13_of_the_key_words() {
+        use core::hash::Hasher;
+        let reference = |k: &Key, hk: &HashKey| {
+            let mut buf = Vec::new();
+            if k.v6 {
+                for a in k.addr {
+                    buf.extend_from_slice(&((a >> 64) as u64).to_le_bytes());
+                    buf.extend_from_slice(&(a as u64).to_le_bytes());
+                }
+            } else {
+                buf.extend_from_slice(&((k.addr[0] >> 96) as u32).to_le_bytes());
+                buf.extend_from_slice(&((k.addr[1] >> 96) as u32).to_le_bytes());
+            }
+            buf.extend_from_slice(&k.port[0].to_le_bytes());
+            buf.extend_from_slice(&k.port[1].to_le_bytes());
+            buf.push(k.proto);
+            buf.push(u8::from(k.v6));
+            let mut h = siphasher::sip::SipHasher13::new_with_keys(hk.0[0], hk.0[1]);
+            h.write(&buf);
+            h.finish()
+        };
+        let mut x = 0x0123_4567_89ab_cdefu64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            x
+        };
+        for _ in 0..2000 {
+            let v6 = next() & 1 == 1;
+            let addr = |r: u64, s: u64| {
+                if v6 {
+                    u128::from(r) << 64 | u128::from(s)
+                } else {
+                    u128::from(r as u32) << 96
+                }
+            };
+            let src = addr(next(), next());
+            let dst = addr(next(), next());
+            let (k, _) = Key::ports(v6, next() as u8, src, dst, next() as u16, next() as u16);
+            let hk = HashKey([next(), next()]);
+            assert_eq!(k.hash(&hk), reference(&k, &hk), "{k:?}");
+        }
+    }
+
     #[test]
     fn icmp_keys_are_oriented_by_role() {
         let req = Key::icmp(false, 1, a4(1), a4(2), 7, 8, 0);
         let other_way = Key::icmp(false, 1, a4(2), a4(1), 7, 8, 0);
         assert_ne!(req, other_way);
         let t = req.tuple(0);
-        assert_eq!((t.src_port, t.dst_port, t.src_addr), (7, 7, a4(1)));
+        assert_eq!((t.src_port, t.dst_port, t.src_addr), (7, 7, a4(1).to_be_bytes()));
     }
 }

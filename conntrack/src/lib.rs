@@ -33,6 +33,7 @@
 pub mod dump;
 pub mod event;
 mod icmp;
+mod index;
 mod key;
 pub mod shard;
 mod tcp;
@@ -42,6 +43,7 @@ mod types;
 pub use dump::{DumpFilter, EntrySnapshot, StateCounts};
 pub use event::{DestroyReason, Event, EventKind};
 pub use key::HashKey;
+pub use shard::burst::{Burst, BURST_MAX};
 pub use shard::{
     ConfigError, Counters, EntryError, ExpireReport, InsertError, Pending, Shard, ShardConfig, Tracked,
     TupleDisplay, MAX_CAPACITY,

@@ -22,10 +22,11 @@
 //! millisecond clock, so `expire` must run at least every few days (the dataplane calls it every
 //! loop iteration) and no timeout may exceed [`crate::timeout::MAX_TIMEOUT_MS`].
 
+pub mod burst;
+
 use core::fmt;
 
 use crossbeam_channel::{Sender, TrySendError};
-use hashbrown::HashTable;
 use levee_packet::ip_protocol;
 use levee_packet::parse::{FlowTuple, FrameInfo, IpFamily, L3Info};
 use thiserror::Error;
@@ -33,12 +34,14 @@ use thiserror::Error;
 use crate::dump::{Bucket, DumpFilter, EntrySnapshot, StateCounts};
 use crate::event::{DestroyReason, Event, EventKind};
 use crate::icmp;
-use crate::key::{HashKey, Key};
+use crate::index::{FlowIndex, Home};
+use crate::key::{v4_addr, HashKey, Key, PackedKey};
 use crate::tcp::{self, Segment, TcpConfig, TcpEndpoint, TcpState, TcpStatus, TcpTrack, TcpVerdict};
 use crate::timeout::{TimeoutPolicy, Timeouts, MAX_TIMEOUT_MS};
 use crate::types::{
     status, CtInfo, CtState, Direction, EntryId, InvalidReason, L4State, PolicyId, UntrackedReason,
 };
+use burst::Probe;
 
 /// Length of one timer-wheel tick.
 const TICK_MS: u64 = 1000;
@@ -278,18 +281,23 @@ impl L4 {
     }
 }
 
+/// One flow. `repr(C)` fixes the layout so that a burst knows which fields to read to bring
+/// every cache line of an entry in (`burst::touch_entry`): entries sit 112 bytes apart, so one
+/// starts 0, 16, 32 or 48 bytes into a line and spans two or three lines; `key` (offset 0),
+/// `prev` (40) and `mark` (108) lie on each of them.
+#[repr(C)]
 struct Entry<X> {
-    key: Key,
+    key: PackedKey,
     status: u8,
     policy: u8,
-    /// Expiry on the wrapping millisecond clock.
-    expires: u32,
     /// Timer-wheel links: previous entry or `HEAD | slot`, next entry or `NIL`. On a free
     /// slot, `next` links the free list.
     prev: u32,
     next: u32,
-    mark: u32,
     l4: L4,
+    /// Expiry on the wrapping millisecond clock.
+    expires: u32,
+    mark: u32,
     ext: X,
 }
 
@@ -344,7 +352,7 @@ impl<X> Entry<X> {
 /// here, as in Linux they go to the unconfirmed entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pending {
-    key: Key,
+    key: PackedKey,
     hash: u64,
     orig_side: u8,
     policy: u8,
@@ -567,7 +575,7 @@ pub struct Shard<X = ()> {
     cfg: ShardConfig,
     tcp: TcpConfig,
     hash_key: HashKey,
-    table: HashTable<u32>,
+    index: FlowIndex,
     entries: Vec<Entry<X>>,
     labels: Vec<u128>,
     free: u32,
@@ -594,12 +602,119 @@ impl<X> fmt::Debug for Shard<X> {
 /// The parts of an IP packet the trackers read.
 struct Pkt<'a> {
     v6: bool,
-    src: [u8; 16],
-    dst: [u8; 16],
+    /// Addresses in the form [`Key`] keeps them.
+    src: u128,
+    dst: u128,
     proto: u8,
     l4: &'a [u8],
     /// IPv6 hop limit and whether the source is link-local (for redirects).
     hop_limit: u8,
+}
+
+/// Why a frame never reaches a protocol tracker.
+enum Early {
+    Untracked(UntrackedReason),
+    Invalid(InvalidReason),
+}
+
+impl<'a> Pkt<'a> {
+    /// The IP packet in `frame` (`info` is its `parse_frame`).
+    #[inline]
+    fn of(frame: &'a [u8], info: &FrameInfo) -> Result<Pkt<'a>, Early> {
+        let (v6, src, dst, proto, frag, l4_offset, l4_len, hop_limit) = match &info.l3 {
+            L3Info::Ipv4(ip) => (
+                false,
+                v4_addr(ip.src.octets()),
+                v4_addr(ip.dst.octets()),
+                ip.protocol,
+                ip.frag,
+                ip.l4_offset,
+                ip.l4_len,
+                0,
+            ),
+            L3Info::Ipv6(ip) => {
+                let l3 = usize::from(info.l3_offset);
+                let hop = frame.get(l3 + 7).copied().unwrap_or(0);
+                (
+                    true,
+                    u128::from(ip.src),
+                    u128::from(ip.dst),
+                    ip.protocol,
+                    ip.frag,
+                    ip.l4_offset,
+                    ip.l4_len,
+                    hop,
+                )
+            }
+            L3Info::Arp | L3Info::Other => return Err(Early::Untracked(UntrackedReason::NotIp)),
+        };
+        if frag.is_fragment() {
+            return Err(Early::Untracked(UntrackedReason::Fragment));
+        }
+        let start = usize::from(l4_offset);
+        let Some(l4) = frame.get(start..start + usize::from(l4_len)) else {
+            return Err(Early::Invalid(InvalidReason::Truncated));
+        };
+        Ok(Pkt {
+            v6,
+            src,
+            dst,
+            proto,
+            l4,
+            hop_limit,
+        })
+    }
+
+    /// The key of a TCP or UDP packet (ports from the first four bytes; the caller has checked
+    /// the length) and which end sent it.
+    #[inline]
+    fn ports_key(&self) -> (Key, u8) {
+        let sp = u16::from_be_bytes([self.l4[0], self.l4[1]]);
+        let dp = u16::from_be_bytes([self.l4[2], self.l4[3]]);
+        Key::ports(self.v6, self.proto, self.src, self.dst, sp, dp)
+    }
+
+    /// The key of an ICMP query or answer (the caller has checked the message is 8 bytes or
+    /// more), which end sent it (0: the requester) and whether it is a request; `None` for a
+    /// message type that is not a query.
+    #[inline]
+    fn icmp_query_key(&self) -> Option<(Key, u8, bool)> {
+        let msg = self.l4;
+        let (msg_type, code) = (msg[0], msg[1]);
+        let (is_request, request_type) = if self.v6 {
+            icmp::query_v6(msg_type)
+        } else {
+            icmp::query_v4(msg_type)
+        }?;
+        let id = u16::from_be_bytes([msg[4], msg[5]]);
+        let (requester, responder, side) = if is_request {
+            (self.src, self.dst, 0u8)
+        } else {
+            (self.dst, self.src, 1u8)
+        };
+        let key = Key::icmp(self.v6, self.proto, requester, responder, id, request_type, code);
+        Some((key, side, is_request))
+    }
+
+    /// The key the packet's tracker will look up first, for a burst to probe ahead. Lenient:
+    /// a packet the tracker refuses, or one whose lookup uses another key (ICMP errors), just
+    /// gets a key that is never asked for.
+    #[inline]
+    fn probe_key(&self) -> Option<Key> {
+        match self.proto {
+            ip_protocol::TCP | ip_protocol::UDP if self.l4.len() >= 4 => Some(self.ports_key().0),
+            ip_protocol::TCP | ip_protocol::UDP => None,
+            ip_protocol::ICMP | ip_protocol::ICMPV6 => {
+                let family_ok = (self.proto == ip_protocol::ICMPV6) == self.v6;
+                if family_ok && self.l4.len() >= 8 {
+                    self.icmp_query_key().map(|(key, _, _)| key)
+                } else {
+                    None
+                }
+            }
+            p => Some(Key::ports(self.v6, p, self.src, self.dst, 0, 0).0),
+        }
+    }
 }
 
 impl<X: Default> Shard<X> {
@@ -620,9 +735,6 @@ impl<X: Default> Shard<X> {
                 max: MAX_TIMEOUT_MS,
             })?;
         let cap = cfg.capacity as usize;
-        // hashbrown keeps a table at most 7/8 full; asking for the next power of two makes it
-        // at most half full at capacity, which keeps tombstones (and in-place rehashes) rare.
-        let table = HashTable::with_capacity(cap.next_power_of_two());
         Ok(Shard {
             tcp: TcpConfig {
                 liberal: cfg.liberal,
@@ -631,7 +743,7 @@ impl<X: Default> Shard<X> {
                 ignore_invalid_rst: cfg.ignore_invalid_rst,
             },
             hash_key: key,
-            table,
+            index: FlowIndex::with_capacity(cfg.capacity),
             entries: Vec::with_capacity(cap),
             labels: if cfg.labels { vec![0; cap] } else { Vec::new() },
             free: NIL,
@@ -715,7 +827,7 @@ impl<X: Default> Shard<X> {
     /// Bytes this shard holds for its capacity: slab, hash table, labels and wheel.
     pub fn memory_bytes(&self) -> usize {
         self.entries.capacity() * core::mem::size_of::<Entry<X>>()
-            + self.table.allocation_size()
+            + self.index.memory_bytes()
             + self.labels.capacity() * 16
             + SLOTS * 4
             + SLOTS / 8
@@ -732,54 +844,27 @@ impl<X: Default> Shard<X> {
     /// Classifies one packet and updates its flow. `info` is `parse_frame(frame)`; `now_ns` is
     /// the caller's monotonic clock.
     pub fn track(&mut self, frame: &[u8], info: &FrameInfo, now_ns: u64) -> Tracked {
+        self.track_hinted(frame, info, now_ns, None)
+    }
+
+    /// [`Shard::track`], using what a burst's probe found when it was prepared for the key the
+    /// packet's tracker looks up (see [`burst`]).
+    #[inline]
+    fn track_hinted(&mut self, frame: &[u8], info: &FrameInfo, now_ns: u64, hint: Option<&Probe>) -> Tracked {
         let now = Now::new(now_ns);
         self.wheel.start(now.ms);
-        let (v6, src, dst, proto, frag, l4_offset, l4_len, hop_limit) = match &info.l3 {
-            L3Info::Ipv4(ip) => {
-                let mut s = [0; 16];
-                let mut d = [0; 16];
-                s[..4].copy_from_slice(&ip.src.octets());
-                d[..4].copy_from_slice(&ip.dst.octets());
-                (false, s, d, ip.protocol, ip.frag, ip.l4_offset, ip.l4_len, 0)
-            }
-            L3Info::Ipv6(ip) => {
-                let l3 = usize::from(info.l3_offset);
-                let hop = frame.get(l3 + 7).copied().unwrap_or(0);
-                (
-                    true,
-                    ip.src.octets(),
-                    ip.dst.octets(),
-                    ip.protocol,
-                    ip.frag,
-                    ip.l4_offset,
-                    ip.l4_len,
-                    hop,
-                )
-            }
-            L3Info::Arp | L3Info::Other => return self.untracked(UntrackedReason::NotIp),
+        let pkt = match Pkt::of(frame, info) {
+            Ok(pkt) => pkt,
+            Err(Early::Untracked(why)) => return self.untracked(why),
+            Err(Early::Invalid(why)) => return self.invalid(why),
         };
-        if frag.is_fragment() {
-            return self.untracked(UntrackedReason::Fragment);
-        }
-        let start = usize::from(l4_offset);
-        let Some(l4) = frame.get(start..start + usize::from(l4_len)) else {
-            return self.invalid(InvalidReason::Truncated);
-        };
-        let pkt = Pkt {
-            v6,
-            src,
-            dst,
-            proto,
-            l4,
-            hop_limit,
-        };
-        match proto {
-            ip_protocol::TCP => self.track_tcp(&pkt, now),
-            ip_protocol::UDP => self.track_udp(&pkt, now),
-            ip_protocol::ICMP if !v6 => self.track_icmp(&pkt, now),
-            ip_protocol::ICMPV6 if v6 => self.track_icmp(&pkt, now),
+        match pkt.proto {
+            ip_protocol::TCP => self.track_tcp(&pkt, now, hint),
+            ip_protocol::UDP => self.track_udp(&pkt, now, hint),
+            ip_protocol::ICMP if !pkt.v6 => self.track_icmp(&pkt, now, hint),
+            ip_protocol::ICMPV6 if pkt.v6 => self.track_icmp(&pkt, now, hint),
             ip_protocol::ICMP | ip_protocol::ICMPV6 => self.invalid(InvalidReason::WrongFamily),
-            _ => self.track_generic(&pkt, now),
+            _ => self.track_generic(&pkt, now, hint),
         }
     }
 
@@ -796,7 +881,7 @@ impl<X: Default> Shard<X> {
     fn new_flow(&mut self, key: Key, hash: u64, orig_side: u8, l4: L4, timeout_ms: u32) -> Tracked {
         self.counters.new += 1;
         Tracked::New(Pending {
-            key,
+            key: key.pack(),
             hash,
             orig_side,
             policy: 0,
@@ -809,8 +894,38 @@ impl<X: Default> Shard<X> {
 
     /// Finds a live entry; one found expired is removed (`nf_ct_gc_expired` on lookup).
     fn lookup(&mut self, key: &Key, hash: u64, now: Now) -> Option<u32> {
-        let entries = &self.entries;
-        let idx = *self.table.find(hash, |&i| entries[i as usize].key == *key)?;
+        self.lookup_hinted(key, hash, now, None)
+    }
+
+    /// The hash of `key`, and what a burst's probe said about it if the probe was for `key`.
+    #[inline]
+    fn hashed(&self, key: &Key, hint: Option<&Probe>) -> (u64, Option<Home>) {
+        match hint {
+            Some(p) if p.key == *key => (p.hash, Some(p.home)),
+            _ => (key.hash(&self.hash_key), None),
+        }
+    }
+
+    /// [`Shard::lookup`], trusting a burst probe's `home` as far as it still holds: a candidate
+    /// entry that is live and has the key is the flow's entry (keys are unique in the index);
+    /// `Absent` is only passed in while no insert happened since the probe.
+    #[inline]
+    fn lookup_hinted(&mut self, key: &Key, hash: u64, now: Now, home: Option<Home>) -> Option<u32> {
+        let idx = match home {
+            Some(Home::Absent) => return None,
+            Some(Home::Candidate(i))
+                if self
+                    .entries
+                    .get(i as usize)
+                    .is_some_and(|e| !e.is_free() && e.key.is(key)) =>
+            {
+                i
+            }
+            _ => {
+                let entries = &self.entries;
+                self.index.find(hash, |i| entries[i as usize].key.is(key))?
+            }
+        };
         if now.left(self.entries[idx as usize].expires) <= 0 {
             self.destroy(idx, DestroyReason::Expired, now);
             return None;
@@ -881,15 +996,13 @@ impl<X: Default> Shard<X> {
         }
     }
 
-    fn track_tcp(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+    fn track_tcp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
         let Some(seg) = tcp::segment(pkt.l4) else {
             return self.invalid(InvalidReason::Truncated);
         };
-        let sp = u16::from_be_bytes([pkt.l4[0], pkt.l4[1]]);
-        let dp = u16::from_be_bytes([pkt.l4[2], pkt.l4[3]]);
-        let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, sp, dp);
-        let hash = key.hash(&self.hash_key);
-        if let Some(idx) = self.lookup(&key, hash, now) {
+        let (key, side) = pkt.ports_key();
+        let (hash, home) = self.hashed(&key, hint);
+        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
             if let Some(t) = self.tcp_existing(idx, side, &seg, now) {
                 return t;
             }
@@ -965,7 +1078,7 @@ impl<X: Default> Shard<X> {
         }
     }
 
-    fn track_udp(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+    fn track_udp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
         // `udp_error`: header and length (parse_frame has checked both for whole packets).
         if pkt.l4.len() < 8 {
             return self.invalid(InvalidReason::Truncated);
@@ -974,11 +1087,9 @@ impl<X: Default> Shard<X> {
         if len > pkt.l4.len() || len < 8 {
             return self.invalid(InvalidReason::Truncated);
         }
-        let sp = u16::from_be_bytes([pkt.l4[0], pkt.l4[1]]);
-        let dp = u16::from_be_bytes([pkt.l4[2], pkt.l4[3]]);
-        let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, sp, dp);
-        let hash = key.hash(&self.hash_key);
-        if let Some(idx) = self.lookup(&key, hash, now) {
+        let (key, side) = pkt.ports_key();
+        let (hash, home) = self.hashed(&key, hint);
+        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
             // `nf_conntrack_udp_packet`.
             let e = &mut self.entries[idx as usize];
             let dir = usize::from(side != e.orig_side());
@@ -1015,10 +1126,10 @@ impl<X: Default> Shard<X> {
         self.new_flow(key, hash, side, l4, timeout)
     }
 
-    fn track_generic(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+    fn track_generic(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
         let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, 0, 0);
-        let hash = key.hash(&self.hash_key);
-        if let Some(idx) = self.lookup(&key, hash, now) {
+        let (hash, home) = self.hashed(&key, hint);
+        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
             // `generic_packet`: refresh, nothing else.
             let e = &mut self.entries[idx as usize];
             let dir = usize::from(side != e.orig_side());
@@ -1037,19 +1148,19 @@ impl<X: Default> Shard<X> {
         self.new_flow(key, hash, side, L4::Other, timeout)
     }
 
-    fn track_icmp(&mut self, pkt: &Pkt<'_>, now: Now) -> Tracked {
+    fn track_icmp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
         let msg = pkt.l4;
         if msg.len() < 8 {
             return self.invalid(InvalidReason::Truncated);
         }
-        let (msg_type, code) = (msg[0], msg[1]);
+        let msg_type = msg[0];
         if pkt.v6 {
             // `nf_conntrack_icmpv6_error`.
             if icmp::untracked_v6(msg_type) {
                 return self.untracked(UntrackedReason::Icmpv6NoTrack);
             }
             if msg_type == icmp::NDISC_REDIRECT {
-                let link_local = pkt.src[0] == 0xfe && pkt.src[1] & 0xc0 == 0x80;
+                let link_local = (pkt.src >> 118) as u16 == 0xfe80 >> 6; // fe80::/10
                 return match icmp::redirect_quote(msg, pkt.hop_limit, link_local) {
                     Ok(quoted) => self.related(pkt, quoted, now),
                     Err(()) => self.invalid(InvalidReason::Redirect),
@@ -1067,25 +1178,13 @@ impl<X: Default> Shard<X> {
                 return self.related(pkt, &msg[8..], now);
             }
         }
-        let query = if pkt.v6 {
-            icmp::query_v6(msg_type)
-        } else {
-            icmp::query_v4(msg_type)
-        };
-        let Some((is_request, request_type)) = query else {
+        let Some((key, side, is_request)) = pkt.icmp_query_key() else {
             // No inverse: `init_conntrack` cannot build a reply tuple.
             return self.invalid(InvalidReason::IcmpCannotOpen);
         };
-        let id = u16::from_be_bytes([msg[4], msg[5]]);
-        let (requester, responder, side) = if is_request {
-            (pkt.src, pkt.dst, 0u8)
-        } else {
-            (pkt.dst, pkt.src, 1u8)
-        };
-        let key = Key::icmp(pkt.v6, pkt.proto, requester, responder, id, request_type, code);
-        let hash = key.hash(&self.hash_key);
+        let (hash, home) = self.hashed(&key, hint);
         let timeout_of = |t: &Timeouts| if pkt.v6 { t.icmpv6 } else { t.icmp };
-        if let Some(idx) = self.lookup(&key, hash, now) {
+        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
             // `nf_conntrack_icmp_packet`: refresh on every packet, both ways.
             let e = &mut self.entries[idx as usize];
             let dir = usize::from(side);
@@ -1119,6 +1218,7 @@ impl<X: Default> Shard<X> {
         let Some(inner) = inner else {
             return self.invalid(InvalidReason::IcmpBadQuote);
         };
+        let (inner_src, inner_dst) = (u128::from_be_bytes(inner.src), u128::from_be_bytes(inner.dst));
         // The inverse of the quoted packet's tuple: what a packet of the flow going back to
         // the quoted packet's source looks like.
         let (key, side) = match inner.proto {
@@ -1128,7 +1228,7 @@ impl<X: Default> Shard<X> {
                 }
                 let sp = u16::from_be_bytes([inner.l4[0], inner.l4[1]]);
                 let dp = u16::from_be_bytes([inner.l4[2], inner.l4[3]]);
-                Key::ports(pkt.v6, inner.proto, inner.dst, inner.src, dp, sp)
+                Key::ports(pkt.v6, inner.proto, inner_dst, inner_src, dp, sp)
             }
             p if (p == ip_protocol::ICMP && !pkt.v6) || (p == ip_protocol::ICMPV6 && pkt.v6) => {
                 if inner.l4.len() < 8 {
@@ -1150,24 +1250,24 @@ impl<X: Default> Shard<X> {
                 // The virtual packet goes from the quoted packet's destination to its source.
                 if is_request {
                     (
-                        Key::icmp(pkt.v6, p, inner.dst, inner.src, id, request_type, code),
+                        Key::icmp(pkt.v6, p, inner_dst, inner_src, id, request_type, code),
                         0,
                     )
                 } else {
                     (
-                        Key::icmp(pkt.v6, p, inner.src, inner.dst, id, request_type, code),
+                        Key::icmp(pkt.v6, p, inner_src, inner_dst, id, request_type, code),
                         1,
                     )
                 }
             }
-            p => Key::ports(pkt.v6, p, inner.dst, inner.src, 0, 0),
+            p => Key::ports(pkt.v6, p, inner_dst, inner_src, 0, 0),
         };
         let hash = key.hash(&self.hash_key);
         let Some(idx) = self.lookup(&key, hash, now) else {
             return self.invalid(InvalidReason::IcmpNoFlow);
         };
         // The found tuple's destination is the quoted packet's source; the error must go there.
-        if pkt.dst != inner.src {
+        if pkt.dst != inner_src {
             return self.invalid(InvalidReason::IcmpNoFlow);
         }
         let e = &self.entries[idx as usize];
@@ -1190,7 +1290,7 @@ impl<X: Default> Shard<X> {
     pub fn confirm(&mut self, pending: Pending, now_ns: u64) -> Result<EntryId, InsertError> {
         let now = Now::new(now_ns);
         self.wheel.start(now.ms);
-        if let Some(idx) = self.lookup(&pending.key, pending.hash, now) {
+        if let Some(idx) = self.lookup(&pending.key.unpack(), pending.hash, now) {
             self.counters.clash += 1;
             return Ok(EntryId(idx));
         }
@@ -1244,8 +1344,8 @@ impl<X: Default> Shard<X> {
         let (key, side) = Key::ports(
             v6,
             orig.protocol,
-            orig.src_addr,
-            orig.dst_addr,
+            u128::from_be_bytes(orig.src_addr),
+            u128::from_be_bytes(orig.dst_addr),
             orig.src_port,
             orig.dst_port,
         );
@@ -1266,14 +1366,14 @@ impl<X: Default> Shard<X> {
         }
         let timeouts = &self.policies[0].1;
         let timeout = timeouts.tcp(t.state()).unwrap_or(timeouts.tcp_syn_recv);
-        let idx = self.insert(key, hash, status, 0, L4::Tcp(t), timeout, 0, 0, ext, now)?;
+        let idx = self.insert(key.pack(), hash, status, 0, L4::Tcp(t), timeout, 0, 0, ext, now)?;
         Ok(EntryId(idx))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn insert(
         &mut self,
-        key: Key,
+        key: PackedKey,
         hash: u64,
         status: u8,
         policy: u8,
@@ -1317,9 +1417,7 @@ impl<X: Default> Shard<X> {
         if let Some(l) = self.labels.get_mut(idx as usize) {
             *l = label;
         }
-        let (entries, hash_key) = (&self.entries, &self.hash_key);
-        self.table
-            .insert_unique(hash, idx, |&i| entries[i as usize].key.hash(hash_key));
+        self.index.insert(hash, idx);
         let tick = self
             .wheel
             .target(now.ms + u64::from(timeout_ms), self.wheel.cursor);
@@ -1379,9 +1477,7 @@ impl<X: Default> Shard<X> {
     fn destroy(&mut self, idx: u32, reason: DestroyReason, now: Now) {
         self.emit(idx, EventKind::Destroy(reason), now);
         let hash = self.entries[idx as usize].key.hash(&self.hash_key);
-        if let Ok(found) = self.table.find_entry(hash, |&i| i == idx) {
-            found.remove();
-        }
+        self.index.remove(hash, idx);
         self.wheel.unlink(&mut self.entries, idx);
         let bucket = self.entries[idx as usize].bucket();
         *self.counts.slot(bucket) -= 1;
@@ -1511,13 +1607,13 @@ impl<X: Default> Shard<X> {
         let (key, side) = Key::ports(
             v6,
             tuple.protocol,
-            tuple.src_addr,
-            tuple.dst_addr,
+            u128::from_be_bytes(tuple.src_addr),
+            u128::from_be_bytes(tuple.dst_addr),
             tuple.src_port,
             tuple.dst_port,
         );
         let hash = key.hash(&self.hash_key);
-        let idx = *self.table.find(hash, |&i| self.entries[i as usize].key == key)?;
+        let idx = self.index.find(hash, |i| self.entries[i as usize].key.is(&key))?;
         let e = &self.entries[idx as usize];
         if now.left(e.expires) <= 0 {
             return None;
@@ -1655,7 +1751,7 @@ mod tests {
     #[test]
     fn entry_fits_128_bytes() {
         assert_eq!(core::mem::size_of::<L4>(), 56);
-        assert_eq!(core::mem::size_of::<Key>(), 38);
+        assert_eq!(core::mem::size_of::<PackedKey>(), 38);
         let size = Shard::<()>::entry_size();
         assert!(size <= 128, "entry is {size} bytes");
         assert_eq!(size, 112);
@@ -1666,7 +1762,7 @@ mod tests {
         let mut w = Wheel::new();
         let mut entries: Vec<Entry<()>> = (0..3)
             .map(|_| Entry {
-                key: Key::ports(false, 17, [0; 16], [0; 16], 0, 0).0,
+                key: Key::ports(false, 17, 0, 0, 0, 0).0.pack(),
                 status: 0,
                 policy: 0,
                 expires: 0,

@@ -1119,6 +1119,7 @@ fn endpoint_options(e: &TcpEndpoint) -> SynOptions {
 
 /// Reads the [`Segment`] of a TCP header whose fixed part and options are present
 /// (`l4` is the transport part of the IP packet, Ethernet padding excluded).
+#[inline]
 pub(crate) fn segment(l4: &[u8]) -> Option<Segment<'_>> {
     if l4.len() < 20 {
         return None;
