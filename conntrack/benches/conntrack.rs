@@ -1,5 +1,6 @@
 //! Conntrack shard costs: `track` of a packet of an established TCP flow (random flow order, so
-//! the table's memory is touched as in a busy worker) at 10 k, 1 M and 10 M entries; a bare
+//! the table's memory is touched as in a busy worker) at 10 k, 1 M and 10 M entries, one packet
+//! at a time and in bursts of 32 (`track_burst`, and its lookup half `prepare` alone); a bare
 //! lookup by tuple; inserting new flows (SYN + confirm); the timer wheel per loop iteration;
 //! and memory per entry (printed).
 //!
@@ -10,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use levee_conntrack::{HashKey, Shard, ShardConfig, TcpEndpoint, Tracked};
+use levee_conntrack::{Burst, HashKey, Shard, ShardConfig, TcpEndpoint, Tracked, BURST_MAX};
 use levee_packet::checksum::PseudoHeader;
 use levee_packet::ipv4::Ipv4Repr;
 use levee_packet::parse::{parse_frame, FlowTuple, FrameInfo, L3Info, L4Info};
@@ -142,6 +143,39 @@ fn bench_lookup(c: &mut Criterion) {
                     t.src_addr[..4].copy_from_slice(&src.octets());
                     t.src_port = sp;
                     black_box(sh.lookup_tuple(&t, 2_000_000_000));
+                }
+            })
+        });
+        // Bursts of 32 packets of 32 scattered flows, as one rx burst of a busy worker.
+        let mut frames: Vec<(Vec<u8>, FrameInfo)> = (0..BURST_MAX).map(|_| template(TcpFlags::ACK)).collect();
+        let mut burst = Burst::new();
+        let mut out = Vec::with_capacity(BURST_MAX);
+        let mut k = 0u64;
+        g.bench_function(BenchmarkId::new("track_burst", label), |b| {
+            b.iter(|| {
+                for _ in 0..BATCH / BURST_MAX as u64 {
+                    for (f, info) in frames.iter_mut() {
+                        k += 1;
+                        packet_of(f, info, scatter(k, n));
+                    }
+                    let refs: [(&[u8], &FrameInfo); BURST_MAX] =
+                        core::array::from_fn(|j| (&frames[j].0[..], &frames[j].1));
+                    out.clear();
+                    sh.track_burst(&mut burst, &refs, 2_000_000_000, &mut out);
+                    debug_assert!(out.iter().all(|t| matches!(t, Tracked::Known(_))));
+                    black_box(&out);
+                }
+            })
+        });
+        g.bench_function(BenchmarkId::new("prepare", label), |b| {
+            b.iter(|| {
+                for _ in 0..BATCH / BURST_MAX as u64 {
+                    for (f, info) in frames.iter_mut() {
+                        k += 1;
+                        packet_of(f, info, scatter(k, n));
+                    }
+                    sh.prepare(&mut burst, frames.iter().map(|(f, info)| Some((&f[..], info))));
+                    black_box(&burst);
                 }
             })
         });
