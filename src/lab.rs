@@ -93,7 +93,30 @@ pub struct LabOptions {
     pub workers: Vec<u32>,
     /// Echo levee's output (live counters) to our stdout.
     pub echo_levee: bool,
+    /// An nft ruleset for the appliance (None: forward everything). With a `synproxy`
+    /// statement, conntrack's loose pickup is turned off, as for Linux's SYNPROXY
+    /// (`nf_conntrack_tcp_loose=0`), so a cookie ACK is `ct state invalid`.
+    pub ruleset: Option<String>,
 }
+
+/// The lab's protecting ruleset (as the kernel's `nft_synproxy.sh`, for a bridge): client
+/// SYNs are not tracked, SYNs and cookie ACKs (invalid or untracked) from the outside go to the
+/// SYN proxy, other invalid packets are dropped, and a plain SYN from the outside never reaches
+/// the server: the proxy is the only way in.
+pub const SYNPROXY_RULESET: &str = "table inet lab {
+\tchain raw {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tiifname \"outside\" tcp flags & (syn | ack) == syn notrack
+\t}
+\tchain pre {
+\t\ttype filter hook prerouting priority filter; policy accept;
+\t\tiifname \"outside\" ip daddr 198.18.0.2 tcp dport { 8080, 5201 } ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+\t\tiifname \"outside\" ip6 daddr 2001:2::2 tcp dport { 8080, 5201 } ct state invalid,untracked synproxy mss 1440 wscale 7 timestamp sack-perm
+\t\tct state invalid drop
+\t\tiifname \"outside\" tcp flags & (syn | ack) == syn drop
+\t}
+}
+";
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -322,7 +345,9 @@ impl Lab {
              [ports.outside]\ndevice = \"net_af_packet0,iface={c0},qpairs={q}\"\n\
              [ports.inside]\ndevice = \"net_af_packet1,iface={s0},qpairs={q}\"\n\
              [workers]\ncores = [{cores}]\n\
-             [pools]\nmbufs_per_worker = 8191\n",
+             [pools]\nmbufs_per_worker = 8191\n\
+             [conntrack]\nentries_per_worker = 65536\ntcp_loose = {loose}\n",
+            loose = opts.ruleset.as_deref().is_none_or(|r| !r.contains("synproxy")),
             id = self.id,
             c0 = self.veth("c0"),
             s0 = self.veth("s0"),
@@ -334,6 +359,12 @@ impl Lab {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        let mut config = config;
+        if let Some(r) = &opts.ruleset {
+            fs::write(self.dir.join("lab.nft"), r)
+                .map_err(|e| format!("cannot write the lab ruleset: {e}"))?;
+            config += "[filter]\nruleset = \"lab.nft\"\n";
+        }
         let cfg_path = self.dir.join("levee.toml");
         fs::write(&cfg_path, config).map_err(|e| format!("cannot write the lab config: {e}"))?;
         let mut child = Command::new("ip")
@@ -666,6 +697,7 @@ pub fn main(iperf_seconds: u32, workers: &[u32]) -> Result<(), String> {
         levee,
         workers: workers.to_vec(),
         echo_levee: true,
+        ruleset: None,
     })?;
     println!(
         "levee lab: up. client ns {} ({CLI_V4}, {CLI_V6}), server ns {} ({SRV_V4}, {SRV_V6}), appliance ns {}",

@@ -5,7 +5,9 @@
 
 use levee_control::config::{Config, Device};
 use levee_dataplane::dpdk::PortStats;
-use levee_dataplane::{ConntrackSpec, DataplaneSpec, DropReason, Running, Side, WorkerTotals};
+use levee_dataplane::{
+    ConntrackSpec, DataplaneSpec, DropReason, Running, Side, SynproxySpec, WorkerTotals, SYNPROXY_COUNTERS,
+};
 use levee_filter_vm::{nft, Compiled};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,7 @@ pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
         drain_us: cfg.dataplane.drain_us,
         handoff_ring: cfg.dataplane.handoff_ring,
         filter: None,
+        synproxy: None,
         conntrack: cfg.conntrack.enabled.then(|| ConntrackSpec {
             shard: levee_conntrack::ShardConfig {
                 capacity: cfg.conntrack.entries_per_worker,
@@ -54,6 +57,83 @@ pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
             expire_budget: cfg.conntrack.expire_budget,
         }),
     }
+}
+
+/// The SYN proxy's settings, when the ruleset has a `synproxy` statement.
+pub fn synproxy_spec(
+    cfg: &Config,
+    config_path: &Path,
+    ruleset: Option<&Compiled>,
+) -> Result<Option<SynproxySpec>, String> {
+    let uses = ruleset.is_some_and(|c| {
+        c.program
+            .chains
+            .iter()
+            .flat_map(|ch| &ch.rules)
+            .flat_map(|r| &r.insns)
+            .any(|i| matches!(i, levee_filter_vm::vm::Insn::Synproxy { .. }))
+    });
+    if !uses {
+        return Ok(None);
+    }
+    if !cfg.conntrack.enabled {
+        return Err("the ruleset has `synproxy` statements, which need [conntrack] enabled = true".into());
+    }
+    let sp = &cfg.synproxy;
+    let master = match &sp.secret_file {
+        None => levee_synproxy::MasterSecret::random(),
+        Some(rel) => {
+            let path = config_path.parent().unwrap_or(Path::new(".")).join(rel);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "config key `synproxy.secret_file`: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            let hex = text.trim();
+            let bad = || {
+                format!(
+                    "config key `synproxy.secret_file`: {} must hold 32 hex digits",
+                    path.display()
+                )
+            };
+            if hex.len() != 32 {
+                return Err(bad());
+            }
+            let mut b = [0u8; 16];
+            for (i, x) in b.iter_mut().enumerate() {
+                *x = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+            }
+            levee_synproxy::MasterSecret::from_bytes(b)
+        }
+    };
+    let limit = |pps: u64, burst: u64| {
+        (pps > 0).then_some(levee_synproxy::RateLimit {
+            rate_per_sec: pps,
+            burst: burst.max(1),
+        })
+    };
+    let config = levee_synproxy::Config {
+        schedule: levee_synproxy::CookieSchedule {
+            period_secs: sp.cookie_period_secs,
+            rotation_ticks: sp.rotation_ticks,
+            ..Default::default()
+        },
+        ttl: sp.ttl,
+        hop_limit: sp.ttl,
+        reply_limit: limit(sp.reply_limit_pps, sp.reply_burst),
+        prefix_limit: limit(sp.prefix_limit_pps, sp.prefix_limit_pps / 10).map(|l| {
+            levee_synproxy::PrefixLimit {
+                limit: l,
+                ..Default::default()
+            }
+        }),
+        ..Default::default()
+    };
+    // Refused settings surface here, before anything starts.
+    levee_synproxy::SynProxy::new(config.clone(), &master)
+        .map_err(|e| format!("config section [synproxy]: {e}"))?;
+    Ok(Some(SynproxySpec { config, master }))
 }
 
 /// A per-boot secret for conntrack's SipHash (std's randomly seeded hasher state, which the
@@ -102,6 +182,9 @@ pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> S
         now.ct_expired,
         now.ct_early_drops
     );
+    for (name, v) in SYNPROXY_COUNTERS.iter().zip(now.synproxy) {
+        s += &format!(" synproxy_{name}={v}");
+    }
     s
 }
 
@@ -123,6 +206,7 @@ pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) 
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let mut spec = spec_from_config(&cfg);
     spec.filter = load_ruleset(&cfg, config)?;
+    spec.synproxy = synproxy_spec(&cfg, config, spec.filter.as_deref())?;
     if check_only {
         println!("config {} is valid", config.display());
         if let Some(f) = &spec.filter {

@@ -16,10 +16,15 @@ use std::time::{Duration, Instant};
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
 fn lab(workers: Vec<u32>) -> Lab {
+    lab_with(workers, None)
+}
+
+fn lab_with(workers: Vec<u32>, ruleset: Option<&str>) -> Lab {
     Lab::start(&LabOptions {
         levee: env!("CARGO_BIN_EXE_levee").into(),
         workers,
-        echo_levee: false,
+        echo_levee: std::env::var_os("LEVEE_LAB_ECHO").is_some(),
+        ruleset: ruleset.map(str::to_owned),
     })
     .unwrap_or_else(|e| panic!("lab did not come up: {e}"))
 }
@@ -145,4 +150,26 @@ fn lab_command_cleans_up_on_ctrl_c() {
         !links.contains(&ours[0][..ours[0].len() - 1]),
         "a lab veth leaked into the host namespace"
     );
+}
+
+#[test]
+fn the_syn_proxy_completes_real_handshakes_and_transfers_byte_identical() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = lab_with(vec![1], Some(levee::lab::SYNPROXY_RULESET));
+    for family in [Family::V4, Family::V6] {
+        lab.http_fetch(family)
+            .unwrap_or_else(|e| panic!("HTTP over {} through the SYN proxy: {e}", family.name()));
+    }
+    let out = lab.stop_levee().expect("levee stops");
+    let stats = last_stats(&out);
+    let get = |k: &str| -> u64 {
+        stats
+            .iter()
+            .find(|(key, _)| key == k)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {stats:?}"))
+    };
+    assert!(get("synproxy_cookie_valid") >= 2, "{stats:?}");
+    assert!(get("synproxy_handshakes_completed") >= 2, "{stats:?}");
+    assert_eq!(get("synproxy_cookie_invalid"), 0, "{stats:?}");
 }

@@ -45,6 +45,44 @@ pub struct Config {
     pub filter: FilterConfig,
     #[serde(default)]
     pub conntrack: ConntrackConfig,
+    #[serde(default)]
+    pub synproxy: SynproxyConfig,
+}
+
+/// `[synproxy]`: the SYN proxy that `synproxy` statements in the ruleset select traffic for.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynproxyConfig {
+    /// The cookie master secret: a file holding 32 hex digits (16 bytes), the same on every
+    /// box of a fleet behind ECMP so each accepts the others' cookies. None: a random secret
+    /// per start (a lone box).
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Seconds per cookie counter tick (a cookie lives one to two ticks).
+    pub cookie_period_secs: u32,
+    /// Ticks per secret rotation (the previous secret is still accepted).
+    pub rotation_ticks: u32,
+    /// SYN-ACKs per second per worker (0: unlimited), so levee cannot be used as a reflector.
+    pub reply_limit_pps: u64,
+    /// Burst of the per-worker reply limit.
+    pub reply_burst: u64,
+    /// SYN-ACKs per second per destination prefix (/24, /48), 0: off.
+    pub prefix_limit_pps: u64,
+    /// TTL / hop limit of the packets the proxy originates.
+    pub ttl: u8,
+}
+
+impl Default for SynproxyConfig {
+    fn default() -> Self {
+        SynproxyConfig {
+            secret_file: None,
+            cookie_period_secs: 64,
+            rotation_ticks: 64,
+            reply_limit_pps: 0,
+            reply_burst: 10_000,
+            prefix_limit_pps: 0,
+            ttl: 64,
+        }
+    }
 }
 
 /// `[conntrack]`: per-worker connection tracking shards.
@@ -627,8 +665,14 @@ device = "net_ring1"
             ("[pools]\nmbufs_per_worker = 100", "pools.mbufs_per_worker"),
             ("[pools]\ncache = 1000", "pools.cache"),
             ("[pools]\nrx_desc = 0", "pools.rx_desc"),
-            ("[conntrack]\nentries_per_worker = 0", "conntrack.entries_per_worker"),
-            ("[conntrack]\nentries_per_worker = 2000000000", "conntrack.entries_per_worker"),
+            (
+                "[conntrack]\nentries_per_worker = 0",
+                "conntrack.entries_per_worker",
+            ),
+            (
+                "[conntrack]\nentries_per_worker = 2000000000",
+                "conntrack.entries_per_worker",
+            ),
             ("[conntrack]\nexpire_budget = 0", "conntrack.expire_budget"),
         ];
         for (extra, key) in cases {

@@ -1,7 +1,7 @@
 //! The device interface the worker is generic over (the ixy idea: a device is a small trait),
 //! with the DPDK implementation and an in-memory one for tests and benchmarks.
 
-use crate::dpdk::{Mbuf, RxQueue, TxQueue};
+use crate::dpdk::{Mbuf, Mempool, RxQueue, TxQueue};
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
 
@@ -14,6 +14,11 @@ pub trait PacketBuf: Send + 'static {
     /// Replaces the frame with `bytes` (a reply built in the same buffer); false, and nothing
     /// changed, when they do not fit.
     fn set_data(&mut self, bytes: &[u8]) -> bool;
+    /// The frame's bytes followed by the buffer's tailroom, writable: a reply longer than the
+    /// frame is written here, then [`PacketBuf::set_len`] sets its length.
+    fn room_mut(&mut self) -> &mut [u8];
+    /// Sets the frame's length (≤ `room_mut().len()`); false, and nothing changed, otherwise.
+    fn set_len(&mut self, len: usize) -> bool;
     /// The device's RSS hash, if it computed one with levee's symmetric key.
     fn rss_hash(&self) -> Option<u32> {
         None
@@ -35,6 +40,10 @@ pub trait PortIo {
     /// Offers all of `pkts`; the accepted ones are removed from the front, the rest stay.
     /// Returns how many were accepted.
     fn tx_burst(&mut self, pkts: &mut Vec<Self::Buf>) -> usize;
+    /// A new buffer holding `bytes` (from this worker's pool), for packets the worker
+    /// originates besides rewriting a received one (the SYN proxy's ACK to a server). None when
+    /// the pool is empty.
+    fn alloc(&mut self, bytes: &[u8]) -> Option<Self::Buf>;
 }
 
 impl PacketBuf for Mbuf {
@@ -54,15 +63,24 @@ impl PacketBuf for Mbuf {
         Mbuf::set_data(self, bytes)
     }
     #[inline]
+    fn room_mut(&mut self) -> &mut [u8] {
+        Mbuf::room_mut(self)
+    }
+    #[inline]
+    fn set_len(&mut self, len: usize) -> bool {
+        Mbuf::set_len(self, len)
+    }
+    #[inline]
     fn free_bulk(bufs: &mut Vec<Self>) {
         Mbuf::free_bulk(bufs)
     }
 }
 
-/// A worker's RX and TX queue on one DPDK port.
+/// A worker's RX and TX queue on one DPDK port, and the worker's mempool.
 pub struct DpdkQueues {
     pub rx: RxQueue,
     pub tx: TxQueue,
+    pub pool: Mempool,
 }
 
 impl PortIo for DpdkQueues {
@@ -74,6 +92,10 @@ impl PortIo for DpdkQueues {
     #[inline]
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         self.tx.tx_burst(pkts)
+    }
+    #[inline]
+    fn alloc(&mut self, bytes: &[u8]) -> Option<Mbuf> {
+        self.pool.alloc_with(bytes)
     }
 }
 
@@ -93,7 +115,23 @@ impl PacketBuf for MemPacket {
         self.0.extend_from_slice(bytes);
         true
     }
+    fn room_mut(&mut self) -> &mut [u8] {
+        // An mbuf's data room: 2048 bytes from the data start.
+        let n = self.0.len().max(MEM_ROOM);
+        self.0.resize(n, 0);
+        &mut self.0
+    }
+    fn set_len(&mut self, len: usize) -> bool {
+        if len > self.0.len().max(MEM_ROOM) {
+            return false;
+        }
+        self.0.resize(len, 0);
+        true
+    }
 }
+
+/// Data room of an in-memory packet (as an mbuf's default 2048 bytes).
+const MEM_ROOM: usize = 2048;
 
 /// An in-memory port queue pair: bounded lock-free rings standing in for the wire. The test
 /// side injects frames into `wire_in` (what the worker will receive) and collects what the
@@ -143,5 +181,8 @@ impl PortIo for MemPort {
         }
         pkts.drain(..sent);
         sent
+    }
+    fn alloc(&mut self, bytes: &[u8]) -> Option<MemPacket> {
+        Some(MemPacket(bytes.to_vec()))
     }
 }

@@ -13,7 +13,8 @@ pub mod runtime;
 pub mod worker;
 
 pub use io::{MemPacket, MemPort, PacketBuf, PortIo};
-pub use runtime::{ConntrackSpec, DataplaneSpec, Running, StartError};
+pub use runtime::{ConntrackSpec, DataplaneSpec, Running, StartError, SynproxySpec};
 pub use worker::{
-    ConnExt, CtShard, DropReason, HandoffMesh, Side, Worker, WorkerConfig, WorkerStats, WorkerTotals,
+    ConnExt, CtShard, DropReason, HandoffMesh, ProxyState, Side, Worker, WorkerConfig, WorkerStats,
+    WorkerTotals, SYNPROXY_COUNTERS,
 };

@@ -36,6 +36,17 @@ pub struct DataplaneSpec {
     /// Connection tracking: each worker gets a shard with this configuration (None: no
     /// tracking; `ct state` is then `untracked`).
     pub conntrack: Option<ConntrackSpec>,
+    /// The SYN proxy (for `synproxy` statements): every worker gets one with these settings
+    /// and the same master secret. Needs `conntrack`.
+    pub synproxy: Option<SynproxySpec>,
+}
+
+/// SYN-proxy settings shared by every worker.
+#[derive(Clone, Debug)]
+pub struct SynproxySpec {
+    pub config: levee_synproxy::Config,
+    /// The cookie master secret (fleet-wide, or random for a box on its own).
+    pub master: levee_synproxy::MasterSecret,
 }
 
 /// Conntrack settings shared by every worker's shard.
@@ -56,6 +67,10 @@ pub enum StartError {
     Dpdk(#[from] DpdkError),
     #[error("conntrack: {0}")]
     Conntrack(#[from] levee_conntrack::ConfigError),
+    #[error("synproxy: {0}")]
+    Synproxy(#[from] levee_synproxy::ConfigError),
+    #[error("the SYN proxy keeps its connections in conntrack entries: enable [conntrack]")]
+    SynproxyNeedsConntrack,
 }
 
 /// A running dataplane.
@@ -86,10 +101,20 @@ impl Running {
         let mut shards = Vec::new();
         if let Some(ct) = &spec.conntrack {
             for _ in 0..n {
-                shards.push(CtShard::new(ct.shard.clone(), ct.key)?);
+                shards.push(CtShard::new(ct.shard, ct.key)?);
             }
         }
         let mut shards = shards.into_iter();
+        let mut proxies = Vec::new();
+        if let Some(sp) = &spec.synproxy {
+            if spec.conntrack.is_none() {
+                return Err(StartError::SynproxyNeedsConntrack);
+            }
+            for _ in 0..n {
+                proxies.push(levee_synproxy::SynProxy::new(sp.config.clone(), &sp.master)?);
+            }
+        }
+        let mut proxies = proxies.into_iter();
         let eal = Eal::init(&spec.eal_args)?;
         let mut pools = Vec::with_capacity(n as usize);
         for (i, _) in spec.worker_cores.iter().enumerate() {
@@ -138,10 +163,12 @@ impl Running {
             let out_q = DpdkQueues {
                 rx: outside.rx_queue(q)?,
                 tx: outside.tx_queue(q)?,
+                pool: pools[i].clone(),
             };
             let in_q = DpdkQueues {
                 rx: inside.rx_queue(q)?,
                 tx: inside.tx_queue(q)?,
+                pool: pools[i].clone(),
             };
             let mut worker = Worker::new(q, out_q, in_q, cfg, steering, mesh.clone());
             if let Some(compiled) = &spec.filter {
@@ -153,6 +180,9 @@ impl Running {
                 // Allocated on the control thread before the worker starts; the shard
                 // allocates nothing afterwards.
                 worker = worker.with_conntrack(shard);
+            }
+            if let Some(proxy) = proxies.next() {
+                worker = worker.with_synproxy(proxy);
             }
             stats.push(worker.stats());
             let stop_flag = stop.clone();

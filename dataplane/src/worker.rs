@@ -20,12 +20,15 @@
 use crate::flow::{steering_hash, Steering};
 use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
-use levee_conntrack::Tracked;
+use levee_conntrack::{Direction as CtDirection, EntryId, Tracked};
 use levee_filter_vm::nft::ast::Hook;
 use levee_filter_vm::reject::build_reject;
 use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
 use levee_filter_vm::{Compiled, CtState as FilterCtState, PacketMeta};
+use levee_packet::parse::L3Info;
 use levee_packet::parse::{parse_frame, FrameInfo};
+use levee_packet::tcp::TcpFlags;
+use levee_synproxy::{AckVerdict, ClientVerdict, ProxyConn, ServerVerdict, SynProxy, SynRule, SynVerdict};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -78,15 +81,19 @@ pub enum DropReason {
     /// It would have opened a flow, but the conntrack shard was full and nothing could be
     /// evicted (Linux: `nf_conntrack: table full, dropping packet`).
     ConntrackFull = 4,
+    /// The SYN proxy refused it: an ACK without a valid cookie, a SYN over the reply limit, a
+    /// segment its connection did not expect (see the synproxy counters for which).
+    Synproxy = 5,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Malformed,
         DropReason::HandoffFull,
         DropReason::TxFull,
         DropReason::Filter,
         DropReason::ConntrackFull,
+        DropReason::Synproxy,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -95,8 +102,39 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::Filter => "filter",
             DropReason::ConntrackFull => "conntrack_full",
+            DropReason::Synproxy => "synproxy",
         }
     }
+}
+
+/// The SYN-proxy counters a worker publishes (Linux's `/proc/net/stat/synproxy` columns first),
+/// in the order of [`WorkerTotals::synproxy`].
+pub const SYNPROXY_COUNTERS: [&str; 10] = [
+    "syn_received",
+    "cookie_invalid",
+    "cookie_valid",
+    "cookie_retrans",
+    "conn_reopened",
+    "reply_ratelimited",
+    "ack_flood_dropped",
+    "synack_sent",
+    "handshakes_completed",
+    "server_refused",
+];
+
+fn synproxy_counters(c: &levee_synproxy::Counters) -> [u64; SYNPROXY_COUNTERS.len()] {
+    [
+        c.syn_received,
+        c.cookie_invalid,
+        c.cookie_valid,
+        c.cookie_retrans,
+        c.conn_reopened,
+        c.reply_ratelimited,
+        c.ack_flood_dropped,
+        c.synack_sent,
+        c.handshakes_completed,
+        c.server_refused,
+    ]
 }
 
 /// Worker tuning.
@@ -140,7 +178,9 @@ pub struct WorkerStats {
     /// Bytes accepted by each port's TX queue.
     pub tx_bytes: [AtomicU64; 2],
     /// Drops by `DropReason`.
-    pub drops: [AtomicU64; 5],
+    pub drops: [AtomicU64; 6],
+    /// The SYN proxy's counters, in [`SYNPROXY_COUNTERS`] order.
+    pub synproxy: [AtomicU64; SYNPROXY_COUNTERS.len()],
     /// Packets this worker handed to their owning worker.
     pub handoffs_out: AtomicU64,
     /// Packets other workers handed to this one.
@@ -170,7 +210,8 @@ pub struct WorkerTotals {
     pub rx_bytes: [u64; 2],
     pub tx_packets: [u64; 2],
     pub tx_bytes: [u64; 2],
-    pub drops: [u64; 5],
+    pub drops: [u64; 6],
+    pub synproxy: [u64; SYNPROXY_COUNTERS.len()],
     pub handoffs_out: u64,
     pub handoffs_in: u64,
     pub polls: u64,
@@ -195,6 +236,9 @@ impl WorkerTotals {
         for i in 0..self.drops.len() {
             self.drops[i] += o.drops[i];
         }
+        for i in 0..self.synproxy.len() {
+            self.synproxy[i] += o.synproxy[i];
+        }
         self.handoffs_out += o.handoffs_out;
         self.handoffs_in += o.handoffs_in;
         self.polls += o.polls;
@@ -218,6 +262,7 @@ impl WorkerStats {
             tx_packets: [ld(&self.tx_packets[0]), ld(&self.tx_packets[1])],
             tx_bytes: [ld(&self.tx_bytes[0]), ld(&self.tx_bytes[1])],
             drops: std::array::from_fn(|i| ld(&self.drops[i])),
+            synproxy: std::array::from_fn(|i| ld(&self.synproxy[i])),
             handoffs_out: ld(&self.handoffs_out),
             handoffs_in: ld(&self.handoffs_in),
             polls: ld(&self.polls),
@@ -242,6 +287,9 @@ impl WorkerStats {
         }
         for i in 0..self.drops.len() {
             st(&self.drops[i], t.drops[i]);
+        }
+        for i in 0..self.synproxy.len() {
+            st(&self.synproxy[i], t.synproxy[i]);
         }
         st(&self.handoffs_out, t.handoffs_out);
         st(&self.handoffs_in, t.handoffs_in);
@@ -307,10 +355,40 @@ fn classify(frame: &[u8], rss_hash: Option<u32>, steering: &Steering, me: u16) -
 /// A worker's conntrack shard. Each entry carries a [`ConnExt`].
 pub type CtShard = levee_conntrack::Shard<ConnExt>;
 
-/// Per-flow state the dataplane keeps in a conntrack entry next to the tracker's own (the
-/// SYN proxy's sequence and timestamp translation will live here).
+/// Per-flow state the dataplane keeps in a conntrack entry next to the tracker's own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnExt {}
+pub struct ConnExt {
+    /// The SYN proxy's state, for connections it set up (sequence and timestamp offsets).
+    pub proxy: Option<ProxyState>,
+}
+
+/// A proxied connection: the proxy's state and the `synproxy` rule that opened it (used again
+/// when a SYN reopens the tuple).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyState {
+    pub conn: ProxyConn,
+    pub rule: SynRule,
+}
+
+/// What conntrack and the ruleset decided about a packet.
+enum Judgement {
+    /// Accepted (payload writes applied), with its tracking result.
+    Pass(Option<Tracked>),
+    /// Dropped (a `synproxy` statement's packets too), with its tracking result.
+    Drop(Option<Tracked>),
+    /// A reject was written over the packet: send it back out of the port it came in on.
+    Answer,
+}
+
+/// TCP flags of a TCP segment.
+#[inline]
+fn tcp_flags(info: &FrameInfo) -> Option<TcpFlags> {
+    match &info.l3 {
+        L3Info::Ipv4(ip) => ip.tcp_flags(),
+        L3Info::Ipv6(ip) => ip.tcp_flags(),
+        _ => None,
+    }
+}
 
 /// The filter's view of the packet's flow (`ct state`, `ct mark`, …); untracked without
 /// conntrack.
@@ -435,6 +513,10 @@ pub struct Worker<P: PortIo> {
     filter: Option<WorkerFilter>,
     /// This worker's conntrack shard (flows it owns: both directions steer here).
     conntrack: Option<Box<CtShard>>,
+    /// This worker's SYN proxy (cookies, reply limiter, counters); needs the conntrack shard.
+    proxy: Option<Box<SynProxy>>,
+    /// Where the SYN proxy writes the ACK for a server before it gets its own buffer.
+    scratch: Box<[u8; 256]>,
     /// Wall clock for `meta time/hour/day`, read once per poll.
     wall_ns: u64,
     /// Monotonic ns (from `now`), computed once per poll.
@@ -475,6 +557,8 @@ impl<P: PortIo> Worker<P> {
             stats: Arc::new(WorkerStats::default()),
             filter: None,
             conntrack: None,
+            proxy: None,
+            scratch: Box::new([0; 256]),
             wall_ns: 0,
             now_ns: 0,
         }
@@ -484,6 +568,14 @@ impl<P: PortIo> Worker<P> {
     /// `ct state`, marks and labels; flows are created only for accepted packets).
     pub fn with_conntrack(mut self, shard: CtShard) -> Self {
         self.conntrack = Some(Box::new(shard));
+        self
+    }
+
+    /// Answers the SYNs that a `synproxy` statement selects with cookies and proxies the
+    /// connections whose cookie verified (needs conntrack: the proxy's per-connection state
+    /// lives in the flow's entry).
+    pub fn with_synproxy(mut self, proxy: SynProxy) -> Self {
+        self.proxy = Some(Box::new(proxy));
         self
     }
 
@@ -531,12 +623,16 @@ impl<P: PortIo> Worker<P> {
         self.now_ns = now
             .checked_div(self.cfg.ticks_per_us)
             .map_or(now, |us| us.saturating_mul(1000));
-        if self.filter.is_some() {
+        if self.filter.is_some() || self.proxy.is_some() {
             // Once per poll, not per packet (a vDSO read, no syscall).
             self.wall_ns = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
+            if let Some(p) = self.proxy.as_deref_mut() {
+                // Cookies count wall-clock time, the same on every box of a fleet.
+                p.set_now(self.wall_ns);
+            }
         }
         for side in Side::BOTH {
             let s = side as usize;
@@ -567,6 +663,9 @@ impl<P: PortIo> Worker<P> {
             self.totals.ct_invalid = c.invalid;
             self.totals.ct_expired = c.expired;
             self.totals.ct_early_drops = c.early_drop;
+        }
+        if let Some(p) = self.proxy.as_deref() {
+            self.totals.synproxy = synproxy_counters(p.counters());
         }
         for side in Side::BOTH {
             let s = side as usize;
@@ -611,60 +710,46 @@ impl<P: PortIo> Worker<P> {
     }
 
     /// A packet this worker owns, received on `side`: track it, run the filter, create its
-    /// flow if it was accepted, forward it.
+    /// flow if it was accepted, forward it. Segments of connections the SYN proxy set up, and
+    /// packets a `synproxy` statement took, go through the proxy.
     #[inline]
     fn admit(&mut self, side: Side, pkt: P::Buf, info: Option<&FrameInfo>, now: u64) {
-        let now_ns = self.now_ns;
-        // Conntrack first (as the kernel's hooks at priority -200 run before filter chains):
-        // existing flows are updated now, a new one is only pending.
-        let tracked = match (self.conntrack.as_deref_mut(), info) {
-            (Some(ct), Some(info)) => Some(ct.track(pkt.data(), info, now_ns)),
-            _ => None,
-        };
         let mut pkt = pkt;
-        if let Some(f) = self.filter.as_mut() {
-            let meta = &mut f.meta[side as usize];
-            meta.now_ns = now_ns;
-            meta.wall_ns = self.wall_ns;
-            set_ct_meta(meta, tracked.as_ref());
-            let verdict = f.compiled.evaluate_hooks_into(
-                &mut f.state,
-                &f.hooks,
-                pkt.data(),
-                info,
-                meta,
-                &mut f.actions,
-            );
-            if !f.state.log_events.is_empty() {
-                // `log` statements: counted per worker for now (delivering the lines to the
-                // control thread is the events work of issue 6).
-                self.totals.logs += f.state.log_events.len() as u64;
-                f.state.log_events.clear();
-            }
-            if verdict == Verdict::Drop {
-                // A dropped packet never creates a flow (its pending entry is discarded).
-                // A reject answers from the same buffer, back out of the port it came in on.
-                if let Some(kind) = f.actions.reject {
-                    if let Some(reply) = build_reject(pkt.data(), kind) {
-                        if pkt.set_data(&reply) {
-                            self.totals.drops[DropReason::Filter as usize] += 1;
-                            self.totals.rejects += 1;
-                            self.enqueue_tx(side, pkt, now);
-                            return;
-                        }
-                    }
+        if let (Some(_), Some(i)) = (self.proxy.as_ref(), info) {
+            if let Some((id, dir, state)) = self.proxied(i) {
+                if dir == CtDirection::Original {
+                    // Client to server: into the server's sequence space first, so conntrack
+                    // and the ruleset see what the server will (Linux: seqadj before conntrack
+                    // window checks).
+                    pkt = match self.proxy_client(id, state, side, pkt, i, now) {
+                        Some(p) => p,
+                        None => return,
+                    };
+                } else {
+                    return self.proxy_server(id, state, side, pkt, i, now);
                 }
-                self.drop_pkt(DropReason::Filter, pkt);
+            }
+        }
+        let (verdict, tracked) = match self.judge(side, &mut pkt, info) {
+            Judgement::Pass(t) => (Verdict::Accept, t),
+            Judgement::Drop(t) => (Verdict::Drop, t),
+            Judgement::Answer => {
+                // A reject written over the packet: back out of the port it came in on.
+                self.enqueue_tx(side, pkt, now);
                 return;
             }
-            if !f.state.writes.is_empty() {
-                // `… set …` statements: rewrite the frame, checksums fixed incrementally.
-                levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
+        };
+        if verdict == Verdict::Drop {
+            let syn = self.filter.as_ref().and_then(|f| f.actions.synproxy);
+            match (syn, info) {
+                (Some(rule), Some(i)) if self.proxy.is_some() => self.proxy_open(rule, side, pkt, i, now),
+                _ => self.drop_pkt(DropReason::Filter, pkt),
             }
+            return;
         }
         if let (Some(ct), Some(t)) = (self.conntrack.as_deref_mut(), tracked) {
             let actions = self.filter.as_ref().map(|f| &f.actions);
-            if !commit_flow(ct, t, actions, now_ns) {
+            if !commit_flow(ct, t, actions, self.now_ns) {
                 self.drop_pkt(DropReason::ConntrackFull, pkt);
                 return;
             }
@@ -673,6 +758,233 @@ impl<P: PortIo> Worker<P> {
             }
         }
         self.enqueue_tx(side.other(), pkt, now);
+    }
+
+    /// Conntrack, then the ruleset: the verdict with the flow's tracking result (payload
+    /// writes applied to an accepted frame), or a reject written over the packet.
+    #[inline]
+    fn judge(&mut self, side: Side, pkt: &mut P::Buf, info: Option<&FrameInfo>) -> Judgement {
+        let now_ns = self.now_ns;
+        // Conntrack first (as the kernel's hooks at priority -200 run before filter chains):
+        // existing flows are updated now, a new one is only pending.
+        let tracked = match (self.conntrack.as_deref_mut(), info) {
+            (Some(ct), Some(info)) => Some(ct.track(pkt.data(), info, now_ns)),
+            _ => None,
+        };
+        let Some(f) = self.filter.as_mut() else {
+            return Judgement::Pass(tracked);
+        };
+        let meta = &mut f.meta[side as usize];
+        meta.now_ns = now_ns;
+        meta.wall_ns = self.wall_ns;
+        set_ct_meta(meta, tracked.as_ref());
+        let verdict =
+            f.compiled
+                .evaluate_hooks_into(&mut f.state, &f.hooks, pkt.data(), info, meta, &mut f.actions);
+        if !f.state.log_events.is_empty() {
+            // `log` statements: counted per worker for now (delivering the lines to the
+            // control thread is the events work of issue 6).
+            self.totals.logs += f.state.log_events.len() as u64;
+            f.state.log_events.clear();
+        }
+        if verdict == Verdict::Drop {
+            // A dropped packet never creates a flow (its pending entry is discarded). A reject
+            // answers from the same buffer, back out of the port it came in on.
+            if let Some(reply) = f.actions.reject.and_then(|k| build_reject(pkt.data(), k)) {
+                if pkt.set_data(&reply) {
+                    self.totals.drops[DropReason::Filter as usize] += 1;
+                    self.totals.rejects += 1;
+                    return Judgement::Answer;
+                }
+            }
+            return Judgement::Drop(tracked);
+        }
+        if !f.state.writes.is_empty() {
+            // `… set …` statements: rewrite the frame, checksums fixed incrementally.
+            levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
+        }
+        Judgement::Pass(tracked)
+    }
+
+    /// The proxy state of the segment's connection, if the SYN proxy set it up: (entry,
+    /// direction of the segment, state).
+    #[inline]
+    fn proxied(&self, info: &FrameInfo) -> Option<(EntryId, CtDirection, ProxyState)> {
+        tcp_flags(info)?;
+        let ct = self.conntrack.as_deref()?;
+        let (id, dir) = ct.lookup_tuple(&info.flow_tuple()?, self.now_ns)?;
+        let state = ct.ext(id).ok()?.proxy?;
+        Some((id, dir, state))
+    }
+
+    /// A client segment on a proxied connection: translated in place (returned, to be tracked,
+    /// filtered and forwarded like any packet), or answered / turned into a SYN for the server
+    /// by the proxy (sent here; None returned).
+    fn proxy_client(
+        &mut self,
+        id: EntryId,
+        mut state: ProxyState,
+        side: Side,
+        mut pkt: P::Buf,
+        info: &FrameInfo,
+        now: u64,
+    ) -> Option<P::Buf> {
+        let (Some(proxy), Some(ct)) = (self.proxy.as_deref_mut(), self.conntrack.as_deref_mut()) else {
+            return None;
+        };
+        let len = pkt.data().len();
+        let v = proxy.client_segment(&mut state.conn, pkt.room_mut(), len, info, &state.rule);
+        if let Ok(ext) = ct.ext_mut(id) {
+            ext.proxy = Some(state);
+        }
+        match v {
+            ClientVerdict::Forward => {
+                pkt.set_len(len);
+                Some(pkt)
+            }
+            ClientVerdict::SendSyn { len } => {
+                // The client's ACK again while the server has not answered: the SYN again.
+                pkt.set_len(len);
+                self.enqueue_tx(side.other(), pkt, now);
+                None
+            }
+            ClientVerdict::Reply { len } => {
+                pkt.set_len(len);
+                self.enqueue_tx(side, pkt, now);
+                None
+            }
+            ClientVerdict::Drop(_) => {
+                pkt.set_len(len);
+                self.drop_pkt(DropReason::Synproxy, pkt);
+                None
+            }
+        }
+    }
+
+    /// A server segment on a proxied connection: tracked and filtered as it arrived (server
+    /// sequence space), then translated for the client. The server's SYN-ACK completes the
+    /// handshake: the window update goes to the client, the ACK back to the server.
+    fn proxy_server(
+        &mut self,
+        id: EntryId,
+        mut state: ProxyState,
+        side: Side,
+        pkt: P::Buf,
+        info: &FrameInfo,
+        now: u64,
+    ) {
+        let mut pkt = pkt;
+        let tracked = match self.judge(side, &mut pkt, Some(info)) {
+            Judgement::Pass(t) => t,
+            Judgement::Drop(_) => return self.drop_pkt(DropReason::Filter, pkt),
+            Judgement::Answer => return self.enqueue_tx(side, pkt, now),
+        };
+        let (Some(proxy), Some(ct)) = (self.proxy.as_deref_mut(), self.conntrack.as_deref_mut()) else {
+            return self.drop_pkt(DropReason::Synproxy, pkt);
+        };
+        if let Some(t) = tracked {
+            // Marks and labels the ruleset set on the reply.
+            commit_flow(ct, t, self.filter.as_ref().map(|f| &f.actions), self.now_ns);
+        }
+        let len = pkt.data().len();
+        let v = proxy.server_segment(&mut state.conn, pkt.room_mut(), len, info, &mut self.scratch[..]);
+        if let Ok(ext) = ct.ext_mut(id) {
+            ext.proxy = Some(state);
+        }
+        match v {
+            ServerVerdict::Forward => {
+                pkt.set_len(len);
+                self.enqueue_tx(side.other(), pkt, now);
+            }
+            ServerVerdict::Established {
+                to_client,
+                to_server_len,
+            } => {
+                pkt.set_len(to_client);
+                let ack = &self.scratch[..to_server_len];
+                // Conntrack sees the ACK the server gets, as Linux's output path would.
+                if let Ok(ack_info) = parse_frame(ack) {
+                    let _ = ct.track(ack, &ack_info, self.now_ns);
+                }
+                match self.ports[side as usize].alloc(ack) {
+                    Some(a) => self.enqueue_tx(side, a, now),
+                    None => self.totals.drops[DropReason::TxFull as usize] += 1,
+                }
+                self.enqueue_tx(side.other(), pkt, now);
+            }
+            ServerVerdict::Drop(_) => {
+                pkt.set_len(len);
+                self.drop_pkt(DropReason::Synproxy, pkt);
+            }
+        }
+    }
+
+    /// A packet a `synproxy` statement took (its flow has no proxied connection): a client SYN
+    /// is answered with a cookie SYN-ACK out of the port it came in on; a client ACK whose
+    /// cookie verifies becomes the SYN to the server and opens the connection's entry.
+    fn proxy_open(
+        &mut self,
+        rule: (u16, u8, bool, bool),
+        side: Side,
+        pkt: P::Buf,
+        info: &FrameInfo,
+        now: u64,
+    ) {
+        let mut pkt = pkt;
+        let rule = SynRule {
+            mss: rule.0,
+            // nft: no `wscale` means none is offered (compiled as 0).
+            wscale: (rule.1 > 0).then_some(rule.1),
+            timestamps: rule.2,
+            sack_perm: rule.3,
+        };
+        let (Some(proxy), Some(ct)) = (self.proxy.as_deref_mut(), self.conntrack.as_deref_mut()) else {
+            return self.drop_pkt(DropReason::Filter, pkt);
+        };
+        let flags = tcp_flags(info).unwrap_or_default();
+        let len = pkt.data().len();
+        if flags.contains(TcpFlags::SYN) && !flags.contains(TcpFlags::ACK) {
+            match proxy.answer_syn(pkt.room_mut(), len, info, &rule) {
+                SynVerdict::Reply { len } => {
+                    pkt.set_len(len);
+                    self.enqueue_tx(side, pkt, now);
+                }
+                SynVerdict::Drop(_) => {
+                    pkt.set_len(len);
+                    self.drop_pkt(DropReason::Synproxy, pkt);
+                }
+            }
+            return;
+        }
+        match proxy.client_ack(pkt.room_mut(), len, info, &rule) {
+            AckVerdict::Open { conn, len } => {
+                pkt.set_len(len);
+                // The SYN for the server opens the flow in conntrack, as Linux's SYN from the
+                // output path does; the proxy's state rides in the entry.
+                let opened = match parse_frame(pkt.data()) {
+                    Ok(syn_info) => match ct.track(pkt.data(), &syn_info, self.now_ns) {
+                        Tracked::New(p) => ct.confirm(p, self.now_ns).ok(),
+                        Tracked::Known(i) => i.entry,
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                let Some(id) = opened.filter(|id| {
+                    ct.ext_mut(*id)
+                        .map(|e| e.proxy = Some(ProxyState { conn, rule }))
+                        .is_ok()
+                }) else {
+                    return self.drop_pkt(DropReason::ConntrackFull, pkt);
+                };
+                let _ = id;
+                self.totals.ct_confirmed += 1;
+                self.enqueue_tx(side.other(), pkt, now);
+            }
+            AckVerdict::Drop(_) => {
+                pkt.set_len(len);
+                self.drop_pkt(DropReason::Synproxy, pkt);
+            }
+        }
     }
 
     #[inline]

@@ -98,6 +98,36 @@ impl Mbuf {
         true
     }
 
+    /// The packet's bytes followed by the buffer's tailroom (everything from the data start to
+    /// the end of the data room), writable. Pair with [`Mbuf::set_len`] after writing a frame
+    /// longer than the current one.
+    #[inline]
+    pub fn room_mut(&mut self) -> &mut [u8] {
+        // SAFETY: buf_addr + data_off .. buf_addr + buf_len is the mbuf's data room (DPDK
+        // invariant, data_off <= buf_len); &mut self guarantees exclusive access.
+        unsafe {
+            let m = self.0.as_mut();
+            let room = (m.buf_len as usize).saturating_sub(m.data_off as usize);
+            std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), room)
+        }
+    }
+
+    /// Sets the packet length (a frame written with [`Mbuf::room_mut`]); false, and nothing
+    /// changed, when `len` exceeds the data room.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        // SAFETY: we own the mbuf; the length is checked against the data room first.
+        unsafe {
+            let m = self.0.as_mut();
+            let room = (m.buf_len as usize).saturating_sub(m.data_off as usize);
+            if len > room {
+                return false;
+            }
+            m.data_len = len as u16;
+            m.pkt_len = len as u32;
+        }
+        true
+    }
+
     /// The NIC's RSS hash, when the device computed one.
     #[inline]
     pub fn rss_hash(&self) -> Option<u32> {

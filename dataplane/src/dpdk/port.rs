@@ -150,6 +150,12 @@ fn available_ports() -> Vec<String> {
 }
 
 impl EthPort {
+    /// The mempool RX queue `q` takes its buffers from (a worker allocates from it too).
+    pub fn pool(&self, q: u16) -> Mempool {
+        let pools = &self.inner._pools;
+        pools.get(q as usize).unwrap_or(&pools[0]).clone()
+    }
+
     /// Finds the port named `name` (a vdev name such as `net_ring0` or a PCI address), configures
     /// it with `setup`, gives RX queue *q* buffers from `pools[q]` (or `pools[0]` when only one
     /// pool is given), enables symmetric RSS where the device supports it, and starts it.
