@@ -22,7 +22,7 @@ use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
 use levee_conntrack::{Direction as CtDirection, EntryId, Tracked};
 use levee_filter_vm::nft::ast::Hook;
-use levee_filter_vm::reject::build_reject;
+use levee_filter_vm::reject::{build_reject_into, REJECT_MAX};
 use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
 use levee_filter_vm::{Compiled, CtState as FilterCtState, PacketMeta};
 use levee_packet::parse::L3Info;
@@ -370,6 +370,9 @@ pub struct ProxyState {
     pub rule: SynRule,
 }
 
+/// Bytes of the worker's scratch buffer: a reject answer or the proxy's ACK to a server.
+const SCRATCH: usize = if REJECT_MAX > 256 { REJECT_MAX } else { 256 };
+
 /// What conntrack and the ruleset decided about a packet.
 enum Judgement {
     /// Accepted (payload writes applied), with its tracking result.
@@ -515,8 +518,9 @@ pub struct Worker<P: PortIo> {
     conntrack: Option<Box<CtShard>>,
     /// This worker's SYN proxy (cookies, reply limiter, counters); needs the conntrack shard.
     proxy: Option<Box<SynProxy>>,
-    /// Where the SYN proxy writes the ACK for a server before it gets its own buffer.
-    scratch: Box<[u8; 256]>,
+    /// Where a reject answer or the SYN proxy's ACK for a server is written before it is
+    /// copied into a packet buffer (no allocation per packet).
+    scratch: Box<[u8; SCRATCH]>,
     /// Wall clock for `meta time/hour/day`, read once per poll.
     wall_ns: u64,
     /// Monotonic ns (from `now`), computed once per poll.
@@ -558,7 +562,7 @@ impl<P: PortIo> Worker<P> {
             filter: None,
             conntrack: None,
             proxy: None,
-            scratch: Box::new([0; 256]),
+            scratch: Box::new([0; SCRATCH]),
             wall_ns: 0,
             now_ns: 0,
         }
@@ -790,8 +794,12 @@ impl<P: PortIo> Worker<P> {
         if verdict == Verdict::Drop {
             // A dropped packet never creates a flow (its pending entry is discarded). A reject
             // answers from the same buffer, back out of the port it came in on.
-            if let Some(reply) = f.actions.reject.and_then(|k| build_reject(pkt.data(), k)) {
-                if pkt.set_data(&reply) {
+            let answer = f
+                .actions
+                .reject
+                .and_then(|k| build_reject_into(pkt.data(), k, &mut self.scratch[..]));
+            if let Some(n) = answer {
+                if pkt.set_data(&self.scratch[..n]) {
                     self.totals.drops[DropReason::Filter as usize] += 1;
                     self.totals.rejects += 1;
                     return Judgement::Answer;

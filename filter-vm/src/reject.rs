@@ -16,32 +16,47 @@ const ICMP_MAX: usize = 576;
 /// Largest IPv6 answer (RFC 4443: must not exceed the minimum IPv6 MTU).
 const ICMPV6_MAX: usize = 1280;
 
-/// The frame to send for `kind`, or None when nothing must be sent.
+/// The frame to send for `kind`, or None when nothing must be sent (allocates; the dataplane
+/// uses [`build_reject_into`]).
 pub fn build_reject(frame: &[u8], kind: RejectKind) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; REJECT_MAX];
+    let n = build_reject_into(frame, kind, &mut out)?;
+    out.truncate(n);
+    Some(out)
+}
+
+/// Largest answer [`build_reject_into`] writes: two VLAN tags, an IPv6 header and an ICMPv6
+/// error of at most 1280 bytes.
+pub const REJECT_MAX: usize = 22 + ICMPV6_MAX;
+
+/// Writes the frame to send for `kind` into `out` (no allocation) and returns its length, or
+/// None when nothing must be sent or `out` is shorter than needed ([`REJECT_MAX`] always
+/// suffices).
+pub fn build_reject_into(frame: &[u8], kind: RejectKind, out: &mut [u8]) -> Option<usize> {
     let info = parse_frame(frame).ok()?;
     let l3 = info.l3_offset as usize;
     // Ethernet (+ tags) with the addresses swapped.
-    let mut out = frame[..l3].to_vec();
+    out.get_mut(..l3)?.copy_from_slice(&frame[..l3]);
     out[..6].copy_from_slice(&frame[6..12]);
     out[6..12].copy_from_slice(&frame[..6]);
-    match info.l3 {
+    let end = match info.l3 {
         L3Info::Ipv4(ip) => {
             if ip.frag == FragKind::NonFirst {
                 return None;
             }
             let l4 = ip.l4_offset as usize;
             let (src, dst) = (ip.dst.octets(), ip.src.octets());
-            match (kind, ip.l4) {
+            let at = l3 + 20;
+            let (proto, len) = match (kind, ip.l4) {
                 (RejectKind::TcpReset, L4Info::Tcp { .. }) => {
-                    let seg = tcp_reset(&frame[l4..l4 + ip.l4_len as usize])?;
+                    let seg = out.get_mut(at..at + 20)?;
+                    tcp_reset(&frame[l4..l4 + ip.l4_len as usize], seg)?;
                     let sum = !checksum::combine(&[
-                        checksum::pseudo_header_v4(src.into(), dst.into(), 6, seg.len() as u16),
-                        checksum::sum(&seg),
+                        checksum::pseudo_header_v4(src.into(), dst.into(), 6, 20),
+                        checksum::sum(seg),
                     ]);
-                    let mut seg = seg;
                     seg[16..18].copy_from_slice(&sum.to_be_bytes());
-                    out.extend_from_slice(&ipv4_header(src, dst, 6, seg.len()));
-                    out.extend_from_slice(&seg);
+                    (6, 20)
                 }
                 (RejectKind::TcpReset, _) => return None,
                 (k, l4info) => {
@@ -53,17 +68,19 @@ pub fn build_reject(frame: &[u8], kind: RejectKind) -> Option<Vec<u8>> {
                         RejectKind::Icmpx(c) => icmpx_to_icmp(c),
                         _ => return None,
                     };
-                    let end = (ip.l4_offset as usize + ip.l4_len as usize).min(frame.len());
-                    let quote = &frame[l3..end];
+                    let qend = (ip.l4_offset as usize + ip.l4_len as usize).min(frame.len());
+                    let quote = &frame[l3..qend];
                     let quote = &quote[..quote.len().min(ICMP_MAX - 28)];
-                    let mut icmp = vec![3, code, 0, 0, 0, 0, 0, 0];
-                    icmp.extend_from_slice(quote);
-                    let sum = checksum::checksum(&icmp);
+                    let icmp = out.get_mut(at..at + 8 + quote.len())?;
+                    icmp[..8].copy_from_slice(&[3, code, 0, 0, 0, 0, 0, 0]);
+                    icmp[8..].copy_from_slice(quote);
+                    let sum = checksum::checksum(icmp);
                     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-                    out.extend_from_slice(&ipv4_header(src, dst, 1, icmp.len()));
-                    out.extend_from_slice(&icmp);
+                    (1, icmp.len())
                 }
-            }
+            };
+            out[l3..at].copy_from_slice(&ipv4_header(src, dst, proto, len));
+            at + len
         }
         L3Info::Ipv6(ip) => {
             if ip.frag == FragKind::NonFirst {
@@ -71,15 +88,17 @@ pub fn build_reject(frame: &[u8], kind: RejectKind) -> Option<Vec<u8>> {
             }
             let l4 = ip.l4_offset as usize;
             let (src, dst) = (ip.dst.octets(), ip.src.octets());
-            let (next, payload) = match (kind, ip.l4) {
+            let at = l3 + 40;
+            let (next, len) = match (kind, ip.l4) {
                 (RejectKind::TcpReset, L4Info::Tcp { .. }) => {
-                    let mut seg = tcp_reset(&frame[l4..l4 + ip.l4_len as usize])?;
+                    let seg = out.get_mut(at..at + 20)?;
+                    tcp_reset(&frame[l4..l4 + ip.l4_len as usize], seg)?;
                     let sum = !checksum::combine(&[
-                        checksum::pseudo_header_v6(src.into(), dst.into(), 6, seg.len() as u32),
-                        checksum::sum(&seg),
+                        checksum::pseudo_header_v6(src.into(), dst.into(), 6, 20),
+                        checksum::sum(seg),
                     ]);
                     seg[16..18].copy_from_slice(&sum.to_be_bytes());
-                    (6u8, seg)
+                    (6u8, 20)
                 }
                 (RejectKind::TcpReset, _) => return None,
                 (k, l4info) => {
@@ -91,36 +110,38 @@ pub fn build_reject(frame: &[u8], kind: RejectKind) -> Option<Vec<u8>> {
                         RejectKind::Icmpx(c) => icmpx_to_icmpv6(c),
                         _ => return None,
                     };
-                    let end = (ip.l4_offset as usize + ip.l4_len as usize).min(frame.len());
-                    let quote = &frame[l3..end];
+                    let qend = (ip.l4_offset as usize + ip.l4_len as usize).min(frame.len());
+                    let quote = &frame[l3..qend];
                     let quote = &quote[..quote.len().min(ICMPV6_MAX - 48)];
-                    let mut icmp = vec![1, code, 0, 0, 0, 0, 0, 0];
-                    icmp.extend_from_slice(quote);
+                    let icmp = out.get_mut(at..at + 8 + quote.len())?;
+                    icmp[..8].copy_from_slice(&[1, code, 0, 0, 0, 0, 0, 0]);
+                    icmp[8..].copy_from_slice(quote);
                     let sum = !checksum::combine(&[
                         checksum::pseudo_header_v6(src.into(), dst.into(), 58, icmp.len() as u32),
-                        checksum::sum(&icmp),
+                        checksum::sum(icmp),
                     ]);
                     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-                    (58u8, icmp)
+                    (58u8, icmp.len())
                 }
             };
-            let mut hdr = [0u8; 40];
+            let hdr = &mut out[l3..at];
+            hdr.fill(0);
             hdr[0] = 0x60;
-            hdr[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+            hdr[4..6].copy_from_slice(&(len as u16).to_be_bytes());
             hdr[6] = next;
             hdr[7] = 64;
             hdr[8..24].copy_from_slice(&src);
             hdr[24..40].copy_from_slice(&dst);
-            out.extend_from_slice(&hdr);
-            out.extend_from_slice(&payload);
+            at + len
         }
         L3Info::Arp | L3Info::Other => return None,
-    }
+    };
     // Ethernet minimum frame size.
-    if out.len() < 60 {
-        out.resize(60, 0);
+    if end < 60 {
+        out.get_mut(end..60)?.fill(0);
+        return Some(60);
     }
-    Some(out)
+    Some(end)
 }
 
 /// ICMP errors (and, for IPv6, anything below type 128) are never answered.
@@ -164,9 +185,10 @@ fn ipv4_header(src: [u8; 4], dst: [u8; 4], proto: u8, payload: usize) -> [u8; 20
     h
 }
 
-/// The RST answering TCP segment `seg` (checksum left zero), or None for an incoming RST.
-fn tcp_reset(seg: &[u8]) -> Option<Vec<u8>> {
-    if seg.len() < 20 {
+/// Writes the RST answering TCP segment `seg` into `r` (20 bytes, checksum left zero); None
+/// for an incoming RST.
+fn tcp_reset(seg: &[u8], r: &mut [u8]) -> Option<()> {
+    if seg.len() < 20 || r.len() < 20 {
         return None;
     }
     let flags = seg[13];
@@ -176,7 +198,7 @@ fn tcp_reset(seg: &[u8]) -> Option<Vec<u8>> {
     let seq = u32::from_be_bytes([seg[4], seg[5], seg[6], seg[7]]);
     let ack = u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]);
     let doff = ((seg[12] >> 4) as usize * 4).clamp(20, seg.len());
-    let mut r = vec![0u8; 20];
+    r[..20].fill(0);
     r[0..2].copy_from_slice(&seg[2..4]);
     r[2..4].copy_from_slice(&seg[0..2]);
     r[12] = 5 << 4;
@@ -190,7 +212,7 @@ fn tcp_reset(seg: &[u8]) -> Option<Vec<u8>> {
         r[8..12].copy_from_slice(&seq.wrapping_add(len).to_be_bytes());
         r[13] = 0x14;
     }
-    Some(r)
+    Some(())
 }
 
 #[cfg(test)]
@@ -313,5 +335,42 @@ mod tests {
         ]);
         assert_eq!(sum, 0xffff, "checksum verifies");
         assert_eq!(&icmp[8..], &f[14..], "quoted");
+    }
+
+    proptest::proptest! {
+        /// Any frame (a real SYN with random bytes written over it, or pure noise) and any
+        /// reject kind: no panic, an answer fits REJECT_MAX, is at least an Ethernet minimum
+        /// frame, parses, and never answers a frame that does not parse.
+        #[test]
+        fn answers_to_arbitrary_frames_are_bounded_and_parse(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            at in 0usize..80,
+            kind in 0u8..6,
+            code in 0u8..4,
+        ) {
+            let mut f = syn_v4(0x02, &[1, 2, 3]);
+            for (i, b) in noise.iter().enumerate() {
+                if let Some(x) = f.get_mut(at + i) {
+                    *x = *b;
+                }
+            }
+            let frames = [f, noise.clone()];
+            let kind = match kind {
+                0 => RejectKind::TcpReset,
+                1 => RejectKind::Icmp(code),
+                2 => RejectKind::Icmpv6(code),
+                _ => RejectKind::Icmpx(code),
+            };
+            for frame in &frames {
+                let mut out = [0u8; REJECT_MAX];
+                if let Some(n) = build_reject_into(frame, kind, &mut out) {
+                    proptest::prop_assert!((60..=REJECT_MAX).contains(&n));
+                    proptest::prop_assert!(parse_frame(frame).is_ok());
+                    proptest::prop_assert!(parse_frame(&out[..n]).is_ok(), "answer does not parse");
+                    let owned = build_reject(frame, kind);
+                    proptest::prop_assert_eq!(owned.as_deref(), Some(&out[..n]));
+                }
+            }
+        }
     }
 }
