@@ -6,7 +6,8 @@
 use levee_control::config::{Config, Device};
 use levee_dataplane::dpdk::PortStats;
 use levee_dataplane::{
-    ConntrackSpec, DataplaneSpec, DropReason, Running, Side, SynproxySpec, WorkerTotals, SYNPROXY_COUNTERS,
+    ConntrackSpec, DataplaneSpec, DropReason, LogRecord, Running, Side, SynproxySpec, WorkerTotals,
+    SYNPROXY_COUNTERS,
 };
 use levee_filter_vm::{nft, Compiled};
 use std::path::Path;
@@ -172,10 +173,11 @@ pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> S
         s += &format!(" drop_{}={}", r.name(), now.drops[r as usize]);
     }
     s += &format!(
-        " handoffs={} rejects={} logs={} ct_entries={} ct_new={} ct_invalid={} ct_expired={} ct_early_drops={}",
+        " handoffs={} rejects={} logs={} logs_dropped={} ct_entries={} ct_new={} ct_invalid={} ct_expired={} ct_early_drops={}",
         now.handoffs_out,
         now.rejects,
         now.logs,
+        now.logs_dropped,
         now.ct_entries,
         now.ct_confirmed,
         now.ct_invalid,
@@ -184,6 +186,31 @@ pub fn stats_line(t: f64, now: &WorkerTotals, prev: &WorkerTotals, dt: f64) -> S
     );
     for (name, v) in SYNPROXY_COUNTERS.iter().zip(now.synproxy) {
         s += &format!(" synproxy_{name}={v}");
+    }
+    s
+}
+
+/// A fired `log` statement as the kernel's nf_log prints it: the prefix, then
+/// `IN=… OUT=… SRC=… DST=… LEN=… PROTO=… SPT=… DPT=…`.
+pub fn log_line(prefix: &str, rec: &LogRecord) -> String {
+    let mut s = format!(
+        "{prefix}IN={} OUT={} LEN={}",
+        rec.side.name(),
+        rec.side.other().name(),
+        rec.len
+    );
+    if let Some(f) = &rec.flow {
+        let proto = match f.protocol {
+            6 => "TCP".to_owned(),
+            17 => "UDP".to_owned(),
+            1 => "ICMP".to_owned(),
+            58 => "ICMPv6".to_owned(),
+            p => p.to_string(),
+        };
+        s += &format!(" SRC={} DST={} PROTO={proto}", f.src_ip(), f.dst_ip());
+        if matches!(f.protocol, 6 | 17) {
+            s += &format!(" SPT={} DPT={}", f.src_port, f.dst_port);
+        }
     }
     s
 }
@@ -253,6 +280,9 @@ pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) 
     let mut prev = WorkerTotals::default();
     loop {
         std::thread::sleep(Duration::from_millis(50));
+        for rec in running.drain_logs(1000) {
+            println!("{}", log_line(running.log_prefix(rec.prefix), &rec));
+        }
         let elapsed = started.elapsed().as_secs_f64();
         if term.load(Ordering::Relaxed) || (duration > 0.0 && elapsed >= duration) {
             break;

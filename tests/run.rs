@@ -169,7 +169,7 @@ fn a_ruleset_from_the_config_filters_every_worker_packet() {
     let dir = std::env::temp_dir().join(format!("levee-run-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("syn.pcap");
-    std::fs::write(dir.join("rules.nft"), "table inet t {\n chain c {\n  type filter hook prerouting priority 0; policy accept;\n  tcp dport 80 counter drop\n  counter\n }\n}\n").unwrap();
+    std::fs::write(dir.join("rules.nft"), "table inet t {\n chain c {\n  type filter hook prerouting priority 0; policy accept;\n  tcp dport 80 log prefix \"port80: \" counter drop\n  counter\n }\n}\n").unwrap();
     let p = write_config(
         "filter.toml",
         &format!(
@@ -201,6 +201,23 @@ fn a_ruleset_from_the_config_filters_every_worker_packet() {
         rule.contains(&format!("packets {}", field("outside_rx"))),
         "{rule} vs {last}"
     );
+    // `log` statements reach the control thread and are printed as nf_log lines (as many as
+    // the bounded queue passed; the rest are counted as dropped).
+    let logged = t
+        .lines()
+        .filter(|l| l.starts_with("port80: IN=outside OUT=inside"))
+        .count() as u64;
+    let first = t
+        .lines()
+        .find(|l| l.starts_with("port80: "))
+        .unwrap_or_else(|| panic!("no log line: {t}"));
+    assert!(
+        first.contains("SRC=198.18.") && first.contains("PROTO=TCP") && first.contains("DPT=80"),
+        "{first}"
+    );
+    assert_eq!(field("logs"), field("outside_rx"), "{last}");
+    assert!(logged + field("logs_dropped") <= field("logs"), "{last}");
+    assert!(logged > 0);
     // A broken ruleset stops the start with FILE:LINE:COL.
     std::fs::write(
         dir.join("rules.nft"),

@@ -15,6 +15,6 @@ pub mod worker;
 pub use io::{MemPacket, MemPort, PacketBuf, PortIo};
 pub use runtime::{ConntrackSpec, DataplaneSpec, Running, StartError, SynproxySpec};
 pub use worker::{
-    ConnExt, CtShard, DropReason, HandoffMesh, ProxyState, Side, Worker, WorkerConfig, WorkerStats,
-    WorkerTotals, SYNPROXY_COUNTERS,
+    ConnExt, CtShard, DropReason, HandoffMesh, LogRecord, ProxyState, Side, Worker, WorkerConfig,
+    WorkerStats, WorkerTotals, SYNPROXY_COUNTERS,
 };

@@ -7,7 +7,8 @@ use crate::dpdk::{self, DpdkError, Eal, EthPort, LcoreHandle, Mempool, PortSetup
 use crate::flow::Steering;
 use crate::io::DpdkQueues;
 use crate::worker::{
-    CtShard, HandoffMesh, Side, Worker, WorkerConfig, WorkerFilter, WorkerStats, WorkerTotals,
+    CtShard, HandoffMesh, LogQueue, LogRecord, Side, Worker, WorkerConfig, WorkerFilter, WorkerStats,
+    WorkerTotals,
 };
 use levee_filter_vm::vm::CounterBank;
 use levee_filter_vm::Compiled;
@@ -60,6 +61,9 @@ pub struct ConntrackSpec {
     pub expire_budget: u32,
 }
 
+/// Log records the queue to the control thread holds.
+const LOG_QUEUE: usize = 4096;
+
 /// Why the dataplane did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -83,6 +87,7 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     steering: Steering,
     filter: Option<(Arc<Compiled>, Vec<CounterBank>)>,
+    logs: LogQueue,
 }
 
 /// Counters of one port, summed over workers, plus the device's own.
@@ -155,6 +160,7 @@ impl Running {
             ct_expire_budget: spec.conntrack.as_ref().map_or(64, |c| c.expire_budget),
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let logs: LogQueue = Arc::new(crossbeam_queue::ArrayQueue::new(LOG_QUEUE));
         let mut stats = Vec::new();
         let mut handles = Vec::new();
         let mut banks = Vec::new();
@@ -172,7 +178,7 @@ impl Running {
             };
             let mut worker = Worker::new(q, out_q, in_q, cfg, steering, mesh.clone());
             if let Some(compiled) = &spec.filter {
-                let wf = WorkerFilter::new(compiled.clone(), core);
+                let wf = WorkerFilter::new(compiled.clone(), core).with_log_queue(logs.clone());
                 banks.push(wf.counters());
                 worker = worker.with_filter(wf);
             }
@@ -211,6 +217,7 @@ impl Running {
             stop,
             steering,
             filter: spec.filter.clone().map(|c| (c, banks)),
+            logs,
         })
     }
 
@@ -220,6 +227,19 @@ impl Running {
             Some((compiled, banks)) => compiled.rule_counter_totals(&banks.iter().collect::<Vec<_>>()),
             None => Vec::new(),
         }
+    }
+
+    /// Takes the `log` records the workers queued since the last call (at most `max`).
+    pub fn drain_logs(&self, max: usize) -> Vec<LogRecord> {
+        std::iter::from_fn(|| self.logs.pop()).take(max).collect()
+    }
+
+    /// The ruleset's log prefixes (a `LogRecord::prefix` indexes them).
+    pub fn log_prefix(&self, index: u32) -> &str {
+        self.filter
+            .as_ref()
+            .and_then(|(c, _)| c.program.log_prefixes.get(index as usize))
+            .map_or("", String::as_str)
     }
 
     /// The flag that stops the workers (set it from a signal handler).

@@ -191,6 +191,8 @@ pub struct WorkerStats {
     pub rejects: AtomicU64,
     /// `log` statements that fired.
     pub logs: AtomicU64,
+    /// Log records dropped because the queue to the control thread was full.
+    pub logs_dropped: AtomicU64,
     /// Entries in this worker's conntrack shard (a gauge).
     pub ct_entries: AtomicU64,
     /// Flows this worker's shard confirmed (entries created).
@@ -217,6 +219,7 @@ pub struct WorkerTotals {
     pub polls: u64,
     pub rejects: u64,
     pub logs: u64,
+    pub logs_dropped: u64,
     pub ct_entries: u64,
     pub ct_confirmed: u64,
     pub ct_invalid: u64,
@@ -244,6 +247,7 @@ impl WorkerTotals {
         self.polls += o.polls;
         self.rejects += o.rejects;
         self.logs += o.logs;
+        self.logs_dropped += o.logs_dropped;
         self.ct_entries += o.ct_entries;
         self.ct_confirmed += o.ct_confirmed;
         self.ct_invalid += o.ct_invalid;
@@ -268,6 +272,7 @@ impl WorkerStats {
             polls: ld(&self.polls),
             rejects: ld(&self.rejects),
             logs: ld(&self.logs),
+            logs_dropped: ld(&self.logs_dropped),
             ct_entries: ld(&self.ct_entries),
             ct_confirmed: ld(&self.ct_confirmed),
             ct_invalid: ld(&self.ct_invalid),
@@ -296,6 +301,7 @@ impl WorkerStats {
         st(&self.polls, t.polls);
         st(&self.rejects, t.rejects);
         st(&self.logs, t.logs);
+        st(&self.logs_dropped, t.logs_dropped);
         st(&self.ct_entries, t.ct_entries);
         st(&self.ct_confirmed, t.ct_confirmed);
         st(&self.ct_invalid, t.ct_invalid);
@@ -455,6 +461,24 @@ fn commit_flow(ct: &mut CtShard, t: Tracked, actions: Option<&Actions>, now_ns: 
     }
 }
 
+/// One fired `log` statement, as the control thread prints it (the kernel's nf_log line:
+/// prefix, interfaces, addresses, protocol, ports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Index into the ruleset's log prefixes (`Program::log_prefixes`).
+    pub prefix: u32,
+    /// The port the packet came in on.
+    pub side: Side,
+    /// Its flow (None for non-IP frames).
+    pub flow: Option<levee_packet::parse::FlowTuple>,
+    /// Frame length.
+    pub len: u16,
+}
+
+/// Log records from every worker to the control thread: bounded; when full a record is dropped
+/// and counted (`logs_dropped`), the worker never waits.
+pub type LogQueue = Arc<ArrayQueue<LogRecord>>;
+
 /// The filter as one worker runs it: the compiled ruleset (shared by all workers, immutable)
 /// and this worker's own state (counters, limits, quotas, meters).
 pub struct WorkerFilter {
@@ -466,6 +490,8 @@ pub struct WorkerFilter {
     meta: [PacketMeta; 2],
     /// The last packet's actions (reused, so nothing large is copied per packet).
     actions: Actions,
+    /// Where fired `log` statements go (None: only counted).
+    logs: Option<LogQueue>,
 }
 
 impl WorkerFilter {
@@ -490,7 +516,14 @@ impl WorkerFilter {
             hooks,
             meta: [side_meta(Side::Outside), side_meta(Side::Inside)],
             actions: Actions::default(),
+            logs: None,
         }
+    }
+
+    /// Delivers fired `log` statements to `queue` (the control thread prints them).
+    pub fn with_log_queue(mut self, queue: LogQueue) -> Self {
+        self.logs = Some(queue);
+        self
     }
 
     /// The per-rule counters this worker writes (the control thread sums them).
@@ -786,9 +819,21 @@ impl<P: PortIo> Worker<P> {
             f.compiled
                 .evaluate_hooks_into(&mut f.state, &f.hooks, pkt.data(), info, meta, &mut f.actions);
         if !f.state.log_events.is_empty() {
-            // `log` statements: counted per worker for now (delivering the lines to the
-            // control thread is the events work of issue 6).
             self.totals.logs += f.state.log_events.len() as u64;
+            if let Some(q) = &f.logs {
+                let flow = info.and_then(FrameInfo::flow_tuple);
+                for &prefix in &f.state.log_events {
+                    let rec = LogRecord {
+                        prefix,
+                        side,
+                        flow,
+                        len: pkt.data().len().min(u16::MAX as usize) as u16,
+                    };
+                    if q.push(rec).is_err() {
+                        self.totals.logs_dropped += 1;
+                    }
+                }
+            }
             f.state.log_events.clear();
         }
         if verdict == Verdict::Drop {
