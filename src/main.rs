@@ -29,6 +29,9 @@ enum Command {
         /// Stop by itself after this many seconds (0: run until signalled).
         #[arg(long, default_value_t = 0.0)]
         duration: f64,
+        /// Print conntrack events (new / update / destroy), as `conntrack -E` does.
+        #[arg(long)]
+        ct_events: bool,
     },
     /// Compile an nft-syntax ruleset offline (no DPDK, no daemon): print its normalized
     /// listing and exit 0, or print FILE:LINE:COL: message and exit 1.
@@ -60,7 +63,8 @@ fn main() -> ExitCode {
             check_config,
             stats_interval,
             duration,
-        } => levee::run::run(&config, check_config, stats_interval, duration),
+            ct_events,
+        } => levee::run::run(&config, check_config, stats_interval, duration, ct_events),
         Command::Lab {
             iperf_seconds,
             workers,

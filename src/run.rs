@@ -56,6 +56,7 @@ pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
             },
             key: boot_key(),
             expire_budget: cfg.conntrack.expire_budget,
+            event_queue: 0,
         }),
     }
 }
@@ -215,6 +216,37 @@ pub fn log_line(prefix: &str, rec: &LogRecord) -> String {
     s
 }
 
+/// A conntrack event as `conntrack -E` prints one: `[NEW] tcp 6 src=… dst=… sport=… dport=…`.
+pub fn ct_event_line(ev: &levee_conntrack::Event) -> String {
+    use levee_conntrack::EventKind;
+    let kind = match ev.kind {
+        EventKind::New => "[NEW]".to_owned(),
+        EventKind::Update => "[UPDATE]".to_owned(),
+        EventKind::Destroy(r) => format!("[DESTROY {r:?}]"),
+    };
+    let t = &ev.tuple;
+    let proto = match t.protocol {
+        6 => "tcp",
+        17 => "udp",
+        1 => "icmp",
+        58 => "icmpv6",
+        _ => "unknown",
+    };
+    let state = match ev.l4 {
+        levee_conntrack::L4State::Tcp(s) => format!(" {s:?}"),
+        _ => String::new(),
+    };
+    format!(
+        "{kind} {proto} {}{state} src={} dst={} sport={} dport={} mark={}",
+        t.protocol,
+        t.src_ip(),
+        t.dst_ip(),
+        t.src_port,
+        t.dst_port,
+        ev.mark
+    )
+}
+
 fn device_line(side: Side, d: &PortStats) -> String {
     format!(
         "  {} device: rx={} tx={} rx_missed={} rx_errors={} tx_errors={} rx_nombuf={}",
@@ -229,9 +261,18 @@ fn device_line(side: Side, d: &PortStats) -> String {
 }
 
 /// The `run` command.
-pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) -> Result<(), String> {
+pub fn run(
+    config: &Path,
+    check_only: bool,
+    stats_interval: f64,
+    duration: f64,
+    ct_events: bool,
+) -> Result<(), String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     let mut spec = spec_from_config(&cfg);
+    if let Some(ct) = spec.conntrack.as_mut().filter(|_| ct_events) {
+        ct.event_queue = 65_536;
+    }
     spec.filter = load_ruleset(&cfg, config)?;
     spec.synproxy = synproxy_spec(&cfg, config, spec.filter.as_deref())?;
     if check_only {
@@ -282,6 +323,9 @@ pub fn run(config: &Path, check_only: bool, stats_interval: f64, duration: f64) 
         std::thread::sleep(Duration::from_millis(50));
         for rec in running.drain_logs(1000) {
             println!("{}", log_line(running.log_prefix(rec.prefix), &rec));
+        }
+        for ev in running.drain_ct_events(10_000) {
+            println!("{}", ct_event_line(&ev));
         }
         let elapsed = started.elapsed().as_secs_f64();
         if term.load(Ordering::Relaxed) || (duration > 0.0 && elapsed >= duration) {

@@ -229,6 +229,47 @@ fn a_ruleset_from_the_config_filters_every_worker_packet() {
     assert!(text(&out).contains("rules.nft:3:"), "{}", text(&out));
 }
 
+#[test]
+fn conntrack_events_are_printed_like_conntrack_minus_e() {
+    // The replayed SYNs open flows in the worker's shard; `--ct-events` prints each [NEW].
+    let dir = std::env::temp_dir().join(format!("levee-run-ev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("syn.pcap");
+    write_pcap(&pcap);
+    let p = write_config(
+        "events.toml",
+        &format!(
+            "[eal]\nfile_prefix = \"levee-run-e{}\"\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-telemetry\"]\n\
+             [ports.outside]\ndevice = \"net_pcap0,rx_pcap={},infinite_rx=1\"\n[ports.inside]\ndevice = \"net_null1,no-rx=1\"\n",
+            std::process::id(),
+            pcap.display()
+        ),
+    );
+    let out = levee(&[
+        "run",
+        "--duration",
+        "1",
+        "--ct-events",
+        "--config",
+        p.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let new: Vec<&str> = t.lines().filter(|l| l.starts_with("[NEW] tcp 6 ")).collect();
+    assert!(!new.is_empty(), "no [NEW] events: {t}");
+    assert!(
+        new[0].contains("dst=198.18.0.2") && new[0].contains("dport=80"),
+        "{}",
+        new[0]
+    );
+    let (last, field) = last_stats(&t);
+    assert_eq!(
+        field("ct_new"),
+        new.len() as u64,
+        "one event per confirmed flow: {last}"
+    );
+}
+
 /// A classic pcap with 64 IPv4 TCP SYN frames to 198.18.0.2:80.
 fn write_pcap(path: &std::path::Path) {
     let mut b = Vec::new();

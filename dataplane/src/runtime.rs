@@ -59,6 +59,9 @@ pub struct ConntrackSpec {
     pub key: levee_conntrack::HashKey,
     /// Entries the timer wheel may examine per loop iteration.
     pub expire_budget: u32,
+    /// Capacity of the event channel from all shards to the control thread (0: no events).
+    /// Events beyond it are dropped and counted by the shards; workers never wait.
+    pub event_queue: usize,
 }
 
 /// Log records the queue to the control thread holds.
@@ -88,6 +91,7 @@ pub struct Running {
     steering: Steering,
     filter: Option<(Arc<Compiled>, Vec<CounterBank>)>,
     logs: LogQueue,
+    ct_events: Option<crossbeam_channel::Receiver<levee_conntrack::Event>>,
 }
 
 /// Counters of one port, summed over workers, plus the device's own.
@@ -104,9 +108,17 @@ impl Running {
         // Conntrack shards first: they are the largest allocations and the only ones whose
         // settings can still be refused; nothing of DPDK exists yet if they are.
         let mut shards = Vec::new();
+        let mut ct_events = None;
         if let Some(ct) = &spec.conntrack {
+            let tx = (ct.event_queue > 0).then(|| {
+                let (tx, rx) = crossbeam_channel::bounded(ct.event_queue);
+                ct_events = Some(rx);
+                tx
+            });
             for _ in 0..n {
-                shards.push(CtShard::new(ct.shard, ct.key)?);
+                let mut shard = CtShard::new(ct.shard, ct.key)?;
+                shard.set_event_sender(tx.clone());
+                shards.push(shard);
             }
         }
         let mut shards = shards.into_iter();
@@ -218,6 +230,7 @@ impl Running {
             steering,
             filter: spec.filter.clone().map(|c| (c, banks)),
             logs,
+            ct_events,
         })
     }
 
@@ -232,6 +245,15 @@ impl Running {
     /// Takes the `log` records the workers queued since the last call (at most `max`).
     pub fn drain_logs(&self, max: usize) -> Vec<LogRecord> {
         std::iter::from_fn(|| self.logs.pop()).take(max).collect()
+    }
+
+    /// Takes the conntrack events (new / update / destroy) the shards sent since the last call
+    /// (at most `max`).
+    pub fn drain_ct_events(&self, max: usize) -> Vec<levee_conntrack::Event> {
+        self.ct_events
+            .as_ref()
+            .map(|rx| rx.try_iter().take(max).collect())
+            .unwrap_or_default()
     }
 
     /// The ruleset's log prefixes (a `LogRecord::prefix` indexes them).
