@@ -29,7 +29,7 @@ use levee_packet::parse::{FlowTuple, IpFamily};
 pub struct HashKey(pub [u64; 2]);
 
 /// The direction-independent key of a flow (see the module documentation), in registers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Eq)]
 pub(crate) struct Key {
     /// The two ends' addresses, big-endian values of the 16 address bytes (IPv4 in the top 32
     /// bits, the rest zero).
@@ -164,6 +164,24 @@ impl Key {
             src_port: sp,
             dst_port: dp,
         }
+    }
+}
+
+impl PartialEq for Key {
+    /// Word by word in general-purpose registers: a key just built is often still in the
+    /// store buffer as 8-byte pieces, which the 16-byte vector compare the derived version
+    /// compiles to cannot be forwarded from.
+    #[inline(always)]
+    fn eq(&self, other: &Key) -> bool {
+        let diff = |a: u128, b: u128| (a as u64 ^ b as u64) | ((a >> 64) as u64 ^ (b >> 64) as u64);
+        let rest = |k: &Key| {
+            u64::from(k.port[0])
+                | u64::from(k.port[1]) << 16
+                | u64::from(k.proto) << 32
+                | u64::from(k.v6) << 40
+        };
+        (diff(self.addr[0], other.addr[0]) | diff(self.addr[1], other.addr[1]) | (rest(self) ^ rest(other)))
+            == 0
     }
 }
 

@@ -619,26 +619,32 @@ enum Early {
 
 impl<'a> Pkt<'a> {
     /// The IP packet in `frame` (`info` is its `parse_frame`).
-    #[inline]
+    #[inline(always)]
     fn of(frame: &'a [u8], info: &FrameInfo) -> Result<Pkt<'a>, Early> {
+        // The addresses are read from the header bytes (where `info` found them): one load
+        // each, where copying them out of `info` (at an odd offset in it) took the compiler
+        // a handful of pieces that later wide loads could not be forwarded from.
+        let l3 = usize::from(info.l3_offset);
         let (v6, src, dst, proto, frag, l4_offset, l4_len, hop_limit) = match &info.l3 {
-            L3Info::Ipv4(ip) => (
-                false,
-                v4_addr(ip.src.octets()),
-                v4_addr(ip.dst.octets()),
-                ip.protocol,
-                ip.frag,
-                ip.l4_offset,
-                ip.l4_len,
-                0,
-            ),
+            L3Info::Ipv4(ip) => {
+                let (src, dst) = match frame.get(l3 + 12..l3 + 20) {
+                    Some(&[a, b, c, d, e, f, g, h]) => (v4_addr([a, b, c, d]), v4_addr([e, f, g, h])),
+                    _ => (v4_addr(ip.src.octets()), v4_addr(ip.dst.octets())),
+                };
+                (false, src, dst, ip.protocol, ip.frag, ip.l4_offset, ip.l4_len, 0)
+            }
             L3Info::Ipv6(ip) => {
-                let l3 = usize::from(info.l3_offset);
+                let addr = |at: usize, or: std::net::Ipv6Addr| {
+                    frame
+                        .get(at..at + 16)
+                        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                        .map_or(u128::from(or), u128::from_be_bytes)
+                };
                 let hop = frame.get(l3 + 7).copied().unwrap_or(0);
                 (
                     true,
-                    u128::from(ip.src),
-                    u128::from(ip.dst),
+                    addr(l3 + 8, ip.src),
+                    addr(l3 + 24, ip.dst),
                     ip.protocol,
                     ip.frag,
                     ip.l4_offset,
@@ -894,14 +900,14 @@ impl<X: Default> Shard<X> {
 
     /// Finds a live entry; one found expired is removed (`nf_ct_gc_expired` on lookup).
     fn lookup(&mut self, key: &Key, hash: u64, now: Now) -> Option<u32> {
-        self.lookup_hinted(key, hash, now, None)
+        self.lookup_hinted(*key, hash, now, None)
     }
 
     /// The hash of `key`, and what a burst's probe said about it if the probe was for `key`.
-    #[inline]
-    fn hashed(&self, key: &Key, hint: Option<&Probe>) -> (u64, Option<Home>) {
+    #[inline(always)]
+    fn hashed(&self, key: Key, hint: Option<&Probe>) -> (u64, Option<Home>) {
         match hint {
-            Some(p) if p.key == *key => (p.hash, Some(p.home)),
+            Some(p) if p.key == key => (p.hash, Some(p.home)),
             _ => (key.hash(&self.hash_key), None),
         }
     }
@@ -909,21 +915,21 @@ impl<X: Default> Shard<X> {
     /// [`Shard::lookup`], trusting a burst probe's `home` as far as it still holds: a candidate
     /// entry that is live and has the key is the flow's entry (keys are unique in the index);
     /// `Absent` is only passed in while no insert happened since the probe.
-    #[inline]
-    fn lookup_hinted(&mut self, key: &Key, hash: u64, now: Now, home: Option<Home>) -> Option<u32> {
+    #[inline(always)]
+    fn lookup_hinted(&mut self, key: Key, hash: u64, now: Now, home: Option<Home>) -> Option<u32> {
         let idx = match home {
             Some(Home::Absent) => return None,
             Some(Home::Candidate(i))
                 if self
                     .entries
                     .get(i as usize)
-                    .is_some_and(|e| !e.is_free() && e.key.is(key)) =>
+                    .is_some_and(|e| !e.is_free() && e.key.is(&key)) =>
             {
                 i
             }
             _ => {
                 let entries = &self.entries;
-                self.index.find(hash, |i| entries[i as usize].key.is(key))?
+                self.index.find(hash, |i| entries[i as usize].key.is(&key))?
             }
         };
         if now.left(self.entries[idx as usize].expires) <= 0 {
@@ -1001,8 +1007,8 @@ impl<X: Default> Shard<X> {
             return self.invalid(InvalidReason::Truncated);
         };
         let (key, side) = pkt.ports_key();
-        let (hash, home) = self.hashed(&key, hint);
-        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
+        let (hash, home) = self.hashed(key, hint);
+        if let Some(idx) = self.lookup_hinted(key, hash, now, home) {
             if let Some(t) = self.tcp_existing(idx, side, &seg, now) {
                 return t;
             }
@@ -1088,8 +1094,8 @@ impl<X: Default> Shard<X> {
             return self.invalid(InvalidReason::Truncated);
         }
         let (key, side) = pkt.ports_key();
-        let (hash, home) = self.hashed(&key, hint);
-        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
+        let (hash, home) = self.hashed(key, hint);
+        if let Some(idx) = self.lookup_hinted(key, hash, now, home) {
             // `nf_conntrack_udp_packet`.
             let e = &mut self.entries[idx as usize];
             let dir = usize::from(side != e.orig_side());
@@ -1128,8 +1134,8 @@ impl<X: Default> Shard<X> {
 
     fn track_generic(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
         let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, 0, 0);
-        let (hash, home) = self.hashed(&key, hint);
-        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
+        let (hash, home) = self.hashed(key, hint);
+        if let Some(idx) = self.lookup_hinted(key, hash, now, home) {
             // `generic_packet`: refresh, nothing else.
             let e = &mut self.entries[idx as usize];
             let dir = usize::from(side != e.orig_side());
@@ -1182,9 +1188,9 @@ impl<X: Default> Shard<X> {
             // No inverse: `init_conntrack` cannot build a reply tuple.
             return self.invalid(InvalidReason::IcmpCannotOpen);
         };
-        let (hash, home) = self.hashed(&key, hint);
+        let (hash, home) = self.hashed(key, hint);
         let timeout_of = |t: &Timeouts| if pkt.v6 { t.icmpv6 } else { t.icmp };
-        if let Some(idx) = self.lookup_hinted(&key, hash, now, home) {
+        if let Some(idx) = self.lookup_hinted(key, hash, now, home) {
             // `nf_conntrack_icmp_packet`: refresh on every packet, both ways.
             let e = &mut self.entries[idx as usize];
             let dir = usize::from(side);
