@@ -1,7 +1,7 @@
 //! Conntrack shard costs: `track` of a packet of an established TCP flow (random flow order, so
 //! the table's memory is touched as in a busy worker) at 10 k, 1 M and 10 M entries, one packet
-//! at a time and in bursts of 32 (`track_burst`, and its lookup half `prepare` alone); a bare
-//! lookup by tuple; inserting new flows (SYN + confirm); the timer wheel per loop iteration;
+//! at a time and in bursts of 32 (`track_burst`; `prepare`, the staged loads alone); a bare
+//! lookup by tuple, one at a time and in bursts (`prepare_lookup` + `lookup_prepared`); inserting new flows (SYN + confirm); the timer wheel per loop iteration;
 //! and memory per entry (printed).
 //!
 //! Run: `cargo bench -p levee-conntrack`.
@@ -11,13 +11,15 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use levee_conntrack::{Burst, HashKey, Shard, ShardConfig, TcpEndpoint, Tracked, BURST_MAX};
+use levee_conntrack::{Burst, HashKey, Shard, ShardConfig, TcpEndpoint, Tracked};
 use levee_packet::checksum::PseudoHeader;
 use levee_packet::ipv4::Ipv4Repr;
 use levee_packet::parse::{parse_frame, FlowTuple, FrameInfo, L3Info, L4Info};
 use levee_packet::tcp::{SeqNum, TcpFlags, TcpRepr};
 
 const BATCH: u64 = 1024;
+/// Packets per burst (an rx burst).
+const BURST: usize = 32;
 
 /// Client address and port of flow `i` (up to 2^32 flows).
 fn client(i: u32) -> (Ipv4Addr, u16) {
@@ -147,18 +149,18 @@ fn bench_lookup(c: &mut Criterion) {
             })
         });
         // Bursts of 32 packets of 32 scattered flows, as one rx burst of a busy worker.
-        let mut frames: Vec<(Vec<u8>, FrameInfo)> = (0..BURST_MAX).map(|_| template(TcpFlags::ACK)).collect();
+        let mut frames: Vec<(Vec<u8>, FrameInfo)> = (0..BURST).map(|_| template(TcpFlags::ACK)).collect();
         let mut burst = Burst::new();
-        let mut out = Vec::with_capacity(BURST_MAX);
+        let mut out = Vec::with_capacity(BURST);
         let mut k = 0u64;
         g.bench_function(BenchmarkId::new("track_burst", label), |b| {
             b.iter(|| {
-                for _ in 0..BATCH / BURST_MAX as u64 {
+                for _ in 0..BATCH / BURST as u64 {
                     for (f, info) in frames.iter_mut() {
                         k += 1;
                         packet_of(f, info, scatter(k, n));
                     }
-                    let refs: [(&[u8], &FrameInfo); BURST_MAX] =
+                    let refs: [(&[u8], &FrameInfo); BURST] =
                         core::array::from_fn(|j| (&frames[j].0[..], &frames[j].1));
                     out.clear();
                     sh.track_burst(&mut burst, &refs, 2_000_000_000, &mut out);
@@ -167,9 +169,25 @@ fn bench_lookup(c: &mut Criterion) {
                 }
             })
         });
+        g.bench_function(BenchmarkId::new("lookup_burst", label), |b| {
+            b.iter(|| {
+                for _ in 0..BATCH / BURST as u64 {
+                    for (f, info) in frames.iter_mut() {
+                        k += 1;
+                        packet_of(f, info, scatter(k, n));
+                    }
+                    sh.prepare_lookup(&mut burst, frames.iter().map(|(f, info)| Some((&f[..], info))));
+                    for (i, (f, info)) in frames.iter().enumerate() {
+                        let found = sh.lookup_prepared(&burst, i, f, info, 2_000_000_000);
+                        debug_assert!(found.is_some());
+                        black_box(found);
+                    }
+                }
+            })
+        });
         g.bench_function(BenchmarkId::new("prepare", label), |b| {
             b.iter(|| {
-                for _ in 0..BATCH / BURST_MAX as u64 {
+                for _ in 0..BATCH / BURST as u64 {
                     for (f, info) in frames.iter_mut() {
                         k += 1;
                         packet_of(f, info, scatter(k, n));

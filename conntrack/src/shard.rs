@@ -284,19 +284,20 @@ impl L4 {
 /// One flow. `repr(C)` fixes the layout so that a burst knows which fields to read to bring
 /// every cache line of an entry in (`burst::touch_entry`): entries sit 112 bytes apart, so one
 /// starts 0, 16, 32 or 48 bytes into a line and spans two or three lines; `key` (offset 0),
-/// `prev` (40) and `mark` (108) lie on each of them.
+/// `next` (48) and `mark` (108) lie on each of them. What a lookup reads (key, status,
+/// expiry) is the first 44 bytes.
 #[repr(C)]
 struct Entry<X> {
     key: PackedKey,
     status: u8,
     policy: u8,
+    /// Expiry on the wrapping millisecond clock.
+    expires: u32,
     /// Timer-wheel links: previous entry or `HEAD | slot`, next entry or `NIL`. On a free
     /// slot, `next` links the free list.
     prev: u32,
     next: u32,
     l4: L4,
-    /// Expiry on the wrapping millisecond clock.
-    expires: u32,
     mark: u32,
     ext: X,
 }
@@ -702,23 +703,23 @@ impl<'a> Pkt<'a> {
         Some((key, side, is_request))
     }
 
-    /// The key the packet's tracker will look up first, for a burst to probe ahead. Lenient:
-    /// a packet the tracker refuses, or one whose lookup uses another key (ICMP errors), just
-    /// gets a key that is never asked for.
+    /// The key of the packet's own flow (the one its tracker looks up first) and which end
+    /// sent it, for a burst to probe ahead. Lenient: a packet the tracker refuses, or one
+    /// whose lookup uses another key (ICMP errors), just gets a key nobody asks for.
     #[inline]
-    fn probe_key(&self) -> Option<Key> {
+    fn own_key(&self) -> Option<(Key, u8)> {
         match self.proto {
-            ip_protocol::TCP | ip_protocol::UDP if self.l4.len() >= 4 => Some(self.ports_key().0),
+            ip_protocol::TCP | ip_protocol::UDP if self.l4.len() >= 4 => Some(self.ports_key()),
             ip_protocol::TCP | ip_protocol::UDP => None,
             ip_protocol::ICMP | ip_protocol::ICMPV6 => {
                 let family_ok = (self.proto == ip_protocol::ICMPV6) == self.v6;
                 if family_ok && self.l4.len() >= 8 {
-                    self.icmp_query_key().map(|(key, _, _)| key)
+                    self.icmp_query_key().map(|(key, side, _)| (key, side))
                 } else {
                     None
                 }
             }
-            p => Some(Key::ports(self.v6, p, self.src, self.dst, 0, 0).0),
+            p => Some(Key::ports(self.v6, p, self.src, self.dst, 0, 0)),
         }
     }
 }
@@ -917,26 +918,32 @@ impl<X: Default> Shard<X> {
     /// `Absent` is only passed in while no insert happened since the probe.
     #[inline(always)]
     fn lookup_hinted(&mut self, key: Key, hash: u64, now: Now, home: Option<Home>) -> Option<u32> {
-        let idx = match home {
-            Some(Home::Absent) => return None,
+        let idx = self.find_hinted(key, hash, home)?;
+        if now.left(self.entries[idx as usize].expires) <= 0 {
+            self.destroy(idx, DestroyReason::Expired, now);
+            return None;
+        }
+        Some(idx)
+    }
+
+    /// The entry holding `key`, expired or not (see [`Shard::lookup_hinted`]).
+    #[inline(always)]
+    fn find_hinted(&self, key: Key, hash: u64, home: Option<Home>) -> Option<u32> {
+        match home {
+            Some(Home::Absent) => None,
             Some(Home::Candidate(i))
                 if self
                     .entries
                     .get(i as usize)
                     .is_some_and(|e| !e.is_free() && e.key.is(&key)) =>
             {
-                i
+                Some(i)
             }
             _ => {
                 let entries = &self.entries;
-                self.index.find(hash, |i| entries[i as usize].key.is(&key))?
+                self.index.find(hash, |i| entries[i as usize].key.is(&key))
             }
-        };
-        if now.left(self.entries[idx as usize].expires) <= 0 {
-            self.destroy(idx, DestroyReason::Expired, now);
-            return None;
         }
-        Some(idx)
     }
 
     /// The view of entry `idx` for a packet in `dir` classified `state`.
@@ -1753,6 +1760,24 @@ fn lifetime(l4: &L4, t: &Timeouts, assured: bool) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fields `burst::touch_entry` reads lie on every line an entry can span.
+    #[test]
+    fn entry_layout_is_what_bursts_touch() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(Entry<()>, key), 0);
+        assert_eq!(offset_of!(Entry<()>, expires), 40);
+        assert_eq!(offset_of!(Entry<()>, next), 48);
+        assert_eq!(offset_of!(Entry<()>, mark), 108);
+        for start in [0usize, 16, 32, 48] {
+            let lines = |from: usize, to: usize| (start + from) / 64..=(start + to - 1) / 64;
+            let all = lines(0, Shard::<()>::entry_size());
+            let touched = [0usize, 48, 108].map(|at| (start + at) / 64);
+            assert!(all.clone().all(|l| touched.contains(&l)), "entry at +{start}");
+            // What a lookup reads is the first 44 bytes.
+            assert!(lines(0, 44).all(|l| touched.contains(&l)));
+        }
+    }
 
     #[test]
     fn entry_fits_128_bytes() {

@@ -3,7 +3,7 @@
 //! in a burst, confirms, wheel steps and mark changes between the packets of a prepared burst,
 //! bursts prepared for other packets) give two shards, one driven by `track` and one by
 //! `prepare` + `track_prepared` or `track_burst`, the same results, counters, events and
-//! entries.
+//! entries; `lookup_prepared` finds what `lookup_tuple` finds.
 
 mod common;
 
@@ -366,6 +366,12 @@ proptest! {
                 }),
             );
             for (i, ((f, info), a)) in frames.iter().zip(&afters).enumerate() {
+                if let Some(t) = info.flow_tuple().filter(|t| t.protocol != 1 && t.protocol != 58) {
+                    prop_assert_eq!(
+                        pair.many.lookup_prepared(&pair.burst, i, f, info, now),
+                        pair.one.lookup_tuple(&t, now)
+                    );
+                }
                 let x = pair.one.track(f, info, now);
                 let y = pair.many.track_prepared(&pair.burst, i, f, info, now);
                 prop_assert_eq!(x, y, "packet {} of the burst", i);
