@@ -1,13 +1,16 @@
 //! Random packet sequences through a small conntrack shard: the input is a program of
 //! operations (a TCP segment of one of a few flows with fuzzed sequence numbers, flags, window
 //! and options; a raw frame; an ICMP error quoting a segment; a clock step; a wheel step).
-//! Nothing may panic, the table may never exceed its capacity and the per-state counts must
-//! match a recount.
+//! Packets gather into bursts (ended by a clock or wheel step, or at `BURST_MAX`), and a second
+//! shard tracks each burst through the burst path (`prepare`, sometimes for the wrong packets,
+//! then `track_prepared`, confirming between packets): it must answer exactly like the first,
+//! tracked packet by packet. Nothing may panic, the table may never exceed its capacity and the
+//! per-state counts must match a recount.
 #![no_main]
 
 use std::net::Ipv4Addr;
 
-use levee_conntrack::{HashKey, Shard, ShardConfig, Tracked};
+use levee_conntrack::{Burst, HashKey, Shard, ShardConfig, Tracked, BURST_MAX};
 use levee_packet::checksum::PseudoHeader;
 use levee_packet::ipv4::Ipv4Repr;
 use levee_packet::parse::parse_frame;
@@ -83,6 +86,48 @@ fn tcp(b: &mut Bytes<'_>, flow: u8, reverse: bool) -> (Ipv4Addr, Ipv4Addr, Vec<u
     (src, dst, out)
 }
 
+/// A frame waiting in the current burst, with whether a NEW verdict gets confirmed.
+struct Queued {
+    frame: Vec<u8>,
+    confirm: bool,
+}
+
+/// Runs the queued burst through both shards: `one` packet by packet with `track`, `many`
+/// with `prepare` (for a rotated list of the frames when `rotate` is set, so hints belong to
+/// other packets) and `track_prepared`. Both must answer alike.
+fn flush(
+    one: &mut Shard,
+    many: &mut Shard,
+    burst: &mut Burst,
+    queue: &mut Vec<Queued>,
+    now: u64,
+    rotate: usize,
+) {
+    let parsed: Vec<_> = queue
+        .drain(..)
+        .filter_map(|q| parse_frame(&q.frame).ok().map(|info| (q.frame, info, q.confirm)))
+        .collect();
+    let n = parsed.len();
+    many.prepare(
+        burst,
+        (0..n).map(|i| {
+            let (f, info, _) = &parsed[(i + rotate) % n.max(1)];
+            Some((&f[..], info))
+        }),
+    );
+    for (i, (frame, info, confirm)) in parsed.iter().enumerate() {
+        let a = one.track(frame, info, now);
+        let b = many.track_prepared(burst, i, frame, info, now);
+        assert_eq!(a, b, "packet {i} of a burst of {n}");
+        if let (Tracked::New(a), Tracked::New(b)) = (a, b) {
+            if *confirm {
+                assert_eq!(one.confirm(a, now), many.confirm(b, now));
+            }
+        }
+    }
+    assert_eq!(one.counters(), many.counters());
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let cap = u32::from(b.u8() % 16) + 1;
@@ -94,6 +139,9 @@ fuzz_target!(|data: &[u8]| {
         ..ShardConfig::default()
     };
     let mut sh: Shard = Shard::new(cfg, HashKey([1, 2])).unwrap();
+    let mut many: Shard = Shard::new(cfg, HashKey([1, 2])).unwrap();
+    let mut burst = Burst::new();
+    let mut queue: Vec<Queued> = Vec::new();
     let mut now = 1_000_000_000u64;
     let mut last: Option<Vec<u8>> = None;
     let mut steps = 0;
@@ -126,21 +174,32 @@ fuzz_target!(|data: &[u8]| {
                 raw
             }
             6 => {
+                // The burst ends here; then the clock moves.
+                let rotate = usize::from(op >> 7);
+                flush(&mut sh, &mut many, &mut burst, &mut queue, now, rotate);
                 now += u64::from(b.u16()) * 10_000_000;
                 continue;
             }
             _ => {
-                sh.expire(now, u32::from(b.u8() % 32));
+                flush(&mut sh, &mut many, &mut burst, &mut queue, now, 0);
+                let budget = u32::from(b.u8() % 32);
+                sh.expire(now, budget);
+                many.expire(now, budget);
                 continue;
             }
         };
-        let Ok(info) = parse_frame(&frame) else { continue };
-        if let Tracked::New(p) = sh.track(&frame, &info, now) {
-            if b.u8() & 3 != 0 {
-                let _ = sh.confirm(p, now);
-            }
+        queue.push(Queued {
+            frame,
+            confirm: b.u8() & 3 != 0,
+        });
+        if queue.len() == BURST_MAX {
+            flush(&mut sh, &mut many, &mut burst, &mut queue, now, 0);
         }
         assert!(sh.len() <= cap);
     }
+    flush(&mut sh, &mut many, &mut burst, &mut queue, now, 0);
+    assert!(sh.len() <= cap);
     assert_eq!(sh.recount(), sh.state_counts());
+    assert_eq!(many.recount(), many.state_counts());
+    assert_eq!(sh.state_counts(), many.state_counts());
 });
