@@ -14,21 +14,29 @@
 //! - anonymous sets become real sets (exact, prefix or range stores, see [`crate::sets`]);
 //! - concatenations pad each part to 4 bytes, as registers do.
 //!
+//! Every rule is compiled on its own ([`compile_rule`]) into its own instruction list, with
+//! its counters, limits, quotas and anonymous sets in slots of the program that no other rule
+//! gets, so a compiled rule can be kept, unchanged, in every later generation it survives into
+//! (see [`crate::incremental`], which [`compile`] itself uses to build a whole ruleset).
+//!
 //! **Fast path** (what the compiler does on its own): a run of two or more consecutive rules
-//! in one chain that each match one field against one constant and end in the same verdict,
-//! with no other statement (`ip saddr 198.18.0.1 drop`, `ip saddr 198.18.0.2 drop`, …), is
-//! compiled to a single set lookup. Rules with counters are never merged, because each rule's
-//! counter must stay its own.
+//! in one chain that each match fields against constants and end in the same verdict, with
+//! no other statement (`ip saddr 198.18.0.1 drop`, `ip saddr 198.18.0.2 drop`, …), runs as a
+//! single set lookup. Each rule records its shape ([`MergeInfo`]); lowering merges runs
+//! within each chunk of a chain ([`crate::exec`], [`merged_run`]). Rules with counters are
+//! never merged, because each rule's counter must stay its own.
 
 use crate::ctx::{HookKind, IfName, PacketMeta};
 use crate::nft::ast::{self, Const, DataType, Expr, HeaderBase, Rhs, SetRef, Stmt, Value};
+use crate::pvec::Rules;
 use crate::sets::{encode_verdict, ElemSpec, Set, SetId, SetSpec};
-use crate::verify::{verify, VerifyError};
+use crate::verify::{verify_rule, Env, VerifyError};
 use crate::vm::{
     self, Base, BitOp, CmpOp, CtKey, DynStmt, DynsetOp, Insn, MetaKey, Operand, Program, RejectKind, State,
     Verdict, MAX_DATA_LEN, REG_BYTES,
 };
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 /// A compile error, positioned in the source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +92,63 @@ pub struct RuleCounter {
     pub chain: String,
     /// Index of the rule within its chain (declaration order).
     pub index: usize,
+    /// The rule's handle.
+    pub handle: u64,
     pub counter: u32,
+}
+
+/// The rules that have a counter, found on first use (walking every chain once), so that
+/// making a generation does not cost a pass over all rules.
+#[derive(Clone, Debug, Default)]
+pub struct RuleCounters {
+    /// (table, chain, rules) of every chain.
+    chains: Vec<(String, String, Rules)>,
+    found: Arc<OnceLock<Vec<RuleCounter>>>,
+}
+
+impl RuleCounters {
+    /// The counters of `chains`' rules: (table, chain, rules).
+    pub fn new(chains: Vec<(String, String, Rules)>) -> RuleCounters {
+        RuleCounters {
+            chains,
+            found: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn all(&self) -> &[RuleCounter] {
+        self.found.get_or_init(|| {
+            let mut v = Vec::new();
+            for (table, chain, rules) in &self.chains {
+                for (index, e) in rules.entries().enumerate() {
+                    if let Some(counter) = e.meta.as_ref().and_then(|m| m.counter) {
+                        v.push(RuleCounter {
+                            table: table.clone(),
+                            chain: chain.clone(),
+                            index,
+                            handle: e.handle,
+                            counter,
+                        });
+                    }
+                }
+            }
+            v
+        })
+    }
+
+    /// Number of rules with a counter.
+    pub fn len(&self) -> usize {
+        self.all().len()
+    }
+
+    /// True when no rule has a counter.
+    pub fn is_empty(&self) -> bool {
+        self.all().is_empty()
+    }
+
+    /// The rule counters in chain order.
+    pub fn iter(&self) -> std::slice::Iter<'_, RuleCounter> {
+        self.all().iter()
+    }
 }
 
 /// A compiled ruleset: the verified program, its entry points and rule counters.
@@ -95,7 +159,7 @@ pub struct Compiled {
     pub exec: crate::exec::Exec,
     /// Base chains, sorted by hook, then priority, then declaration order.
     pub entries: Vec<Entry>,
-    pub rule_counters: Vec<RuleCounter>,
+    pub rule_counters: RuleCounters,
 }
 
 /// A per-rule compile context.
@@ -107,15 +171,18 @@ struct RuleCx<'a> {
     next_reg: u8,
     insns: Vec<Insn>,
     span: ast::Span,
+    /// Named sets and maps of the table this rule uses.
+    named: Vec<SetId>,
 }
 
 /// A named set or map: its id, key types and data type (maps).
-type NamedSet = (SetId, Vec<DataType>, Option<DataType>);
+pub(crate) type NamedSet = (SetId, Vec<DataType>, Option<DataType>);
 
-/// Names of a table's chains and sets.
-struct TableCx {
-    chains: HashMap<String, u16>,
-    sets: HashMap<String, NamedSet>,
+/// Names of a table's chains and sets: what a rule of the table can refer to.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TableCx {
+    pub(crate) chains: HashMap<String, u16>,
+    pub(crate) sets: HashMap<String, NamedSet>,
 }
 
 /// How a value of some type sits in a register.
@@ -654,13 +721,19 @@ impl RuleCx<'_> {
             Expr::Map { key, map } => {
                 let (kr, klen) = self.load_key(key)?;
                 let set = match map {
-                    SetRef::Named(n) => self
-                        .extra_sets
-                        .iter()
-                        .find(|(name, _)| name == n)
-                        .map(|(_, v)| v.clone())
-                        .or_else(|| self.table.sets.get(n).cloned())
-                        .ok_or_else(|| err_at(self.span, format!("no map named {n}")))?,
+                    SetRef::Named(n) => match self.extra_sets.iter().find(|(name, _)| name == n) {
+                        Some((_, v)) => v.clone(),
+                        None => {
+                            let v = self
+                                .table
+                                .sets
+                                .get(n)
+                                .cloned()
+                                .ok_or_else(|| err_at(self.span, format!("no map named {n}")))?;
+                            self.named.push(v.0);
+                            v
+                        }
+                    },
                     SetRef::Anonymous(_) => {
                         return Err(err_at(
                             self.span,
@@ -719,15 +792,26 @@ impl RuleCx<'_> {
     }
 }
 
-/// The state of compiling a whole ruleset.
-struct Builder {
-    program: Program,
-    entries: Vec<Entry>,
-    rule_counters: Vec<RuleCounter>,
-    now_ns: u64,
+/// Marks a [`SetId`] as private to a merged run (see [`merged_run`]).
+const LOCAL_SET: u32 = 1 << 31;
+
+/// The index of a set private to a merged run, if `id` is one.
+pub(crate) fn local_set(id: SetId) -> Option<usize> {
+    (id.0 & LOCAL_SET != 0).then_some((id.0 & !LOCAL_SET) as usize)
 }
 
-impl Builder {
+/// The state of compiling one rule into a program: new slots (counters, limits, quotas, log
+/// prefixes, anonymous sets and meters) are appended to `program`.
+struct Builder<'p> {
+    program: &'p mut Program,
+    now_ns: u64,
+    /// `Some` while compiling a merged run: anonymous sets stay here, with local ids.
+    local_sets: Option<Vec<Set>>,
+    /// Sets this rule created (anonymous sets and maps, meters).
+    own_sets: Vec<SetId>,
+}
+
+impl Builder<'_> {
     fn anon_set(
         &mut self,
         elems: &[ast::SetElem],
@@ -736,7 +820,10 @@ impl Builder {
         table: &TableCx,
         span: ast::Span,
     ) -> Result<SetId, CompileError> {
-        let id = self.program.sets.len();
+        let id = match &self.local_sets {
+            Some(l) => l.len(),
+            None => self.program.sets.len(),
+        };
         let spec = SetSpec {
             name: format!("__anon{id}"),
             key_len: key_len(types),
@@ -755,41 +842,49 @@ impl Builder {
             timeout_ns: None,
             parts: key_parts(types),
         };
-        let specs = self.elem_specs(elems, types, data, table, span)?;
+        let specs = elem_specs(elems, types, data, table, span)?;
         let set = Set::build(&spec, &specs, self.now_ns).map_err(|e| err_at(span, e.to_string()))?;
-        Ok(self.program.sets.push(set))
+        if let Some(l) = &mut self.local_sets {
+            l.push(set);
+            return Ok(SetId(LOCAL_SET | (l.len() as u32 - 1)));
+        }
+        let id = self.program.sets.push(set);
+        self.own_sets.push(id);
+        Ok(id)
     }
+}
 
-    fn elem_specs(
-        &self,
-        elems: &[ast::SetElem],
-        types: &[DataType],
-        data: Option<DataType>,
-        table: &TableCx,
-        span: ast::Span,
-    ) -> Result<Vec<ElemSpec>, CompileError> {
-        elems
-            .iter()
-            .map(|e| {
-                let (lo, hi) = key_bytes(&e.key, types, span)?;
-                let value = match (&e.data, data) {
-                    (Some(ast::ElemData::Verdict(v)), _) => {
-                        encode_verdict(resolve_verdict(v, table, span)?).to_vec()
-                    }
-                    (Some(ast::ElemData::Const(c)), Some(t)) => const_bytes(c, t, span)?.0,
-                    (None, None) => Vec::new(),
-                    _ => return Err(err_at(span, "element data does not match the map's type")),
-                };
-                Ok(ElemSpec {
-                    lo,
-                    hi,
-                    value,
-                    timeout_ns: e.timeout.map(duration_ns),
-                })
+/// Element specs of `elems` for a set with key `types` and data `data`.
+fn elem_specs(
+    elems: &[ast::SetElem],
+    types: &[DataType],
+    data: Option<DataType>,
+    table: &TableCx,
+    span: ast::Span,
+) -> Result<Vec<ElemSpec>, CompileError> {
+    elems
+        .iter()
+        .map(|e| {
+            let (lo, hi) = key_bytes(&e.key, types, span)?;
+            let value = match (&e.data, data) {
+                (Some(ast::ElemData::Verdict(v)), _) => {
+                    encode_verdict(resolve_verdict(v, table, span)?).to_vec()
+                }
+                (Some(ast::ElemData::Const(c)), Some(t)) => const_bytes(c, t, span)?.0,
+                (None, None) => Vec::new(),
+                _ => return Err(err_at(span, "element data does not match the map's type")),
+            };
+            Ok(ElemSpec {
+                lo,
+                hi,
+                value,
+                timeout_ns: e.timeout.map(duration_ns),
             })
-            .collect()
-    }
+        })
+        .collect()
+}
 
+impl Builder<'_> {
     fn compile_match(&mut self, cx: &mut RuleCx<'_>, m: &ast::Match) -> Result<(), CompileError> {
         let span = cx.span;
         let table = cx.table;
@@ -832,6 +927,7 @@ impl Builder {
                                 format!("@{n} has keys of {} bytes, this key has {len}", key_len(stypes)),
                             ));
                         }
+                        cx.named.push(*id);
                         *id
                     }
                 };
@@ -1121,6 +1217,7 @@ impl Builder {
                     .get(&d.set)
                     .cloned()
                     .ok_or_else(|| err_at(span, format!("no set named @{}", d.set)))?;
+                cx.named.push(id);
                 let (r, len) = cx.load_key(&d.key)?;
                 if len != key_len(&types) {
                     return Err(err_at(
@@ -1158,6 +1255,7 @@ impl Builder {
                 };
                 let set = Set::build(&spec, &[], self.now_ns).map_err(|e| err_at(span, e.to_string()))?;
                 let id = self.program.sets.push(set);
+                self.own_sets.push(id);
                 let (r, len) = cx.load_key(&m.key)?;
                 let stmt = dyn_stmt(&m.stmts, span)?;
                 cx.insns.push(Insn::Dynset {
@@ -1185,6 +1283,7 @@ impl Builder {
                         if *data != Some(DataType::Verdict) {
                             return Err(err_at(span, format!("@{n} is not a verdict map")));
                         }
+                        cx.named.push(*id);
                         *id
                     }
                 };
@@ -1203,7 +1302,7 @@ impl Builder {
     }
 }
 
-impl Builder {
+impl Builder<'_> {
     /// `KEY map { k : v, … }` with an anonymous map: builds the map (values of type `data`)
     /// and returns the expression rewritten to reference it by a generated name.
     fn named_anon_map(
@@ -1273,246 +1372,294 @@ fn resolve_verdict(v: &ast::Verdict, table: &TableCx, span: ast::Span) -> Result
     })
 }
 
-/// The fast path: if `rules[0..]` starts a run of ≥ 2 rules made only of `FIELD CONST`
-/// matches on the same fields, in the same order, ending in the same verdict, returns the
-/// run's length. One field: constants may be prefixes or ranges (an interval set). Several
-/// fields: exact constants only (a concatenated exact set), since an interval store orders
-/// whole keys and cannot answer per-field ranges.
-fn mergeable_run(rules: &[ast::Rule]) -> usize {
-    fn shape(r: &ast::Rule) -> Option<(Vec<&Expr>, &ast::Verdict, bool)> {
-        let (last, matches) = r.stmts.split_last()?;
-        let Stmt::Verdict(v) = last else { return None };
-        if matches.is_empty() || r.comment.is_some() {
+/// What the compiler keeps about a compiled rule beside its instructions: its source, and
+/// the slots and references that the incremental compiler accounts for.
+#[derive(Clone, Debug)]
+pub(crate) struct RuleMeta {
+    /// The rule as parsed (what listings print and searches compare).
+    pub(crate) ast: ast::Rule,
+    /// Its fast-path shape, if it can join a merged run.
+    pub(crate) merge: Option<MergeInfo>,
+    /// Its counter (the first `counter` statement).
+    pub(crate) counter: Option<u32>,
+    /// Named sets and maps of the table it uses.
+    pub(crate) named: Vec<SetId>,
+    /// Sets it adds elements to from the packet path.
+    pub(crate) dynsets: Vec<SetId>,
+    /// Sets it owns (anonymous sets and maps, meters): gone with the rule.
+    pub(crate) own_sets: Vec<SetId>,
+    /// Chain edges of its own verdicts and anonymous verdict maps: (chain, is a jump).
+    pub(crate) edges: Vec<(usize, bool)>,
+}
+
+/// A rule's fast-path shape: `FIELD CONST … VERDICT` with nothing else (see the module docs).
+#[derive(Clone, Debug)]
+pub(crate) struct MergeInfo {
+    family: ast::Family,
+    fields: Vec<Expr>,
+    verdict: Verdict,
+    consts: Vec<Const>,
+}
+
+impl MergeInfo {
+    /// Whether rules of these two shapes can share one lookup.
+    pub(crate) fn same_shape(&self, o: &MergeInfo) -> bool {
+        self.family == o.family && self.verdict == o.verdict && self.fields == o.fields
+    }
+}
+
+/// The fast-path shape of `r` (compiled to `insns`), if it has one. One field: constants may
+/// be prefixes or ranges (an interval set). Several fields: exact constants only (a
+/// concatenated exact set), since an interval store orders whole keys and cannot answer
+/// per-field ranges.
+fn merge_info(r: &ast::Rule, family: ast::Family, insns: &[Insn]) -> Option<MergeInfo> {
+    let (last, matches) = r.stmts.split_last()?;
+    let Stmt::Verdict(_) = last else { return None };
+    if matches.is_empty() || r.comment.is_some() {
+        return None;
+    }
+    let mut fields = Vec::with_capacity(matches.len());
+    let mut consts = Vec::with_capacity(matches.len());
+    let mut exact = true;
+    for s in matches {
+        let Stmt::Match(ast::Match {
+            left,
+            op: ast::RelOp::Implicit,
+            right: Rhs::Const(c),
+        }) = s
+        else {
+            return None;
+        };
+        if matches!(c, Const::Concat(_)) || matches!(left, Expr::Map { .. } | Expr::Concat(_)) {
             return None;
         }
-        let mut lefts = Vec::with_capacity(matches.len());
-        let mut exact = true;
-        for s in matches {
-            let Stmt::Match(ast::Match {
-                left,
-                op: ast::RelOp::Implicit,
-                right: Rhs::Const(c),
-            }) = s
-            else {
-                return None;
-            };
-            if matches!(c, Const::Concat(_)) || matches!(left, Expr::Map { .. } | Expr::Concat(_)) {
-                return None;
-            }
-            let t = left.data_type()?;
-            if t.is_bitmask() || t == DataType::CtLabel || t == DataType::Ifname {
-                return None;
-            }
-            exact &= !is_interval(c);
-            lefts.push(left);
+        let t = left.data_type()?;
+        if t.is_bitmask() || t == DataType::CtLabel || t == DataType::Ifname {
+            return None;
         }
-        Some((lefts, v, exact))
+        exact &= !is_interval(c);
+        fields.push(left.clone());
+        consts.push(c.clone());
     }
-    let Some((fields, verdict, _)) = rules.first().and_then(shape) else {
-        return 0;
-    };
-    let n = rules
-        .iter()
-        .take_while(|r| match shape(r) {
-            Some((f, v, exact)) => f == fields && v == verdict && (fields.len() == 1 || exact),
-            None => false,
-        })
-        .count();
-    if n >= 2 {
-        n
-    } else {
-        0
+    if fields.len() > 1 && !exact {
+        return None;
     }
-}
-
-/// The single match a merged run compiles to: `FIELD { c1, c2, … }` or
-/// `F1 . F2 { a1 . b1, a2 . b2, … }`.
-fn merged_match(run: &[ast::Rule]) -> ast::Match {
-    let parts = |r: &ast::Rule| -> Vec<(Expr, Const)> {
-        r.stmts
-            .iter()
-            .filter_map(|s| match s {
-                Stmt::Match(ast::Match {
-                    left,
-                    right: Rhs::Const(c),
-                    ..
-                }) => Some((left.clone(), c.clone())),
-                _ => None,
-            })
-            .collect()
+    let Some(Insn::Verdict(verdict)) = insns.last() else {
+        return None;
     };
-    let lefts: Vec<Expr> = parts(&run[0]).into_iter().map(|(l, _)| l).collect();
-    let elems = run
-        .iter()
-        .map(|r| {
-            let mut c: Vec<Const> = parts(r).into_iter().map(|(_, c)| c).collect();
-            let key = if c.len() == 1 {
-                c.remove(0)
-            } else {
-                Const::Concat(c)
-            };
-            ast::SetElem {
-                key,
-                timeout: None,
-                expires: None,
-                counter: None,
-                comment: None,
-                data: None,
-            }
-        })
-        .collect();
-    let left = if lefts.len() == 1 {
-        lefts.into_iter().next().expect("one field")
-    } else {
-        Expr::Concat(lefts)
-    };
-    ast::Match {
-        left,
-        op: ast::RelOp::Implicit,
-        right: Rhs::Set(SetRef::Anonymous(elems)),
-    }
-}
-
-/// Compiles a parsed ruleset. `now_ns` starts element timeouts.
-pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError> {
-    let mut b = Builder {
-        program: Program::default(),
-        entries: Vec::new(),
-        rule_counters: Vec::new(),
-        now_ns,
-    };
-    for table in &rs.tables {
-        // Chain indexes first, so jumps can go forward.
-        let base = b.program.chains.len();
-        let mut tcx = TableCx {
-            chains: HashMap::new(),
-            sets: HashMap::new(),
-        };
-        for (i, c) in table.chains.iter().enumerate() {
-            let idx = base + i;
-            if idx > u16::MAX as usize {
-                return Err(err_at(c.span, "more than 65536 chains"));
-            }
-            tcx.chains.insert(c.name.clone(), idx as u16);
-            b.program.chains.push(vm::Chain {
-                name: format!("{}/{}", table.name, c.name),
-                rules: Vec::new(),
-                policy: c.base.as_ref().map(|bc| {
-                    if bc.policy == ast::Policy::Drop {
-                        Verdict::Drop
-                    } else {
-                        Verdict::Accept
-                    }
-                }),
-            });
-        }
-        for s in &table.sets {
-            let data_len = match s.data {
-                Some(DataType::Verdict) => 8,
-                Some(t) => dtype_shape(t).len,
-                None => 0,
-            };
-            let spec = SetSpec {
-                name: s.name.clone(),
-                key_len: key_len(&s.key),
-                data_len,
-                verdict_map: s.data == Some(DataType::Verdict),
-                interval: s.flags.interval,
-                size: s
-                    .size
-                    .map(|n| n as usize)
-                    .or(if s.flags.dynamic || s.flags.timeout {
-                        Some(65_535)
-                    } else {
-                        None
-                    }),
-                timeout_ns: s.timeout.map(duration_ns),
-                parts: key_parts(&s.key),
-            };
-            let elems = b.elem_specs(&s.elements, &s.key, s.data, &tcx, s.span)?;
-            let set = Set::build(&spec, &elems, now_ns).map_err(|e| err_at(s.span, e.to_string()))?;
-            let id = b.program.sets.push(set);
-            tcx.sets.insert(s.name.clone(), (id, s.key.clone(), s.data));
-        }
-        for (i, c) in table.chains.iter().enumerate() {
-            let idx = base + i;
-            let mut rules = Vec::new();
-            let mut r = 0;
-            while r < c.rules.len() {
-                let run = mergeable_run(&c.rules[r..]);
-                if run > 0 {
-                    // Fast path: one set lookup for the whole run.
-                    let first = &c.rules[r];
-                    let Some(Stmt::Verdict(v)) = first.stmts.last() else {
-                        unreachable!("mergeable_run checked")
-                    };
-                    let merged = merged_match(&c.rules[r..r + run]);
-                    let mut cx = RuleCx {
-                        extra_sets: Vec::new(),
-                        family: table.family,
-                        table: &tcx,
-                        next_reg: 0,
-                        insns: Vec::new(),
-                        span: first.span,
-                    };
-                    // Overlapping constants cannot share a set: then they compile one by one.
-                    if b.compile_match(&mut cx, &merged).is_ok() {
-                        cx.insns
-                            .push(Insn::Verdict(resolve_verdict(v, &tcx, first.span)?));
-                        rules.push(vm::Rule { insns: cx.insns });
-                        r += run;
-                        continue;
-                    }
-                }
-                let rule = &c.rules[r];
-                let mut cx = RuleCx {
-                    extra_sets: Vec::new(),
-                    family: table.family,
-                    table: &tcx,
-                    next_reg: 0,
-                    insns: Vec::new(),
-                    span: rule.span,
-                };
-                let mut counter = None;
-                for (si, s) in rule.stmts.iter().enumerate() {
-                    cx.span = rule.stmt_spans.get(si).copied().unwrap_or(rule.span);
-                    b.compile_stmt(&mut cx, s, &mut counter)?;
-                }
-                if let Some(id) = counter {
-                    b.rule_counters.push(RuleCounter {
-                        table: table.name.clone(),
-                        chain: c.name.clone(),
-                        index: r,
-                        counter: id,
-                    });
-                }
-                rules.push(vm::Rule { insns: cx.insns });
-                r += 1;
-            }
-            b.program.chains[idx].rules = rules;
-            if let Some(bc) = &c.base {
-                b.entries.push(Entry {
-                    family: table.family,
-                    hook: bc.hook,
-                    priority: bc.priority,
-                    device: bc.device.clone(),
-                    chain: idx,
-                });
-            }
-        }
-    }
-    verify(&b.program)?;
-    // Stable sort keeps declaration order among equal priorities.
-    b.entries.sort_by_key(|e| (hook_rank(e.hook), e.priority));
-    Ok(Compiled {
-        exec: crate::exec::lower(&b.program),
-        program: b.program,
-        entries: b.entries,
-        rule_counters: b.rule_counters,
+    Some(MergeInfo {
+        family,
+        fields,
+        verdict: *verdict,
+        consts,
     })
 }
 
-fn hook_rank(h: ast::Hook) -> u8 {
+/// Sets private to a merged run, seen by the verifier next to the program's.
+struct LocalEnv<'a> {
+    prog: &'a Program,
+    local: &'a [Set],
+}
+
+impl Env for LocalEnv<'_> {
+    fn set(&self, id: SetId) -> Option<&Set> {
+        match local_set(id) {
+            Some(i) => self.local.get(i),
+            None => self.prog.sets.get(id),
+        }
+    }
+    fn chain(&self, id: u16) -> Option<(&str, bool)> {
+        self.prog.chain(id)
+    }
+    fn counts(&self) -> (u32, u32, u32, usize) {
+        self.prog.counts()
+    }
+}
+
+/// The instructions of a merged run (`FIELD { c1, c2, … } VERDICT` or `F1 . F2 { a1 . b1, …
+/// } VERDICT`) and the sets private to it (ids marked with [`local_set`]), verified; `None`
+/// when the run cannot share one set (overlapping constants) or fails verification, and its
+/// rules then run one by one.
+pub(crate) fn merged_run(run: &[&MergeInfo], prog: &Program) -> Option<(Vec<Insn>, Vec<Set>)> {
+    let first = run.first()?;
+    let elems = run
+        .iter()
+        .map(|m| ast::SetElem {
+            key: if m.consts.len() == 1 {
+                m.consts[0].clone()
+            } else {
+                Const::Concat(m.consts.clone())
+            },
+            timeout: None,
+            expires: None,
+            counter: None,
+            comment: None,
+            data: None,
+        })
+        .collect();
+    let left = if first.fields.len() == 1 {
+        first.fields[0].clone()
+    } else {
+        Expr::Concat(first.fields.clone())
+    };
+    let m = ast::Match {
+        left,
+        op: ast::RelOp::Implicit,
+        right: Rhs::Set(SetRef::Anonymous(elems)),
+    };
+    let mut scratch = Program::default();
+    let table = TableCx::default();
+    let mut b = Builder {
+        program: &mut scratch,
+        now_ns: 0,
+        local_sets: Some(Vec::new()),
+        own_sets: Vec::new(),
+    };
+    let mut cx = RuleCx {
+        extra_sets: Vec::new(),
+        family: first.family,
+        table: &table,
+        next_reg: 0,
+        insns: Vec::new(),
+        span: ast::Span::default(),
+        named: Vec::new(),
+    };
+    b.compile_match(&mut cx, &m).ok()?;
+    cx.insns.push(Insn::Verdict(first.verdict));
+    let local = b.local_sets.take()?;
+    let rule = vm::Rule { insns: cx.insns };
+    verify_rule(&LocalEnv { prog, local: &local }, "merged run", 0, &rule).ok()?;
+    Some((rule.insns, local))
+}
+
+/// Compiles rule `rule` (position `index` of chain `chain`, for messages) of a table of
+/// family `family` whose names `table` resolves, appending the slots it needs to `program`,
+/// and verifies it against `program`. `now_ns` starts element timeouts of anonymous sets.
+///
+/// On error `program` may hold slots nothing uses; callers compile into a copy they drop.
+pub(crate) fn compile_rule(
+    program: &mut Program,
+    table: &TableCx,
+    family: ast::Family,
+    chain: &str,
+    index: usize,
+    rule: ast::Rule,
+    now_ns: u64,
+) -> Result<(vm::Rule, RuleMeta), CompileError> {
+    let mut b = Builder {
+        program,
+        now_ns,
+        local_sets: None,
+        own_sets: Vec::new(),
+    };
+    let mut cx = RuleCx {
+        extra_sets: Vec::new(),
+        family,
+        table,
+        next_reg: 0,
+        insns: Vec::new(),
+        span: rule.span,
+        named: Vec::new(),
+    };
+    let mut counter = None;
+    for (si, s) in rule.stmts.iter().enumerate() {
+        cx.span = rule.stmt_spans.get(si).copied().unwrap_or(rule.span);
+        b.compile_stmt(&mut cx, s, &mut counter)?;
+    }
+    let own_sets = b.own_sets;
+    let compiled = vm::Rule { insns: cx.insns };
+    let program: &Program = b.program;
+    verify_rule(program, chain, index, &compiled).map_err(|e| CompileError {
+        line: rule.span.line,
+        col: rule.span.col,
+        message: format!("verifier: {e}"),
+    })?;
+    let mut edges = Vec::new();
+    let mut dynsets = Vec::new();
+    for i in &compiled.insns {
+        match i {
+            Insn::Verdict(v @ (Verdict::Jump(t) | Verdict::Goto(t))) => {
+                edges.push((*t as usize, matches!(v, Verdict::Jump(_))))
+            }
+            Insn::Lookup {
+                set,
+                verdict_map: true,
+                ..
+            } if own_sets.contains(set) => {
+                if let Some(s) = program.sets.get(*set) {
+                    edges.extend(vmap_edges(s));
+                }
+            }
+            Insn::Dynset { set, .. } => dynsets.push(*set),
+            _ => {}
+        }
+    }
+    let mut named = cx.named;
+    named.sort_unstable_by_key(|s| s.0);
+    named.dedup();
+    let merge = merge_info(&rule, family, &compiled.insns);
+    Ok((
+        compiled,
+        RuleMeta {
+            ast: rule,
+            merge,
+            counter,
+            named,
+            dynsets,
+            own_sets,
+            edges,
+        },
+    ))
+}
+
+/// The chain edges a verdict map's elements add: (chain, is a jump).
+pub(crate) fn vmap_edges(s: &Set) -> Vec<(usize, bool)> {
+    s.values()
+        .filter_map(crate::sets::decode_verdict)
+        .filter_map(|v| match v {
+            Verdict::Jump(t) => Some((t as usize, true)),
+            Verdict::Goto(t) => Some((t as usize, false)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Builds named set or map `s` of a table whose names `table` resolves.
+pub(crate) fn build_named_set(s: &ast::Set, table: &TableCx, now_ns: u64) -> Result<Set, CompileError> {
+    let data_len = match s.data {
+        Some(DataType::Verdict) => 8,
+        Some(t) => dtype_shape(t).len,
+        None => 0,
+    };
+    let spec = SetSpec {
+        name: s.name.clone(),
+        key_len: key_len(&s.key),
+        data_len,
+        verdict_map: s.data == Some(DataType::Verdict),
+        interval: s.flags.interval,
+        size: s
+            .size
+            .map(|n| n as usize)
+            .or(if s.flags.dynamic || s.flags.timeout {
+                Some(65_535)
+            } else {
+                None
+            }),
+        timeout_ns: s.timeout.map(duration_ns),
+        parts: key_parts(&s.key),
+    };
+    let elems = elem_specs(&s.elements, &s.key, s.data, table, s.span)?;
+    Set::build(&spec, &elems, now_ns).map_err(|e| err_at(s.span, e.to_string()))
+}
+
+/// Compiles a parsed ruleset. `now_ns` starts element timeouts. Rules without a handle get
+/// handles 1, 2, … in file order.
+pub fn compile(rs: &ast::Ruleset, now_ns: u64) -> Result<Compiled, CompileError> {
+    let mut image = crate::incremental::Image::from_ruleset(rs, now_ns, 1)?;
+    image.snapshot()
+}
+
+pub(crate) fn hook_rank(h: ast::Hook) -> u8 {
     match h {
         ast::Hook::Ingress => 0,
         ast::Hook::Prerouting => 1,

@@ -15,17 +15,35 @@
 //!   [`Op::LoadCmp`];
 //! - `ct state; bitwise; cmp != 0` (`ct state established,related`) → [`Op::CtState`];
 //! - loads, compares and lookups of up to 4-byte values work on `u32`s instead of byte slices;
-//! - a lookup skips the worker's dynamic elements unless a meter can add to that set;
-//! - rules of a chain sit in one array (no pointer chase per rule).
+//! - a lookup skips the worker's dynamic elements unless a meter can add to that set, and
+//!   holds the set itself (no id-to-set indirection per packet);
+//! - the rules of one chunk of a chain ([`crate::pvec::Rules`]) sit in one array, a
+//!   *segment* (no pointer chase per rule, one per 64–128 rules);
+//! - **the fast path**: a run of two or more consecutive rules of a chunk that each match
+//!   fields against constants and end in the same verdict, with no other statement (`ip saddr
+//!   198.18.0.1 drop`, `ip saddr 198.18.0.2 drop`, …), becomes one set lookup (built by
+//!   [`crate::compile::merged_run`]). Runs never cross a chunk boundary, so a one-rule change
+//!   rebuilds at most the merged set of its own chunk. A run's rules have no counter or other
+//!   state of their own (only matches and a verdict), so merging changes no per-rule state;
+//!   the constants of a run may not overlap (else the set would refuse them and the rules are
+//!   lowered one by one), so at most one rule of a run can match a packet, which is why one
+//!   lookup decides exactly what the rules one after another would.
+//!
+//! Incremental lowering ([`lower_incremental`]): segments are shared between generations and
+//! a chunk is lowered again only when its rules changed (another `Arc`), when the caller names
+//! it (a named set it looks up was replaced), or when its chain is new.
 //!
 //! Thread use: an [`Exec`] is immutable, built by the control side next to its program and
 //! shared by every worker; evaluation writes only the worker's own [`State`].
 
-use crate::sets::{LookupResult, SetId};
+use crate::pvec::{ChunkRules, RuleEntry};
+use crate::sets::{LookupResult, Set, SetId};
 use crate::vm::{
     self, BitOp, CmpOp, CtKey, Flow, Insn, MetaKey, Operand, Outcome, PacketCtx, Program, Regs, State,
     Verdict, MAX_CALL_DEPTH, MAX_DATA_LEN,
 };
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// One executable operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,17 +76,9 @@ pub(crate) enum Op {
     Cmp { sreg: u8, len: u8, op: CmpOp, imm: u32 },
     /// `ct state` into `dreg`, `state & mask` into `mdreg`; breaks when that is zero.
     CtState { dreg: u8, mdreg: u8, mask: u32 },
-    /// Set lookup; `dynamic` when a meter of this program can add elements to the set.
-    Lookup {
-        set: SetId,
-        sreg: u8,
-        len: u8,
-        dreg: Option<u8>,
-        verdict_map: bool,
-        invert: bool,
-        dynamic: bool,
-    },
-    /// `Load` then `Lookup` (index into [`Exec::lookups`]) keyed by what was loaded
+    /// Set lookup (index into [`Segment::lookups`]).
+    Lookup(u32),
+    /// `Load` then `Lookup` (index into [`Segment::lookups`]) keyed by what was loaded
     /// (`ip saddr @blocklist`, `tcp dport { 22, 80 }`).
     LoadLookup {
         base: vm::Base,
@@ -82,24 +92,99 @@ pub(crate) enum Op {
     /// Set the verdict (ends the rule).
     Verdict(Verdict),
     /// Any other instruction, run by the reference interpreter (index into
-    /// [`Exec::generic`]).
+    /// [`Segment::generic`]).
     Generic(u32),
 }
 
-/// One chain: its ops, and where each rule starts (`rule_start[r]..rule_start[r + 1]`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ExecChain {
-    ops: Vec<Op>,
+/// A lowered lookup: the set itself, and its id for the worker's dynamic elements.
+#[derive(Clone, Debug)]
+pub(crate) struct LookupOp {
+    set: Arc<Set>,
+    /// The set's id in the program (dynamic elements live in the worker's state under it);
+    /// `None` for a set private to the segment (a merged run).
+    id: Option<SetId>,
+    sreg: u8,
+    len: u8,
+    dreg: Option<u8>,
+    verdict_map: bool,
+    invert: bool,
+    /// A meter can add elements to this set: misses also search the worker's elements.
+    dynamic: bool,
+}
+
+impl PartialEq for LookupOp {
+    fn eq(&self, o: &LookupOp) -> bool {
+        Arc::ptr_eq(&self.set, &o.set)
+            && (
+                self.id,
+                self.sreg,
+                self.len,
+                self.dreg,
+                self.verdict_map,
+                self.invert,
+                self.dynamic,
+            ) == (o.id, o.sreg, o.len, o.dreg, o.verdict_map, o.invert, o.dynamic)
+    }
+}
+
+/// The lowered rules of one chunk: their ops, and where each (possibly merged) rule starts
+/// (`rule_start[r]..rule_start[r + 1]`).
+#[derive(Debug, Default)]
+pub(crate) struct Segment {
+    /// The chunk this was lowered from (compared by pointer to decide reuse).
+    source: Option<ChunkRules>,
+    chunk: u64,
+    pub(crate) ops: Vec<Op>,
     rule_start: Vec<u32>,
+    pub(crate) lookups: Vec<LookupOp>,
+    pub(crate) generic: Vec<Insn>,
+}
+
+static EMPTY_SEGMENT: Segment = Segment {
+    source: None,
+    chunk: 0,
+    ops: Vec::new(),
+    rule_start: Vec::new(),
+    lookups: Vec::new(),
+    generic: Vec::new(),
+};
+
+/// One chain: its segments, one per chunk of its rules.
+#[derive(Debug, Default)]
+pub(crate) struct ExecChain {
+    pub(crate) segs: Vec<Arc<Segment>>,
 }
 
 /// A lowered program (see the module docs).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Exec {
-    chains: Vec<ExecChain>,
-    lookups: Vec<Op>,
+    pub(crate) chains: Vec<Arc<ExecChain>>,
     policies: Vec<Option<Verdict>>,
-    generic: Vec<Insn>,
+}
+
+impl Exec {
+    /// Number of rules chain `chain` runs as (a merged run counts once).
+    pub fn lowered_rules(&self, chain: usize) -> usize {
+        self.chains
+            .get(chain)
+            .map(|c| c.segs.iter().map(|s| s.rule_start.len().saturating_sub(1)).sum())
+            .unwrap_or(0)
+    }
+
+    /// Number of segments lowered for this value that the previous one did not have (what
+    /// an incremental step cost), counted against `prev`.
+    pub fn segments_not_in(&self, prev: &Exec) -> usize {
+        let old: HashSet<*const Segment> = prev
+            .chains
+            .iter()
+            .flat_map(|c| c.segs.iter().map(Arc::as_ptr))
+            .collect();
+        self.chains
+            .iter()
+            .flat_map(|c| c.segs.iter())
+            .filter(|s| !old.contains(&Arc::as_ptr(s)))
+            .count()
+    }
 }
 
 /// First `len` (≤ 4) bytes of `b`, left-aligned in a big-endian `u32` (the rest zero).
@@ -133,37 +218,144 @@ fn cmp32(op: CmpOp, a: u32, b: u32) -> bool {
     }
 }
 
-/// Lowers a verified program. Call only with programs [`crate::verify::verify`] accepted.
-pub fn lower(prog: &Program) -> Exec {
-    let mut dynamic_sets = vec![false; prog.sets.len()];
+/// Sets of `prog` that dynamic elements can be added to: those the program marks, and those
+/// a `Dynset` instruction names.
+fn dynamic_sets(prog: &Program) -> Vec<bool> {
+    let mut d: Vec<bool> = (0..prog.sets.len())
+        .map(|i| prog.dynamic_sets.get(i).copied().unwrap_or(false))
+        .collect();
     for c in &prog.chains {
         for r in &c.rules {
             for i in &r.insns {
                 if let Insn::Dynset { set, .. } = i {
-                    if let Some(d) = dynamic_sets.get_mut(set.0 as usize) {
-                        *d = true;
+                    if let Some(x) = d.get_mut(set.0 as usize) {
+                        *x = true;
                     }
                 }
             }
         }
     }
+    d
+}
+
+/// Lowers a verified program. Call only with programs [`crate::verify::verify`] accepted.
+pub fn lower(prog: &Program) -> Exec {
+    let dynamic = dynamic_sets(prog);
+    let dynamic = |id: SetId| dynamic.get(id.0 as usize).copied().unwrap_or(true);
     let mut exec = Exec::default();
     for c in &prog.chains {
-        let mut ch = ExecChain::default();
-        for r in &c.rules {
-            ch.rule_start.push(ch.ops.len() as u32);
-            lower_rule(&r.insns, &dynamic_sets, &mut ch.ops, &mut exec);
-        }
-        ch.rule_start.push(ch.ops.len() as u32);
-        exec.chains.push(ch);
+        let segs = c
+            .rules
+            .chunks()
+            .iter()
+            .map(|ch| Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic)))
+            .collect();
+        exec.chains.push(Arc::new(ExecChain { segs }));
         exec.policies.push(c.policy);
     }
     exec
 }
 
-fn lower_rule(insns: &[Insn], dynamic_sets: &[bool], ops: &mut Vec<Op>, exec: &mut Exec) {
+/// Lowers `prog`, a later generation of the program `prev` was lowered from, sharing what
+/// did not change: chains for which `dirty` is false keep their lowered form (the caller
+/// vouches that their rules are the same), and in the other chains a chunk whose rules are
+/// the same `Arc` as in `prev` keeps its segment unless its id is in `forced`.
+pub fn lower_incremental(
+    prev: &Exec,
+    prog: &Program,
+    dirty: impl Fn(usize) -> bool,
+    forced: &HashSet<u64>,
+) -> Exec {
+    let dynamic = |id: SetId| prog.dynamic_sets.get(id.0 as usize).copied().unwrap_or(false);
+    let mut exec = Exec::default();
+    for (ci, c) in prog.chains.iter().enumerate() {
+        exec.policies.push(c.policy);
+        let old = prev.chains.get(ci);
+        if let (false, Some(old)) = (dirty(ci), old) {
+            exec.chains.push(old.clone());
+            continue;
+        }
+        let by_chunk: std::collections::HashMap<u64, &Arc<Segment>> = old
+            .map(|o| o.segs.iter().map(|s| (s.chunk, s)).collect())
+            .unwrap_or_default();
+        let segs = c
+            .rules
+            .chunks()
+            .iter()
+            .map(|ch| match by_chunk.get(&ch.id) {
+                Some(s)
+                    if !forced.contains(&ch.id)
+                        && s.source.as_ref().is_some_and(|src| Arc::ptr_eq(src, &ch.rules)) =>
+                {
+                    (*s).clone()
+                }
+                _ => Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic)),
+            })
+            .collect();
+        exec.chains.push(Arc::new(ExecChain { segs }));
+    }
+    exec
+}
+
+/// Lowers one chunk of rules into a segment, merging fast-path runs.
+fn lower_chunk(id: u64, rules: &ChunkRules, prog: &Program, dynamic: &dyn Fn(SetId) -> bool) -> Segment {
+    let mut seg = Segment {
+        source: Some(rules.clone()),
+        chunk: id,
+        ..Default::default()
+    };
+    let resolve = |id: SetId| prog.sets.get_arc(id).cloned();
+    let mut r = 0;
+    while r < rules.len() {
+        let run = mergeable_run(&rules[r..]);
+        if run >= 2 {
+            let metas: Vec<&crate::compile::MergeInfo> = rules[r..r + run]
+                .iter()
+                .filter_map(|e| e.meta.as_ref()?.merge.as_ref())
+                .collect();
+            if let Some((insns, local)) = crate::compile::merged_run(&metas, prog) {
+                let local: Vec<Arc<Set>> = local.into_iter().map(Arc::new).collect();
+                let resolve_local = |id: SetId| match crate::compile::local_set(id) {
+                    Some(i) => local.get(i).cloned(),
+                    None => resolve(id),
+                };
+                seg.rule_start.push(seg.ops.len() as u32);
+                lower_rule(&insns, dynamic, &resolve_local, &mut seg);
+                r += run;
+                continue;
+            }
+        }
+        seg.rule_start.push(seg.ops.len() as u32);
+        lower_rule(&rules[r].rule.insns, dynamic, &resolve, &mut seg);
+        r += 1;
+    }
+    seg.rule_start.push(seg.ops.len() as u32);
+    seg
+}
+
+/// Length of the run of rules at the start of `rules` that share one merge shape.
+fn mergeable_run(rules: &[Arc<RuleEntry>]) -> usize {
+    fn shape(e: &Arc<RuleEntry>) -> Option<&crate::compile::MergeInfo> {
+        e.meta.as_ref().and_then(|m| m.merge.as_ref())
+    }
+    let Some(first) = rules.first().and_then(shape) else {
+        return 0;
+    };
+    rules
+        .iter()
+        .take_while(|e| shape(e).is_some_and(|m| m.same_shape(first)))
+        .count()
+}
+
+fn lower_rule(
+    insns: &[Insn],
+    dynamic: &dyn Fn(SetId) -> bool,
+    resolve: &dyn Fn(SetId) -> Option<Arc<Set>>,
+    seg: &mut Segment,
+) {
     let mut i = 0;
     while i < insns.len() {
+        let ops = &mut seg.ops;
         let next = insns.get(i + 1);
         // Two- and three-instruction fusions first.
         match (&insns[i], next) {
@@ -266,25 +458,31 @@ fn lower_rule(insns: &[Insn], dynamic_sets: &[bool], ops: &mut Vec<Op>, exec: &m
                 dreg,
                 verdict_map,
                 invert,
-            } => Op::Lookup {
-                set: *set,
-                sreg: *sreg,
-                len: *len,
-                dreg: *dreg,
-                verdict_map: *verdict_map,
-                invert: *invert,
-                dynamic: dynamic_sets.get(set.0 as usize).copied().unwrap_or(true),
-            },
+            } if resolve(*set).is_some() => {
+                let local = crate::compile::local_set(*set).is_some();
+                seg.lookups.push(LookupOp {
+                    set: resolve(*set).unwrap_or_else(|| Arc::new(Set::tombstone())),
+                    id: (!local).then_some(*set),
+                    sreg: *sreg,
+                    len: *len,
+                    dreg: *dreg,
+                    verdict_map: *verdict_map,
+                    invert: *invert,
+                    dynamic: !local && dynamic(*set),
+                });
+                Op::Lookup(seg.lookups.len() as u32 - 1)
+            }
             Insn::Counter { id } => Op::Counter { id: *id },
             Insn::Verdict(v) => Op::Verdict(*v),
             other => {
-                exec.generic.push(other.clone());
-                Op::Generic(exec.generic.len() as u32 - 1)
+                seg.generic.push(other.clone());
+                Op::Generic(seg.generic.len() as u32 - 1)
             }
         };
+        let ops = &mut seg.ops;
         // A lookup keyed by exactly the register the previous load wrote joins it.
         if let (
-            Op::Lookup { sreg, len: klen, .. },
+            Op::Lookup(lookup),
             Some(&Op::Load {
                 base,
                 offset,
@@ -293,15 +491,15 @@ fn lower_rule(insns: &[Insn], dynamic_sets: &[bool], ops: &mut Vec<Op>, exec: &m
             }),
         ) = (&op, ops.last())
         {
-            if *sreg == dreg && *klen as usize == (len as usize).div_ceil(4) * 4 && len == 4 {
-                exec.lookups.push(op);
+            let l = &seg.lookups[*lookup as usize];
+            if l.sreg == dreg && l.len as usize == (len as usize).div_ceil(4) * 4 && len == 4 {
                 ops.pop();
                 ops.push(Op::LoadLookup {
                     base,
                     offset,
                     len,
                     dreg,
-                    lookup: exec.lookups.len() as u32 - 1,
+                    lookup: *lookup,
                 });
                 i += 1;
                 continue;
@@ -349,37 +547,25 @@ fn load32(p: &PacketCtx<'_>, state: &State, base: vm::Base, offset: u16, len: u8
     }
 }
 
-/// A set lookup (`op` is an [`Op::Lookup`]).
+/// A set lookup.
 #[inline(always)]
-fn lookup(op: &Op, prog: &Program, state: &mut State, p: &PacketCtx<'_>, regs: &mut Regs) -> Step {
-    let Op::Lookup {
-        set,
-        sreg,
-        len,
-        dreg,
-        verdict_map,
-        invert,
-        dynamic,
-    } = op
-    else {
-        return Step::Break;
-    };
-    let Some(key) = regs.slice(*sreg, *len) else {
+fn lookup(l: &LookupOp, state: &mut State, p: &PacketCtx<'_>, regs: &mut Regs) -> Step {
+    let Some(key) = regs.slice(l.sreg, l.len) else {
         return Step::Break;
     };
     let mut value = [0u8; MAX_DATA_LEN];
-    let mut found = prog.sets.lookup(*set, key, p.now_ns, &mut value);
-    if *dynamic && found == LookupResult::Miss {
+    let mut found = l.set.lookup(key, p.now_ns, &mut value);
+    if let (true, LookupResult::Miss, Some(id)) = (l.dynamic, found, l.id) {
         found = state
             .dynamic
-            .lookup_dynamic(*set, key, p.now_ns, p.len as u64, *invert, &mut value);
+            .lookup_dynamic(id, key, p.now_ns, p.len as u64, l.invert, &mut value);
     }
     let hit = found != LookupResult::Miss;
-    if hit == *invert {
+    if hit == l.invert {
         return Step::Break;
     }
     if let LookupResult::Value(vlen) = found {
-        if *verdict_map {
+        if l.verdict_map {
             match crate::sets::decode_verdict(&value[..vlen]) {
                 Some(v) => regs.verdict = v,
                 None => return Step::Break,
@@ -387,8 +573,8 @@ fn lookup(op: &Op, prog: &Program, state: &mut State, p: &PacketCtx<'_>, regs: &
             if regs.verdict != Verdict::Continue {
                 return Step::Verdict;
             }
-        } else if let Some(d) = dreg {
-            if !regs.store(*d, &value[..vlen]) {
+        } else if let Some(d) = l.dreg {
+            if !regs.store(d, &value[..vlen]) {
                 return Step::Break;
             }
         }
@@ -400,7 +586,7 @@ fn lookup(op: &Op, prog: &Program, state: &mut State, p: &PacketCtx<'_>, regs: &
 #[allow(clippy::too_many_arguments)]
 fn step(
     op: &Op,
-    exec: &Exec,
+    seg: &Segment,
     prog: &Program,
     state: &mut State,
     p: &PacketCtx<'_>,
@@ -462,8 +648,8 @@ fn step(
         } => {
             let v = or_break!(load32(p, state, *base, *offset, *len));
             or_break!(regs.store32(*dreg, v));
-            let l = or_break!(exec.lookups.get(*lookup as usize));
-            return self::lookup(l, prog, state, p, regs);
+            let l = or_break!(seg.lookups.get(*lookup as usize));
+            return self::lookup(l, state, p, regs);
         }
         Op::Cmp { sreg, len, op, imm } => {
             let v = left32(or_break!(regs.slice(*sreg, *len)));
@@ -480,7 +666,10 @@ fn step(
                 return Step::Break;
             }
         }
-        Op::Lookup { .. } => return lookup(op, prog, state, p, regs),
+        Op::Lookup(i) => {
+            let l = or_break!(seg.lookups.get(*i as usize));
+            return lookup(l, state, p, regs);
+        }
         Op::Counter { id } => {
             if let Some(c) = state.counters.get(*id as usize) {
                 c.add(len);
@@ -493,7 +682,7 @@ fn step(
             }
         }
         Op::Generic(i) => {
-            let insn = or_break!(exec.generic.get(*i as usize));
+            let insn = or_break!(seg.generic.get(*i as usize));
             if let Flow::Break = vm::run(insn, prog, state, p, regs, actions, len) {
                 return Step::Break;
             }
@@ -513,6 +702,12 @@ pub fn evaluate(exec: &Exec, prog: &Program, state: &mut State, entry: usize, p:
     Outcome { verdict, actions }
 }
 
+/// Segment `si` of chain `c`, or the empty segment past the end.
+#[inline(always)]
+fn segment(c: &ExecChain, si: usize) -> &Segment {
+    c.segs.get(si).map(|s| &**s).unwrap_or(&EMPTY_SEGMENT)
+}
+
 /// [`evaluate`] that records actions into `actions` (what earlier chains of the same packet
 /// set stays unless this one overrides it) and returns only the verdict: nothing large is
 /// returned through memory on the per-packet path.
@@ -525,10 +720,9 @@ pub fn evaluate_into(
     actions: &mut vm::Actions,
 ) -> Verdict {
     let mut regs = Regs::new();
-    let mut stack: [(u16, u32); MAX_CALL_DEPTH] = [(0, 0); MAX_CALL_DEPTH];
+    // (chain, segment, rule within the segment) to resume after a jump returns.
+    let mut stack: [(u16, u32, u32); MAX_CALL_DEPTH] = [(0, 0, 0); MAX_CALL_DEPTH];
     let mut depth = 0usize;
-    let mut chain = entry;
-    let mut rule = 0usize;
     let len = p.len as u64;
     let policy = exec
         .policies
@@ -536,23 +730,39 @@ pub fn evaluate_into(
         .copied()
         .flatten()
         .unwrap_or(Verdict::Accept);
+    let mut chain = entry;
+    let Some(mut c) = exec.chains.get(chain) else {
+        return policy;
+    };
+    let (mut si, mut rule) = (0usize, 0usize);
+    let mut seg = segment(c, si);
     loop {
-        let Some(c) = exec.chains.get(chain) else {
-            return policy;
-        };
-        let (Some(&start), Some(&end)) = (c.rule_start.get(rule), c.rule_start.get(rule + 1)) else {
+        let (Some(&start), Some(&end)) = (seg.rule_start.get(rule), seg.rule_start.get(rule + 1)) else {
+            // End of a segment: the next one, or the end of the chain.
+            if si + 1 < c.segs.len() {
+                si += 1;
+                rule = 0;
+                seg = segment(c, si);
+                continue;
+            }
             // End of chain: regular chains return to their caller, base chains apply policy.
             if depth == 0 {
                 return policy;
             }
             depth -= 1;
-            (chain, rule) = (stack[depth].0 as usize, stack[depth].1 as usize);
+            let (ch, s, r) = stack[depth];
+            chain = ch as usize;
+            let Some(next) = exec.chains.get(chain) else {
+                return policy;
+            };
+            (c, si, rule) = (next, s as usize, r as usize);
+            seg = segment(c, si);
             continue;
         };
         regs.verdict = Verdict::Continue;
         let mut broke = false;
-        for op in c.ops.get(start as usize..end as usize).unwrap_or(&[]) {
-            match step(op, exec, prog, state, p, &mut regs, actions, len) {
+        for op in seg.ops.get(start as usize..end as usize).unwrap_or(&[]) {
+            match step(op, seg, prog, state, p, &mut regs, actions, len) {
                 Step::Next => {}
                 Step::Break => {
                     broke = true;
@@ -573,18 +783,36 @@ pub fn evaluate_into(
                     return policy;
                 }
                 depth -= 1;
-                (chain, rule) = (stack[depth].0 as usize, stack[depth].1 as usize);
+                let (ch, s, r) = stack[depth];
+                chain = ch as usize;
+                let Some(next) = exec.chains.get(chain) else {
+                    return policy;
+                };
+                (c, si, rule) = (next, s as usize, r as usize);
+                seg = segment(c, si);
             }
             Verdict::Jump(to) => {
                 if depth == MAX_CALL_DEPTH {
                     // The verifier refuses programs that can get here; drop to be safe.
                     return Verdict::Drop;
                 }
-                stack[depth] = (chain as u16, (rule + 1) as u32);
+                stack[depth] = (chain as u16, si as u32, (rule + 1) as u32);
                 depth += 1;
-                (chain, rule) = (to as usize, 0);
+                chain = to as usize;
+                let Some(next) = exec.chains.get(chain) else {
+                    return policy;
+                };
+                (c, si, rule) = (next, 0, 0);
+                seg = segment(c, si);
             }
-            Verdict::Goto(to) => (chain, rule) = (to as usize, 0),
+            Verdict::Goto(to) => {
+                chain = to as usize;
+                let Some(next) = exec.chains.get(chain) else {
+                    return policy;
+                };
+                (c, si, rule) = (next, 0, 0);
+                seg = segment(c, si);
+            }
         }
     }
 }
@@ -820,7 +1048,7 @@ pub(crate) mod tests {
             counters: 4,
             limits: 1,
             quotas: 1,
-            log_prefixes: vec!["p".into()],
+            log_prefixes: vec!["p".into()].into(),
             ..Default::default()
         };
         let e = |k: &[u8], v: Vec<u8>| ElemSpec {
@@ -1006,7 +1234,7 @@ pub(crate) mod tests {
         verify(&p).unwrap();
         let e = lower(&p);
         assert_eq!(
-            e.chains[0].ops,
+            e.chains[0].segs[0].ops,
             vec![
                 Op::MetaCmp {
                     key: MetaKey::L4Proto,
@@ -1031,6 +1259,6 @@ pub(crate) mod tests {
                 Op::Verdict(Verdict::Drop),
             ]
         );
-        assert!(e.generic.is_empty());
+        assert!(e.chains[0].segs[0].generic.is_empty());
     }
 }

@@ -14,9 +14,11 @@
 //! Thread use: a [`Sets`] inside a published program is read-only and shared by all workers;
 //! each worker owns a separate [`Sets`] for dynamic elements (see `vm::State`).
 
+use crate::pvec::PVec;
 use crate::vm::{DynStmt, DynsetOp, Verdict, MAX_DATA_LEN};
 use std::collections::HashMap as SipMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 /// Static sets (filled by the operator, never by packets): hashbrown with its fast, randomly
 /// seeded default hasher. A packet can only look keys up here, and lookup cost is fixed by
@@ -207,10 +209,11 @@ pub struct Set {
     store: Store,
 }
 
-/// The sets of a program.
+/// The sets of a program, by [`SetId`]: a persistent vector of shared sets, so a generation
+/// that changes one set copies that set (and a chunk of pointers), not the others.
 #[derive(Clone, Debug, Default)]
 pub struct Sets {
-    sets: Vec<Set>,
+    sets: PVec<Arc<Set>>,
 }
 
 /// Encodes a verdict as map data (8 bytes).
@@ -643,6 +646,37 @@ impl Set {
         }
     }
 
+    /// Looks `key` up in this (static) set, copying a map value into `value`; a dynamic
+    /// store answers as [`Sets::lookup`] does.
+    #[inline]
+    pub fn lookup(&self, key: &[u8], now: u64, value: &mut [u8; MAX_DATA_LEN]) -> LookupResult {
+        if let Store::Dynamic(m) = &self.store {
+            return dyn_lookup(self, m, key, now, 0, false);
+        }
+        match self.find(key, now) {
+            None => LookupResult::Miss,
+            Some(_) if self.data_len == 0 => LookupResult::Hit,
+            Some(e) => {
+                let n = e.vlen as usize;
+                value[..n].copy_from_slice(&e.value[..n]);
+                LookupResult::Value(n)
+            }
+        }
+    }
+
+    /// An empty set in the place of one that no longer exists (its id is never reused).
+    pub fn tombstone() -> Set {
+        Set {
+            name: String::new(),
+            key_len: 0,
+            data_len: 0,
+            verdict_map: false,
+            size: 0,
+            timeout_ns: None,
+            store: Store::Exact(FastMap::new()),
+        }
+    }
+
     fn empty_like(&self) -> Set {
         Set {
             store: Store::Dynamic(SipMap::new()),
@@ -693,13 +727,34 @@ fn dyn_lookup(
 impl Sets {
     /// Adds a set; returns its id.
     pub fn push(&mut self, set: Set) -> SetId {
-        self.sets.push(set);
+        self.sets.push(Arc::new(set));
         SetId(self.sets.len() as u32 - 1)
     }
 
     /// A set by id.
+    #[inline]
     pub fn get(&self, id: SetId) -> Option<&Set> {
+        self.sets.get(id.0 as usize).map(|s| &**s)
+    }
+
+    /// A set by id, shared.
+    pub fn get_arc(&self, id: SetId) -> Option<&Arc<Set>> {
         self.sets.get(id.0 as usize)
+    }
+
+    /// Replaces set `id` (its contents changed); false when there is no such set.
+    pub fn replace(&mut self, id: SetId, set: Arc<Set>) -> bool {
+        self.sets.set(id.0 as usize, set)
+    }
+
+    /// Appends an empty dynamic store for every set of `statics` beyond this one's end (a
+    /// worker's store following its program's later generations).
+    pub fn extend_dynamic_from(&mut self, statics: &Sets) {
+        for i in self.sets.len()..statics.sets.len() {
+            if let Some(s) = statics.sets.get(i) {
+                self.sets.push(Arc::new(s.empty_like()));
+            }
+        }
     }
 
     /// Number of sets.
@@ -715,7 +770,7 @@ impl Sets {
     /// The same sets with no elements (a worker's store for dynamically added elements).
     pub fn empty_dynamic_copy(&self) -> Sets {
         Sets {
-            sets: self.sets.iter().map(Set::empty_like).collect(),
+            sets: self.sets.iter().map(|s| Arc::new(s.empty_like())).collect(),
         }
     }
 
@@ -725,23 +780,9 @@ impl Sets {
     /// of a packet whose length is not known (see there).
     #[inline]
     pub fn lookup(&self, id: SetId, key: &[u8], now: u64, value: &mut [u8; MAX_DATA_LEN]) -> LookupResult {
-        let Some(set) = self.sets.get(id.0 as usize) else {
-            return LookupResult::Miss;
-        };
-        if let Store::Dynamic(m) = &set.store {
-            return dyn_lookup(set, m, key, now, 0, false);
-        }
-        match set.find(key, now) {
+        match self.sets.get(id.0 as usize) {
+            Some(set) => set.lookup(key, now, value),
             None => LookupResult::Miss,
-            Some(e) if set.data_len == 0 => {
-                let _ = e;
-                LookupResult::Hit
-            }
-            Some(e) => {
-                let n = e.vlen as usize;
-                value[..n].copy_from_slice(&e.value[..n]);
-                LookupResult::Value(n)
-            }
         }
     }
 
@@ -798,7 +839,8 @@ impl Sets {
         now: u64,
         bytes: u64,
     ) -> bool {
-        let Some(set) = self.sets.get_mut(id.0 as usize) else {
+        // A worker's own store: never shared, so this copies nothing.
+        let Some(set) = self.sets.get_mut(id.0 as usize).map(Arc::make_mut) else {
             return false;
         };
         if key.len() != set.key_len {

@@ -9,7 +9,10 @@
 //! cycle or nests deeper than the 16-entry call stack.
 
 use crate::sets::decode_verdict;
-use crate::vm::{BitOp, CtKey, Insn, Operand, Program, Verdict, MAX_CALL_DEPTH, MAX_DATA_LEN, REG_BYTES};
+use crate::sets::{Set, SetId};
+use crate::vm::{
+    BitOp, CtKey, Insn, Operand, Program, Rule, Verdict, MAX_CALL_DEPTH, MAX_DATA_LEN, REG_BYTES,
+};
 
 /// Largest key a lookup or meter takes (a concatenation of up to 64 register bytes).
 pub const MAX_KEY_LEN: usize = REG_BYTES;
@@ -34,13 +37,59 @@ pub enum VerifyError {
     TooDeep { depth: usize, path: String, max: usize },
 }
 
+/// What a rule's instructions may refer to: the program around it.
+pub trait Env {
+    /// Set `id`, if it exists.
+    fn set(&self, id: SetId) -> Option<&Set>;
+    /// Chain `id`: its name and whether it is a base chain, if it exists.
+    fn chain(&self, id: u16) -> Option<(&str, bool)>;
+    /// Number of counters, limits, quotas and log prefixes.
+    fn counts(&self) -> (u32, u32, u32, usize);
+}
+
+impl Env for Program {
+    fn set(&self, id: SetId) -> Option<&Set> {
+        self.sets.get(id)
+    }
+    fn chain(&self, id: u16) -> Option<(&str, bool)> {
+        self.chains
+            .get(id as usize)
+            .map(|c| (c.name.as_str(), c.policy.is_some()))
+    }
+    fn counts(&self) -> (u32, u32, u32, usize) {
+        (self.counters, self.limits, self.quotas, self.log_prefixes.len())
+    }
+}
+
 /// Checks `p`; `Ok` means it is safe to evaluate.
 pub fn verify(p: &Program) -> Result<(), VerifyError> {
     let mut edges: Vec<Vec<(usize, bool)>> = vec![Vec::new(); p.chains.len()];
     for (ci, chain) in p.chains.iter().enumerate() {
         for (ri, rule) in chain.rules.iter().enumerate() {
+            edges[ci].extend(verify_rule(p, &chain.name, ri, rule)?);
+        }
+    }
+    verify_graph(&edges, |c| {
+        p.chains.get(c).map(|c| c.name.as_str()).unwrap_or("?")
+    })
+}
+
+/// Checks one rule (rule `ri` of chain `chain`, for error messages) against what `env`
+/// holds; returns the chain edges it adds: (target chain, is a jump) for its jump and goto
+/// verdicts and the targets of the verdict maps it looks up. The incremental compiler runs
+/// this once per new rule, and [`verify_graph`] over every chain's edges once per generation.
+pub fn verify_rule(
+    env: &impl Env,
+    chain: &str,
+    ri: usize,
+    rule: &Rule,
+) -> Result<Vec<(usize, bool)>, VerifyError> {
+    let mut edges = Vec::new();
+    let (counters, limits, quotas, log_prefixes) = env.counts();
+    {
+        {
             let err = |insn: usize, problem: String| VerifyError::Insn {
-                chain: chain.name.clone(),
+                chain: chain.to_string(),
                 rule: ri,
                 insn,
                 problem,
@@ -164,9 +213,8 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
                         verdict_map,
                         ..
                     } => {
-                        let s = p
-                            .sets
-                            .get(*set)
+                        let s = env
+                            .set(*set)
                             .ok_or_else(|| err(ii, format!("no set {}", set.0)))?;
                         let n = *len as usize;
                         if n != s.key_len || n == 0 || n > MAX_KEY_LEN {
@@ -187,9 +235,8 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
                         }
                     }
                     Insn::Dynset { set, sreg, len, .. } => {
-                        let s = p
-                            .sets
-                            .get(*set)
+                        let s = env
+                            .set(*set)
                             .ok_or_else(|| err(ii, format!("no set {}", set.0)))?;
                         if *len as usize != s.key_len {
                             return Err(err(
@@ -203,25 +250,25 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
                         read(*sreg, *len as usize, &written)?;
                     }
                     Insn::Counter { id } => {
-                        if *id >= p.counters {
-                            return Err(err(ii, format!("counter {id} of {}", p.counters)));
+                        if *id >= counters {
+                            return Err(err(ii, format!("counter {id} of {counters}")));
                         }
                     }
                     Insn::Limit { id, rate, per_ns, .. } => {
-                        if *id >= p.limits || *rate == 0 || *per_ns == 0 {
+                        if *id >= limits || *rate == 0 || *per_ns == 0 {
                             return Err(err(
                                 ii,
-                                format!("limit {id} of {} with rate {rate}/{per_ns}ns", p.limits),
+                                format!("limit {id} of {limits} with rate {rate}/{per_ns}ns"),
                             ));
                         }
                     }
                     Insn::Quota { id, .. } => {
-                        if *id >= p.quotas {
-                            return Err(err(ii, format!("quota {id} of {}", p.quotas)));
+                        if *id >= quotas {
+                            return Err(err(ii, format!("quota {id} of {quotas}")));
                         }
                     }
                     Insn::Log { prefix } => {
-                        if *prefix as usize >= p.log_prefixes.len() {
+                        if *prefix as usize >= log_prefixes {
                             return Err(err(ii, format!("log prefix {prefix} does not exist")));
                         }
                     }
@@ -230,8 +277,8 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
                     Insn::Verdict(v) => {
                         terminal = true;
                         if let Verdict::Jump(t) | Verdict::Goto(t) = v {
-                            check_target(p, *t, &err(ii, String::new()))?;
-                            edges[ci].push((*t as usize, matches!(v, Verdict::Jump(_))));
+                            check_target(env, *t, &err(ii, String::new()))?;
+                            edges.push((*t as usize, matches!(v, Verdict::Jump(_))));
                         }
                     }
                 }
@@ -242,11 +289,11 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
                     ..
                 } = insn
                 {
-                    if let Some(s) = p.sets.get(*set) {
+                    if let Some(s) = env.set(*set) {
                         for v in vmap_targets(s) {
                             if let Verdict::Jump(t) | Verdict::Goto(t) = v {
-                                check_target(p, t, &err(ii, String::new()))?;
-                                edges[ci].push((t as usize, matches!(v, Verdict::Jump(_))));
+                                check_target(env, t, &err(ii, String::new()))?;
+                                edges.push((t as usize, matches!(v, Verdict::Jump(_))));
                             }
                         }
                     }
@@ -254,33 +301,45 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
             }
         }
     }
+    Ok(edges)
+}
+
+/// Checks the jump graph: no cycle (a jump or goto back into a chain on the way) and no
+/// path nesting deeper than the call stack. `edges[c]` are chain `c`'s edges as
+/// [`verify_rule`] returns them.
+pub fn verify_graph<'a>(
+    edges: &[Vec<(usize, bool)>],
+    name: impl Fn(usize) -> &'a str,
+) -> Result<(), VerifyError> {
     // Cycles and depth: DFS from every chain; depth counts jumps (goto replaces the frame).
-    let n = p.chains.len();
+    let n = edges.len();
     let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
     let mut deepest = vec![0usize; n];
-    fn dfs(
+    fn dfs<'a>(
         c: usize,
         edges: &[Vec<(usize, bool)>],
         state: &mut [u8],
         deepest: &mut [usize],
         path: &mut Vec<usize>,
-        p: &Program,
+        name: &impl Fn(usize) -> &'a str,
     ) -> Result<(), VerifyError> {
         state[c] = 1;
         path.push(c);
         let mut best = 0;
         for &(t, is_jump) in &edges[c] {
+            if t >= edges.len() {
+                return Err(VerifyError::Chain {
+                    chain: name(c).to_string(),
+                    problem: format!("jump to chain {t}, which does not exist"),
+                });
+            }
             match state[t] {
                 1 => {
                     let start = path.iter().position(|&x| x == t).unwrap_or(0);
-                    let names: Vec<&str> = path[start..]
-                        .iter()
-                        .chain([&t])
-                        .map(|&i| p.chains[i].name.as_str())
-                        .collect();
+                    let names: Vec<&str> = path[start..].iter().chain([&t]).map(|&i| name(i)).collect();
                     return Err(VerifyError::Loop(names.join(" -> ")));
                 }
-                0 => dfs(t, edges, state, deepest, path, p)?,
+                0 => dfs(t, edges, state, deepest, path, name)?,
                 _ => {}
             }
             best = best.max(deepest[t] + is_jump as usize);
@@ -292,12 +351,12 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
     }
     for c in 0..n {
         if state[c] == 0 {
-            dfs(c, &edges, &mut state, &mut deepest, &mut Vec::new(), p)?;
+            dfs(c, edges, &mut state, &mut deepest, &mut Vec::new(), &name)?;
         }
         if deepest[c] > MAX_CALL_DEPTH {
             return Err(VerifyError::TooDeep {
                 depth: deepest[c],
-                path: p.chains[c].name.clone(),
+                path: name(c).to_string(),
                 max: MAX_CALL_DEPTH,
             });
         }
@@ -305,7 +364,7 @@ pub fn verify(p: &Program) -> Result<(), VerifyError> {
     Ok(())
 }
 
-fn check_target(p: &Program, t: u16, at: &VerifyError) -> Result<(), VerifyError> {
+fn check_target(env: &impl Env, t: u16, at: &VerifyError) -> Result<(), VerifyError> {
     let VerifyError::Insn {
         chain, rule, insn, ..
     } = at
@@ -318,9 +377,9 @@ fn check_target(p: &Program, t: u16, at: &VerifyError) -> Result<(), VerifyError
         insn: *insn,
         problem,
     };
-    match p.chains.get(t as usize) {
+    match env.chain(t) {
         None => Err(e(format!("jump to chain {t}, which does not exist"))),
-        Some(c) if c.policy.is_some() => Err(e(format!("jump to base chain {}", c.name))),
+        Some((name, true)) => Err(e(format!("jump to base chain {name}"))),
         Some(_) => Ok(()),
     }
 }

@@ -17,8 +17,10 @@
 //! register indices and lengths being in bounds (it still never panics on a bad program — it
 //! treats an out-of-range access as a break — but that is a safety net, not the contract).
 
+use crate::pvec::{PVec, Rules};
 use crate::sets::{LookupResult, SetId, Sets};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Number of 32-bit data registers.
 pub const NUM_REGS: usize = 16;
@@ -328,13 +330,20 @@ pub struct Rule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain {
     pub name: String,
-    pub rules: Vec<Rule>,
+    /// The rules, as a persistent rope (see [`crate::pvec::Rules`]).
+    pub rules: Rules,
     /// For base chains: the policy (`Accept` or `Drop`).
     pub policy: Option<Verdict>,
 }
 
 /// A program: chains (indexed by `Verdict::Jump`/`Goto`), the sets they use, and how many
 /// counters, limits and quotas the per-worker state needs.
+///
+/// Every index space (chains, sets, counters, limits, quotas, log prefixes) is stable across
+/// the generations the incremental compiler ([`crate::incremental`]) derives from one another:
+/// a slot keeps its meaning while its rule or object lives, and counter, limit, quota and set
+/// slots are never handed out twice, so a worker's [`State`] carries over by growing
+/// ([`State::adopt`]). Cloning a program copies one entry per chain and shares the rest.
 #[derive(Clone, Debug, Default)]
 pub struct Program {
     pub chains: Vec<Chain>,
@@ -343,8 +352,12 @@ pub struct Program {
     pub limits: u32,
     pub quotas: u32,
     /// Bytes already used per quota when the program starts (`quota … used N`).
-    pub quota_used: Vec<u64>,
-    pub log_prefixes: Vec<String>,
+    pub quota_used: PVec<u64>,
+    pub log_prefixes: PVec<String>,
+    /// Sets that rules add elements to from the packet path (`add`/`update @set`, meters), by
+    /// set id: lookups in them also search the worker's dynamic elements. Sets beyond the end
+    /// are not dynamic. [`crate::exec::lower`] also finds them from the instructions.
+    pub dynamic_sets: PVec<bool>,
 }
 
 /// The conntrack facts the caller knows about the packet's flow.
@@ -441,7 +454,76 @@ pub struct Outcome {
 }
 
 /// One worker's counters, readable by the control thread through a clone of the `Arc`.
-pub type CounterBank = std::sync::Arc<Vec<CounterCell>>;
+pub type CounterBank = std::sync::Arc<Counters>;
+
+/// Counter cells in chunks that never move: chunk `k` holds `64 << k` cells, allocated when a
+/// program first needs them ([`State::adopt`]), so the control thread's clone of the bank
+/// stays valid while the worker grows it for later generations.
+#[derive(Debug, Default)]
+pub struct Counters {
+    chunks: [OnceLock<Box<[CounterCell]>>; COUNTER_CHUNKS],
+}
+
+const COUNTER_CHUNKS: usize = 27;
+
+impl Counters {
+    /// A bank with room for at least `n` counters.
+    pub fn with_len(n: usize) -> Counters {
+        let c = Counters::default();
+        c.grow(n);
+        c
+    }
+
+    #[inline(always)]
+    fn locate(i: usize) -> (usize, usize) {
+        let q = (i >> 6) + 1;
+        let k = (usize::BITS - 1 - q.leading_zeros()) as usize;
+        (k, i - ((1usize << k) - 1) * 64)
+    }
+
+    /// Makes room for at least `n` counters (new cells read zero).
+    pub fn grow(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let (last, _) = Self::locate(n - 1);
+        for (k, c) in self.chunks.iter().enumerate().take(last + 1) {
+            c.get_or_init(|| (0..64usize << k).map(|_| CounterCell::default()).collect());
+        }
+    }
+
+    /// Counter `i`, if allocated.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> Option<&CounterCell> {
+        let (k, off) = Self::locate(i);
+        self.chunks.get(k)?.get()?.get(off)
+    }
+
+    /// Number of allocated cells.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map_while(|c| c.get()).map(|c| c.len()).sum()
+    }
+
+    /// True when no cell is allocated.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Allocated cells in order.
+    pub fn iter(&self) -> impl Iterator<Item = &CounterCell> + '_ {
+        self.chunks.iter().map_while(|c| c.get()).flat_map(|c| c.iter())
+    }
+}
+
+impl std::ops::Index<usize> for Counters {
+    type Output = CounterCell;
+    fn index(&self, i: usize) -> &CounterCell {
+        match self.get(i) {
+            Some(c) => c,
+            None => panic!("counter {i} is not allocated"),
+        }
+    }
+}
 
 /// A per-worker counter cell: written by one worker with plain stores (no read-modify-write
 /// atomics on the fast path), read by the control thread.
@@ -510,17 +592,24 @@ const LOG_EVENTS_MAX: usize = 1024;
 impl State {
     /// Fresh state sized for `p`.
     pub fn new(p: &Program) -> State {
-        State {
-            counters: std::sync::Arc::new((0..p.counters).map(|_| CounterCell::default()).collect()),
-            buckets: vec![Bucket::default(); p.limits as usize],
-            quotas: (0..p.quotas as usize)
-                .map(|i| p.quota_used.get(i).copied().unwrap_or(0))
-                .collect(),
-            dynamic: p.sets.empty_dynamic_copy(),
-            log_events: Vec::new(),
-            log_dropped: 0,
-            writes: Vec::new(),
+        let mut s = State::default();
+        s.adopt(p);
+        s
+    }
+
+    /// Makes this state fit `p`, a later generation of the program it was made for (see
+    /// [`Program`]): what existed keeps its values (counters, token buckets, quotas, dynamic
+    /// set elements), what is new starts fresh. Costs O(new slots); runs on the worker, once
+    /// per generation it picks up.
+    pub fn adopt(&mut self, p: &Program) {
+        self.counters.grow(p.counters as usize);
+        if self.buckets.len() < p.limits as usize {
+            self.buckets.resize(p.limits as usize, Bucket::default());
         }
+        for i in self.quotas.len()..p.quotas as usize {
+            self.quotas.push(p.quota_used.get(i).copied().unwrap_or(0));
+        }
+        self.dynamic.extend_dynamic_from(&p.sets);
     }
 }
 

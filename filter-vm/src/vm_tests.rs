@@ -44,7 +44,7 @@ fn prog(chains: Vec<Chain>) -> Program {
         counters: 8,
         limits: 4,
         quotas: 4,
-        log_prefixes: vec!["p".into()],
+        log_prefixes: vec!["p".into()].into(),
         ..Default::default()
     }
 }
@@ -689,7 +689,8 @@ fn lookups_in_sets_maps_and_verdict_maps() {
         Rule {
             insns: vec![load(Base::Transport, 2, 2), lookup(vmap, None, true, false)],
         },
-    ];
+    ]
+    .into();
     let (o, st) = run_on(&p, &syn(), &PacketMeta::default());
     assert_eq!(st.counters[0].get().0, 1, "80 is in the set");
     assert_eq!(st.counters[1].get().0, 0, "negated lookup does not match");
@@ -737,7 +738,8 @@ fn meters_limit_each_source_separately() {
             },
             DROP,
         ],
-    }];
+    }]
+    .into();
     verify(&p).unwrap();
     let mut st = State::new(&p);
     let mut f = syn();

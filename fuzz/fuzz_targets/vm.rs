@@ -99,7 +99,7 @@ fn insn(b: &mut Bytes<'_>, chains: u16) -> Insn {
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let nchains = 1 + (b.u8() % 4) as u16;
-    let mut p = Program { counters: 4, limits: 2, quotas: 2, log_prefixes: vec!["x".into(), "y".into()], ..Default::default() };
+    let mut p = Program { counters: 4, limits: 2, quotas: 2, log_prefixes: vec!["x".into(), "y".into()].into(), ..Default::default() };
     let e = |k: &[u8]| ElemSpec { lo: k.to_vec(), hi: k.to_vec(), value: Vec::new(), timeout_ns: None };
     p.sets.push(Set::build(&SetSpec { name: "s".into(), key_len: 2, ..Default::default() }, &[e(&[0, 80])], 0).unwrap());
     let mut vm_elem = e(&[0, 22]);
