@@ -16,7 +16,8 @@
 //!   (per `--parallel` thread) for S seconds, each sending a line and reading `ok\n` to the
 //!   server's close, and prints one `connect …` line: attempts, successes, failures, connections
 //!   per second, and p50/p99/max of the connect time (SYN to SYN-ACK, what `connect()` waits
-//!   for) and of the whole exchange.
+//!   for) and of the whole exchange, and how many exchanges took over a second (a lost segment
+//!   waiting for a retransmission timeout).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
@@ -338,13 +339,14 @@ fn connect(to: SocketAddr, duration: f64, parallel: usize, timeout_ms: u64) -> R
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let over_1s = txn.iter().filter(|&&t| t > 1_000_000).count();
     conn.sort_unstable();
     txn.sort_unstable();
     println!(
         "connect to={to} secs={secs:.2} parallel={} attempts={attempts} ok={} failed={} \
          connect_timeouts={timeouts} connect_errors={errors} reply_errors={reply_errors} \
          conn_per_s={:.0} connect_p50_us={} connect_p99_us={} connect_max_us={} txn_p50_us={} \
-         txn_p99_us={} txn_max_us={}",
+         txn_p99_us={} txn_max_us={} txn_over_1s={over_1s}",
         parallel.max(1),
         conn.len(),
         attempts - conn.len() as u64,
