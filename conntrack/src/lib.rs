@@ -8,7 +8,9 @@
 //! pass the frame, its `levee_packet::parse::FrameInfo` and a monotonic `now_ns`.
 //!
 //! Modules and who calls them:
-//! - [`shard`]: the table (worker thread, one shard per worker, no locks).
+//! - [`shard`]: the table (worker thread, one shard per worker, no locks), with
+//!   [`shard::burst`] for tracking a whole rx burst with its cache misses overlapped.
+//! - `index`: where each flow's entry is (one cache line per probe).
 //! - `tcp`, `icmp`, `key`: pure per-packet logic the shard calls.
 //! - [`timeout`]: Linux's default timeouts and named policies (built by the control side).
 //! - [`event`]: events the shard sends to the control thread over a bounded channel.

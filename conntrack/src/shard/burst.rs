@@ -1,44 +1,59 @@
 //! Tracking a burst of packets with their cache misses overlapped.
 //!
-//! Owns [`Burst`], the scratch of one rx burst, and the shard's burst methods. At 1 M flows a
-//! lookup misses the cache on the index line and on the two or three lines of the entry, and
-//! in a packet-at-a-time loop each of those misses waits for the one before it. A burst does
-//! the lookups of up to [`BURST_MAX`] packets in stages, each a loop of loads that do not
-//! depend on one another, so the CPU has all of them in flight at once:
+//! Owns [`Burst`], the scratch of one rx burst, and the shard's burst methods; called on the
+//! worker thread that owns the shard. At 1 M flows a lookup misses the cache on the index line
+//! and on the two or three lines of the entry (and the TLB on both pages), and in a
+//! packet-at-a-time loop each of those misses waits for the one before it. A burst does the
+//! lookups of up to [`BURST_MAX`] packets in stages, each a loop of loads that do not depend on
+//! one another, so the CPU has all of them in flight at once:
 //! 1. key and SipHash of every packet (no table memory);
 //! 2. load every home bucket of the index, then read the buckets (now cached) for the first
 //!    entry whose tag matches;
 //! 3. load every line of those entries (and their labels).
 //!
 //! Stage 4, the state machines, is [`Shard::track_prepared`], called per packet when the
-//! worker gets to it, and finds everything in L1. The stages are plain loads whose values
-//! are folded into [`Burst`], not prefetch instructions (those are `unsafe` intrinsics, which
-//! this crate forbids); with a reorder window of hundreds of instructions and loops a few
-//! instructions long, the CPU issues the 32 loads of a stage together all the same.
+//! worker gets to it, and finds everything in L1. Cost at 1 M flows (this repository's 2-core
+//! VM, `perf/RESULTS.md`): about 75 ns a packet against 350 ns for `track` alone, of which
+//! 40 ns is the same work with every line cached; the staged loads, 25-30 ns a packet, are
+//! bounded by how many misses and page walks the core keeps in flight, not by their latency.
+//!
+//! Loads, not prefetches: the stages fold the loaded values into [`Burst`] so they stay in
+//! the program. Prefetch instructions are `unsafe` intrinsics (`core::hint::prefetch_read` is
+//! not stable), which this crate forbids; with a reorder window of hundreds of instructions
+//! and stage loops a few instructions long, the CPU issues a stage's loads together all the
+//! same. What loads cannot do is overlap misses with the state machines of other packets (a
+//! load that misses holds up retirement). An experiment with `_mm_prefetch` and a pipeline
+//! over two bursts (index lines of burst N+1 and its entries prefetched while burst N is
+//! tracked) gained 10% (76 to 68 ns a packet at 1 M flows): not worth addresses handed out
+//! for the dataplane to prefetch, so the API exposes none.
 //!
 //! Correctness does not depend on the burst: a probe only records the key, its hash and what
 //! the home bucket said, and [`Shard::track_prepared`] checks it against the table as it is
 //! then (the candidate entry must be live and hold the key; "absent" holds only while nothing
 //! was inserted since). So a worker may confirm, insert, remove, expire or set marks between
 //! the packets of a prepared burst, and each packet is classified exactly as
-//! [`Shard::track`] would classify it at that moment. A probe that no longer holds costs a
-//! normal lookup.
+//! [`Shard::track`] would classify it at that moment. A probe that no longer holds, or a
+//! burst prepared for other packets, only costs a normal lookup.
 //!
-//! How a worker calls it (one [`Burst`] per worker, kept with the shard):
+//! How a worker calls it (one [`Burst`] per worker, kept next to the shard):
 //! ```text
-//! let n = rx_burst(&mut pkts);                      // up to 32
-//! parse every packet (infos[i]);
+//! let n = rx_burst(&mut pkts);                      // up to 32 (or both ports: up to 64)
+//! parse every packet (infos[i]: Option<FrameInfo>, None for packets not tracked here);
 //! shard.prepare(&mut burst, (0..n).map(|i| infos[i].as_ref().map(|f| (pkts[i].data(), f))));
 //! for i in 0..n {
-//!     let t = shard.track_prepared(&burst, i, pkts[i].data(), info, now_ns);
+//!     let t = shard.track_prepared(&burst, i, pkts[i].data(), info, now_ns);  // not track()
 //!     run the filter; shard.confirm(pending, now_ns) if accepted; forward
 //! }
+//! shard.expire(now_ns, budget);                     // once per loop, as before
 //! ```
 //! Position `i` is the packet's place in the iterator given to `prepare`, so `None` keeps the
 //! places of packets that are not tracked (non-IP, handed to another worker). Packets of the
 //! same flow in one burst are fine: the second finds what the first left (or, after a
-//! `confirm`, the new entry). [`Shard::track_burst`] is the same loop without a filter in
-//! between: it classifies exactly like sequential `track` calls.
+//! `confirm`, the new entry). Packets handed over by other workers can go through `track` as
+//! before, or through a burst of their own. [`Shard::track_burst`] is the same loop without a
+//! filter in between: it classifies exactly like sequential `track` calls.
+//! [`Shard::prepare_lookup`] and [`Shard::lookup_prepared`] are the read-only pair: which
+//! entry each packet belongs to, without tracking it.
 
 use levee_packet::parse::FrameInfo;
 
