@@ -177,24 +177,26 @@ impl Image {
     }
 
     /// Builds a whole ruleset. Rules without a handle get `first_handle`, `first_handle + 1`,
-    /// … in file order. Returns the image and the next unused handle.
+    /// … in file order.
     pub fn from_ruleset(rs: &ast::Ruleset, now_ns: u64, first_handle: u64) -> Result<Image, CompileError> {
         let mut img = Image::new(now_ns);
+        img.add_ruleset(rs, first_handle)?;
+        Ok(img)
+    }
+
+    /// Adds a whole ruleset to this one (tables, chains and sets that exist are added to, as
+    /// `nft -f` does). Rules without a handle get `first_handle`, `first_handle + 1`, … in
+    /// file order. Returns the next unused handle.
+    pub fn add_ruleset(&mut self, rs: &ast::Ruleset, first_handle: u64) -> Result<u64, CompileError> {
         let mut next = first_handle;
         for t in &rs.tables {
-            img.add_table(t.family, &t.name, t.comment.clone(), false)?;
+            self.add_table(t.family, &t.name, t.comment.clone(), false)?;
             for c in &t.chains {
-                img.add_chain(
-                    t.family,
-                    &t.name,
-                    &c.name,
-                    c.base.clone(),
-                    c.comment.clone(),
-                    false,
-                )?;
+                let (base, comment) = (c.base.clone(), c.comment.clone());
+                self.add_chain(t.family, &t.name, &c.name, base, comment, false)?;
             }
             for s in &t.sets {
-                img.add_set(t.family, &t.name, s.clone(), false)?;
+                self.add_set(t.family, &t.name, s.clone(), false)?;
             }
             for c in &t.chains {
                 for r in &c.rules {
@@ -205,11 +207,46 @@ impl Image {
                             next - 1
                         }
                     };
-                    img.insert_rule(t.family, &t.name, &c.name, Position::Append, h, r.clone())?;
+                    self.insert_rule(t.family, &t.name, &c.name, Position::Append, h, r.clone())?;
                 }
             }
         }
-        Ok(img)
+        Ok(next)
+    }
+
+    /// Sets the time (monotonic ns, the workers' clock) that element timeouts of sets built
+    /// from now on start from.
+    pub fn set_now(&mut self, now_ns: u64) {
+        self.now_ns = now_ns;
+    }
+
+    /// Every table as (family, name), in declaration order.
+    pub fn tables(&self) -> Vec<(ast::Family, String)> {
+        self.tables.iter().map(|t| (t.family, t.name.clone())).collect()
+    }
+
+    /// Table `family name` without rules and with element-less sets: what
+    /// [`crate::nft::check_rule`] checks a rule of the table against.
+    pub fn table_skeleton(&self, family: ast::Family, name: &str) -> Result<ast::Table, CompileError> {
+        let t = &self.tables[self.table(family, name)?];
+        Ok(ast::Table {
+            family: t.family,
+            name: t.name.clone(),
+            comment: t.comment.clone(),
+            sets: t.sets.iter().map(|s| s.decl.clone_without_elements()).collect(),
+            chains: t
+                .chains
+                .iter()
+                .map(|c| ast::Chain {
+                    name: c.name.clone(),
+                    base: c.base.clone(),
+                    comment: c.comment.clone(),
+                    rules: Vec::new(),
+                    span: c.span,
+                })
+                .collect(),
+            span: t.span,
+        })
     }
 
     /// The largest rule handle in use (0 when there is none).

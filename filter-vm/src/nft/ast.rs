@@ -740,6 +740,26 @@ pub struct Set {
     pub span: Span,
 }
 
+impl Set {
+    /// The declaration without its elements (cheap for a large set).
+    pub fn clone_without_elements(&self) -> Set {
+        Set {
+            name: self.name.clone(),
+            key: self.key.clone(),
+            key_typeof: self.key_typeof.clone(),
+            data: self.data,
+            data_typeof: self.data_typeof.clone(),
+            flags: self.flags,
+            timeout: self.timeout,
+            size: self.size,
+            counter: self.counter,
+            comment: self.comment.clone(),
+            elements: Vec::new(),
+            span: self.span,
+        }
+    }
+}
+
 /// `flags …;` of a set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SetFlags {

@@ -128,6 +128,52 @@ pub fn parse_ruleset(text: &str) -> Result<ast::Ruleset, ParseError> {
     parser::Parser::new(toks).parse_file()
 }
 
+/// Parses the whole of `text` as one rule (its statements and comment) of a table of
+/// `family`. Positions are within `text`. References to chains and sets are not checked here
+/// (see [`check_rule`]).
+pub fn parse_rule(text: &str, family: ast::Family) -> Result<ast::Rule, ParseError> {
+    let toks = lexer::tokenize(text)?;
+    parser::Parser::new(toks).parse_rule_only(family)
+}
+
+/// Parses the whole of `text` as the `{ … }` block of chain `name` in a table of `family`
+/// (`{ type filter hook input priority 0; policy drop; }`, rules allowed).
+pub fn parse_chain(text: &str, family: ast::Family, name: &str) -> Result<ast::Chain, ParseError> {
+    let toks = lexer::tokenize(text)?;
+    parser::Parser::new(toks).parse_chain_only(family, name)
+}
+
+/// Parses the whole of `text` as the `{ … }` block of set `name` (a map when `is_map`) in a
+/// table of `family` (`{ type ipv4_addr; flags interval; elements = { … } }`).
+pub fn parse_set(text: &str, family: ast::Family, name: &str, is_map: bool) -> Result<ast::Set, ParseError> {
+    let toks = lexer::tokenize(text)?;
+    parser::Parser::new(toks).parse_set_only(family, name, is_map)
+}
+
+/// Parses the whole of `text` as an element list `{ e1, e2, … }` for the set declared by
+/// `decl` (its key and data types and flags decide what is accepted).
+pub fn parse_elements(
+    text: &str,
+    family: ast::Family,
+    decl: &ast::Set,
+) -> Result<Vec<ast::SetElem>, ParseError> {
+    let toks = lexer::tokenize(text)?;
+    parser::Parser::new(toks).parse_elements_only(family, decl)
+}
+
+/// Checks the references of `rule` against `table` (whose rules are not looked at and whose
+/// sets need no elements): jump targets are regular chains of the table, named sets and maps
+/// exist and take the rule's key and data types.
+pub fn check_rule(rule: &ast::Rule, table: &ast::Table) -> Result<(), ParseError> {
+    parser::check_rule(table, rule)
+}
+
+/// One rule in its normalized form, as a listing prints it (no handle): two rules are the
+/// same exactly when these are equal.
+pub fn print_rule(rule: &ast::Rule) -> String {
+    printer::rule(rule)
+}
+
 /// Options of [`print_ruleset_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PrintOptions {

@@ -552,6 +552,85 @@ impl Parser {
         Ok(rs)
     }
 
+    /// The whole text as one rule of a table of `family` (statements, then the end).
+    pub(crate) fn parse_rule_only(mut self, family: Family) -> PResult<Rule> {
+        self.skip_separators();
+        let r = self.rule(family)?;
+        self.skip_separators();
+        if self.peek().tok != Tok::Eof {
+            return Err(self.expected("the end of the rule"));
+        }
+        Ok(r)
+    }
+
+    /// A table of `family` to parse one object into.
+    fn scratch_table(&mut self, family: Family) {
+        self.rs.tables.push(Table {
+            family,
+            name: String::new(),
+            comment: None,
+            sets: Vec::new(),
+            chains: Vec::new(),
+            span: Span::default(),
+        });
+    }
+
+    fn expect_eof(&mut self, what: &str) -> PResult<()> {
+        self.skip_separators();
+        if self.peek().tok != Tok::Eof {
+            return Err(self.expected(&format!("the end of the {what}")));
+        }
+        Ok(())
+    }
+
+    /// The whole text as the `{ … }` block of chain `name` in a table of `family` (type,
+    /// hook, priority, policy, comment and rules; rule references are not checked).
+    pub(crate) fn parse_chain_only(mut self, family: Family, name: &str) -> PResult<Chain> {
+        self.scratch_table(family);
+        self.skip_separators();
+        let span = self.peek().span;
+        self.declare_chain(0, name.to_string(), span, true, false)?;
+        self.expect_eof("chain")?;
+        self.rs
+            .tables
+            .pop()
+            .and_then(|mut t| t.chains.pop())
+            .ok_or_else(|| ParseError::at(span, "internal error: chain vanished"))
+    }
+
+    /// The whole text as the `{ … }` block of set (or map, `is_map`) `name` in a table of
+    /// `family`.
+    pub(crate) fn parse_set_only(mut self, family: Family, name: &str, is_map: bool) -> PResult<Set> {
+        self.scratch_table(family);
+        self.skip_separators();
+        let span = self.peek().span;
+        self.set_declaration(0, name.to_string(), span, is_map, false)?;
+        self.expect_eof("set")?;
+        self.rs
+            .tables
+            .pop()
+            .and_then(|mut t| t.sets.pop())
+            .ok_or_else(|| ParseError::at(span, "internal error: set vanished"))
+    }
+
+    /// The whole text as a `{ … }` element list for set `decl` (its elements are ignored).
+    pub(crate) fn parse_elements_only(mut self, family: Family, decl: &Set) -> PResult<Vec<SetElem>> {
+        self.scratch_table(family);
+        let mut d = decl.clone_without_elements();
+        d.elements.clear();
+        self.rs.tables[0].sets.push(d);
+        self.skip_separators();
+        self.element_block(0, 0)?;
+        self.expect_eof("element list")?;
+        Ok(self
+            .rs
+            .tables
+            .pop()
+            .and_then(|mut t| t.sets.pop())
+            .map(|s| s.elements)
+            .unwrap_or_default())
+    }
+
     /// `[family] name`, family defaulting to `ip` as in nft.
     fn family_and_name(&mut self, what: &str) -> PResult<(Family, String, Span)> {
         let span = self.peek().span;
@@ -2784,116 +2863,125 @@ fn make_prefix(addr: Value, len: &str, span: Span) -> PResult<Const> {
 
 fn validate(rs: &Ruleset) -> PResult<()> {
     for t in &rs.tables {
-        let chain_ok = |name: &str, span: Span| -> PResult<()> {
-            match t.chains.iter().find(|c| c.name == name) {
-                None => Err(ParseError::at(
-                    span,
-                    format!("chain '{name}' does not exist in table '{}'", t.name),
-                )),
-                Some(c) if c.base.is_some() => Err(ParseError::at(
-                    span,
-                    format!("cannot jump to base chain '{name}'"),
-                )),
-                Some(_) => Ok(()),
-            }
-        };
-        let verdict_ok = |v: &Verdict, span: Span| match v {
-            Verdict::Jump(n) | Verdict::Goto(n) => chain_ok(n, span),
-            _ => Ok(()),
-        };
         for s in &t.sets {
             for e in &s.elements {
                 if let Some(ElemData::Verdict(v)) = &e.data {
-                    verdict_ok(v, s.span)?;
+                    verdict_ok(t, v, s.span)?;
                 }
             }
         }
-        let find = |name: &str, span: Span| {
-            t.sets.iter().find(|s| s.name == name).ok_or_else(|| {
-                ParseError::at(span, format!("set '{name}' does not exist in table '{}'", t.name))
-            })
-        };
-        let key_ok = |key: &Expr, s: &Set, span: Span| -> PResult<()> {
-            let kt = key.concat_types();
-            let ok = kt.len() == s.key.len()
-                && kt
-                    .iter()
-                    .zip(&s.key)
-                    .all(|(a, b)| a.is_some_and(|a| types_compatible(a, *b)));
-            if ok {
-                Ok(())
-            } else {
-                Err(ParseError::at(
-                    span,
-                    format!("the key does not match the type of set '{}'", s.name),
-                ))
-            }
-        };
         for c in &t.chains {
             for r in &c.rules {
-                for (i, stmt) in r.stmts.iter().enumerate() {
-                    let span = r.stmt_spans.get(i).copied().unwrap_or(r.span);
-                    match stmt {
-                        Stmt::Verdict(v) => verdict_ok(v, span)?,
-                        Stmt::Match(m) => {
-                            if let Rhs::Set(SetRef::Named(n)) = &m.right {
-                                let s = find(n, span)?;
-                                if s.data.is_some() {
-                                    return Err(ParseError::at(span, format!("'{n}' is a map, not a set")));
-                                }
-                                key_ok(&m.left, s, span)?;
-                            }
-                        }
-                        Stmt::Vmap { key, map } => match map {
-                            SetRef::Named(n) => {
-                                let s = find(n, span)?;
-                                if s.data != Some(DataType::Verdict) {
-                                    return Err(ParseError::at(span, format!("'{n}' is not a verdict map")));
-                                }
-                                key_ok(key, s, span)?;
-                            }
-                            SetRef::Anonymous(elems) => {
-                                for e in elems {
-                                    if let Some(ElemData::Verdict(v)) = &e.data {
-                                        verdict_ok(v, span)?;
-                                    }
-                                }
-                            }
-                        },
-                        Stmt::MetaSet { value, .. } | Stmt::CtSet { value, .. } => {
-                            if let Expr::Map {
-                                key,
-                                map: SetRef::Named(n),
-                            } = value
-                            {
-                                let s = find(n, span)?;
-                                let want = match stmt {
-                                    Stmt::CtSet { key, .. } => key.data_type(),
-                                    _ => DataType::Mark,
-                                };
-                                match s.data {
-                                    Some(d) if d != DataType::Verdict && types_compatible(d, want) => {}
-                                    _ => {
-                                        return Err(ParseError::at(
-                                            span,
-                                            format!("map '{n}' does not map to a {}", type_desc(want)),
-                                        ))
-                                    }
-                                }
-                                key_ok(key, s, span)?;
-                            }
-                        }
-                        Stmt::Dynset(d) => {
-                            let s = find(&d.set, span)?;
-                            if s.data.is_some() {
-                                return Err(ParseError::at(span, format!("'{}' is a map, not a set", d.set)));
-                            }
-                            key_ok(&d.key, s, span)?;
-                        }
-                        _ => {}
+                check_rule(t, r)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A jump or goto target of table `t` must be one of its regular chains.
+fn verdict_ok(t: &Table, v: &Verdict, span: Span) -> PResult<()> {
+    match v {
+        Verdict::Jump(name) | Verdict::Goto(name) => match t.chains.iter().find(|c| &c.name == name) {
+            None => Err(ParseError::at(
+                span,
+                format!("chain '{name}' does not exist in table '{}'", t.name),
+            )),
+            Some(c) if c.base.is_some() => Err(ParseError::at(
+                span,
+                format!("cannot jump to base chain '{name}'"),
+            )),
+            Some(_) => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Checks the references of rule `r` of table `t`: chains it jumps to, sets and maps it uses
+/// and their key and data types. (`t`'s rules are not looked at; sets need no elements.)
+pub(crate) fn check_rule(t: &Table, r: &Rule) -> PResult<()> {
+    let find = |name: &str, span: Span| {
+        t.sets
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ParseError::at(span, format!("set '{name}' does not exist in table '{}'", t.name)))
+    };
+    let key_ok = |key: &Expr, s: &Set, span: Span| -> PResult<()> {
+        let kt = key.concat_types();
+        let ok = kt.len() == s.key.len()
+            && kt
+                .iter()
+                .zip(&s.key)
+                .all(|(a, b)| a.is_some_and(|a| types_compatible(a, *b)));
+        if ok {
+            Ok(())
+        } else {
+            Err(ParseError::at(
+                span,
+                format!("the key does not match the type of set '{}'", s.name),
+            ))
+        }
+    };
+    for (i, stmt) in r.stmts.iter().enumerate() {
+        let span = r.stmt_spans.get(i).copied().unwrap_or(r.span);
+        match stmt {
+            Stmt::Verdict(v) => verdict_ok(t, v, span)?,
+            Stmt::Match(m) => {
+                if let Rhs::Set(SetRef::Named(n)) = &m.right {
+                    let s = find(n, span)?;
+                    if s.data.is_some() {
+                        return Err(ParseError::at(span, format!("'{n}' is a map, not a set")));
                     }
+                    key_ok(&m.left, s, span)?;
                 }
             }
+            Stmt::Vmap { key, map } => match map {
+                SetRef::Named(n) => {
+                    let s = find(n, span)?;
+                    if s.data != Some(DataType::Verdict) {
+                        return Err(ParseError::at(span, format!("'{n}' is not a verdict map")));
+                    }
+                    key_ok(key, s, span)?;
+                }
+                SetRef::Anonymous(elems) => {
+                    for e in elems {
+                        if let Some(ElemData::Verdict(v)) = &e.data {
+                            verdict_ok(t, v, span)?;
+                        }
+                    }
+                }
+            },
+            Stmt::MetaSet { value, .. } | Stmt::CtSet { value, .. } => {
+                if let Expr::Map {
+                    key,
+                    map: SetRef::Named(n),
+                } = value
+                {
+                    let s = find(n, span)?;
+                    let want = match stmt {
+                        Stmt::CtSet { key, .. } => key.data_type(),
+                        _ => DataType::Mark,
+                    };
+                    match s.data {
+                        Some(d) if d != DataType::Verdict && types_compatible(d, want) => {}
+                        _ => {
+                            return Err(ParseError::at(
+                                span,
+                                format!("map '{n}' does not map to a {}", type_desc(want)),
+                            ))
+                        }
+                    }
+                    key_ok(key, s, span)?;
+                }
+            }
+            Stmt::Dynset(d) => {
+                let s = find(&d.set, span)?;
+                if s.data.is_some() {
+                    return Err(ParseError::at(span, format!("'{}' is a map, not a set", d.set)));
+                }
+                key_ok(&d.key, s, span)?;
+            }
+            _ => {}
         }
     }
     Ok(())
