@@ -11,6 +11,7 @@ packages=(
     iproute2 ethtool curl iperf3 python3                      # the netns lab
     nftables hping3 netsniff-ng tcpdump                       # oracle, floods, captures
     conntrack                                                 # conntrack -L for kernel_diff traces
+    iptables                                                  # control/benches/kernel_compare.sh
     build-essential ca-certificates
 )
 missing=()
