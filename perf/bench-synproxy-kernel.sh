@@ -11,7 +11,7 @@
 #                  (default 3)
 #   FLOOD_PPS=N    the fixed flood rate of the legit runs (default 200000), besides no flood
 #                  and an unthrottled flood
-#   PARALLEL=N     client threads of the legit runs (default 1)
+#   PARALLEL=N     client threads of the legit runs (default 4), each one connection at a time
 # Each legit run counts a connection as good only when it is set up and the server's reply
 # (`ok\n`, then the server's close) arrives through the proxy; the server's half-open (SYN-RECV)
 # sockets are counted after each run. Client and server run at nice -10 in both setups, so the
@@ -24,10 +24,10 @@
 #
 # Kernel topology (router as the kernel's own tools/testing/selftests/net/netfilter/nft_synproxy.sh):
 #   [lvsp-kc] kc1 198.18.0.1/24 --veth-- kr0 198.18.0.254/24 [lvsp-kr] kr1 198.19.0.254/24
-#       --veth-- ks1 198.19.0.2/24 [lvsp-ks]   (levee-perf serve on 198.19.0.2:8080)
+#       --veth-- ks1 198.19.0.2/24 [lvsp-ks]   (levee-perf serve on 198.19.0.2:8080-8335)
 #   lvsp-kr: ip_forward=1, nf_conntrack_tcp_loose=0, rp_filter=0,
-#     prerouting/raw:   tcp dport 8080 tcp flags syn notrack
-#     forward/filter:   tcp dport 8080 ct state invalid,untracked synproxy mss 1460 wscale 7
+#     prerouting/raw:   tcp dport 8080-8335 tcp flags syn notrack
+#     forward/filter:   tcp dport 8080-8335 ct state invalid,untracked synproxy mss 1460 wscale 7
 #                       timestamp sack-perm; ct state invalid drop
 #   Replies to the flood's sources (198.18.128.0/17) are routed to a sink: a veth end whose peer
 #   is down, via a permanent neighbour, so each SYN-ACK is built, routed and handed to a driver
@@ -47,7 +47,7 @@
 #
 # levee topology (as `levee lab`): [lvsp-lc] vc1 198.18.0.1/24 --veth-- vc0 [lvsp-la: levee,
 #   net_af_packet, worker on lcore 1] vs0 --veth-- vs1 198.18.0.2/24 [lvsp-ls]
-#   ruleset: the lab's (src/lab.rs SYNPROXY_RULESET) for 198.18.0.2:8080; tcp_loose = false.
+#   ruleset: the lab's (src/lab.rs SYNPROXY_RULESET) for 198.18.0.2:8080-8335; tcp_loose = false.
 #
 # Legit runs, both systems alike: the flood (none, FLOOD_PPS, unthrottled) comes from trafgen
 # on CPU 0 at normal priority (its rate mode runs one process, on CPU 0). The kernel's SYNPROXY
@@ -62,7 +62,14 @@ MODE=${1:-all}
 SECS=${2:-10}
 ROUNDS=${3:-3}
 FLOOD_PPS=${FLOOD_PPS:-200000}
-PARALLEL=${PARALLEL:-1}
+# The protected ports: the server listens on all of them and the client spreads its
+# connections over them, so no 4-tuple is reused while a server socket or a proxy entry of an
+# earlier connection is still in TIME_WAIT (the kernel picks source ports per destination port
+# and cycles through them after a few thousand connections; a reused tuple then meets the old
+# connection's state, which is a different test). The flood goes to the first.
+NPORTS=256
+PORTS=8080-$((8080 + NPORTS - 1))
+PARALLEL=${PARALLEL:-4}
 OUT=perf/out
 mkdir -p "$OUT"
 case "$MODE" in capacity | legit | legit-kernel | legit-levee | all) ;; *) echo "unknown mode $MODE" >&2; exit 2 ;; esac
@@ -164,6 +171,7 @@ setup_kernel() {
         ip -n "$1" link set "$2" up
     done
     ip -n lvsp-kc route add default via 198.18.0.254
+    nsx lvsp-kc sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
     ip -n lvsp-ks route add default via 198.19.0.254
     # Static neighbours everywhere: no ARP in any measurement.
     ip -n lvsp-kc neigh replace 198.18.0.254 lladdr "$(mac lvsp-kr kr0)" dev kc1 nud permanent
@@ -175,15 +183,15 @@ setup_kernel() {
     ip -n lvsp-kr route add 198.18.128.0/17 via 198.18.1.2 dev krs0 onlink
     nsx lvsp-kr sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
         net.ipv4.conf.default.rp_filter=0 net.ipv4.conf.kr0.rp_filter=0
-    nsx lvsp-kr nft -f - << 'NFT'
+    nsx lvsp-kr nft -f - << NFT
 table inet lvsp {
 	chain pre {
 		type filter hook prerouting priority raw; policy accept;
-		tcp dport 8080 tcp flags syn notrack
+		tcp dport $PORTS tcp flags syn notrack
 	}
 	chain fw {
 		type filter hook forward priority filter; policy accept;
-		tcp dport 8080 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+		tcp dport $PORTS ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
 		ct state invalid drop
 	}
 }
@@ -288,7 +296,7 @@ legit_run() { # CLIENT_NS TO FLOOD FLOOD_NS FLOOD_DEV FLOOD_CFG RX_NS RX_DEV ANS
     r0=$(nsx "$rns" cat "/sys/class/net/$rdev/statistics/rx_packets")
     a0=$(nsx "$ans" cat "/sys/class/net/$adev/statistics/$acnt")
     t0=$(date +%s.%N)
-    line=$(nsx "$cns" "${PIN[@]}" nice -n -10 "$PERF_BIN" connect --to "$to" --duration "$SECS" --parallel "$PARALLEL" --timeout-ms 3000)
+    line=$(nsx "$cns" "${PIN[@]}" nice -n -10 "$PERF_BIN" connect --to "$to" --duration "$SECS" --parallel "$PARALLEL" --ports "$NPORTS" --timeout-ms 3000)
     t1=$(date +%s.%N)
     r1=$(nsx "$rns" cat "/sys/class/net/$rdev/statistics/rx_packets")
     a1=$(nsx "$ans" cat "/sys/class/net/$adev/statistics/$acnt")
@@ -329,7 +337,7 @@ legit_kernel() {
     PIN=()
     setup_kernel
     trafgen_cfg "$OUT/lvsp-kernel0.trafgen" 0 "$KR0_MAC" 198.19.0.2
-    ip netns exec lvsp-ks nice -n -10 "$PERF_BIN" serve --listen 198.19.0.2:8080 --duration $((ROUNDS * 3 * (SECS + 5) + 30)) &
+    ip netns exec lvsp-ks nice -n -10 "$PERF_BIN" serve --listen 198.19.0.2:8080 --ports "$NPORTS" --duration $((ROUNDS * 3 * (SECS + 5) + 30)) &
     local server=$!
     PIDS+=("$server")
     sleep 0.5
@@ -354,10 +362,11 @@ legit_levee() {
         nsx "$1" ethtool -K "$2" tx off > /dev/null
     done
     ip -n lvsp-lc addr add 198.18.0.1/24 dev vc1
+    nsx lvsp-lc sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
     ip -n lvsp-ls addr add 198.18.0.2/24 dev vs1
     ip -n lvsp-lc neigh replace 198.18.0.2 lladdr "$(mac lvsp-ls vs1)" dev vc1 nud permanent
     ip -n lvsp-ls neigh replace 198.18.0.1 lladdr "$(mac lvsp-lc vc1)" dev vs1 nud permanent
-    cat > "$OUT/lvsp-lab.nft" << 'NFT'
+    cat > "$OUT/lvsp-lab.nft" << NFT
 table inet lab {
 	chain raw {
 		type filter hook prerouting priority raw; policy accept;
@@ -365,7 +374,7 @@ table inet lab {
 	}
 	chain pre {
 		type filter hook prerouting priority filter; policy accept;
-		iifname "outside" ip daddr 198.18.0.2 tcp dport 8080 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+		iifname "outside" ip daddr 198.18.0.2 tcp dport $PORTS ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
 		ct state invalid drop
 		iifname "outside" tcp flags & (syn | ack) == syn drop
 	}
@@ -395,7 +404,7 @@ TOML
     # Client and server stay off the worker's core: woken there (wake-affine, from the softirq
     # of levee's own transmissions) they would wait behind the busy-polling worker.
     PIN=(taskset -c 0)
-    ip netns exec lvsp-ls "${PIN[@]}" nice -n -10 "$PERF_BIN" serve --listen 198.18.0.2:8080 --duration "$total" &
+    ip netns exec lvsp-ls "${PIN[@]}" nice -n -10 "$PERF_BIN" serve --listen 198.18.0.2:8080 --ports "$NPORTS" --duration "$total" &
     local server=$!
     PIDS+=("$server")
     ip netns exec lvsp-la nice -n -20 "$LEVEE_BIN" run --config "$OUT/lvsp-lab.toml" --stats-interval 1 \

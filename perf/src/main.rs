@@ -10,10 +10,11 @@
 //!   sequence number and, for ACKs, acknowledgment number (a random cookie) from a seeded
 //!   generator, as a spoofed flood would. `net_pcap`'s `infinite_rx=1` replays the file from
 //!   memory at line rate.
-//! - `levee-perf serve --listen ADDR:PORT` answers every connection's first read with `ok\n`
-//!   and closes (the server closes first, so clients are left without TIME_WAIT sockets).
-//! - `levee-perf connect --to ADDR:PORT --duration S` opens connections one after the other
-//!   (per `--parallel` thread) for S seconds, each sending a line and reading `ok\n` to the
+//! - `levee-perf serve --listen ADDR:PORT [--ports N]` answers every connection's first read
+//!   with `ok\n` and closes (the server closes first, so clients are left without TIME_WAIT
+//!   sockets).
+//! - `levee-perf connect --to ADDR:PORT --duration S [--ports N]` opens connections one after
+//!   the other (per `--parallel` thread) for S seconds, over N destination ports, each sending a line and reading `ok\n` to the
 //!   server's close, and prints one `connect …` line: attempts, successes, failures, connections
 //!   per second, and p50/p99/max of the connect time (SYN to SYN-ACK, what `connect()` waits
 //!   for) and of the whole exchange, and how many exchanges took over a second (a lost segment
@@ -66,8 +67,11 @@ enum Cmd {
     Serve {
         #[arg(long)]
         listen: SocketAddr,
-        /// Accepting threads.
-        #[arg(long, default_value_t = 4)]
+        /// Listen on this many consecutive ports from `--listen`'s.
+        #[arg(long, default_value_t = 1)]
+        ports: u16,
+        /// Accepting threads per port.
+        #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Exit after this many seconds (0: run until killed).
         #[arg(long, default_value_t = 0.0)]
@@ -83,6 +87,11 @@ enum Cmd {
         /// Threads, each opening one connection at a time.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
+        /// Spread connections over this many consecutive destination ports from `--to`'s. The
+        /// kernel picks source ports per destination port, so tuples are not reused (against a
+        /// server or proxy still holding the last connection in TIME_WAIT) for N times longer.
+        #[arg(long, default_value_t = 1)]
+        ports: u16,
         /// Give up on a connection after this long (connect, and then the reply).
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
@@ -244,21 +253,25 @@ fn write_pcap(out: &PathBuf, frames: &[Vec<u8>]) -> std::io::Result<()> {
     w.flush()
 }
 
-fn serve(listen: SocketAddr, threads: usize, duration: f64) -> Result<(), String> {
-    let l = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    for _ in 0..threads.max(1) {
-        let l = l.try_clone().map_err(|e| e.to_string())?;
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { continue };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = s.set_nodelay(true);
-                let mut buf = [0u8; 64];
-                if matches!(s.read(&mut buf), Ok(n) if n > 0) {
-                    let _ = s.write_all(b"ok\n");
+fn serve(listen: SocketAddr, ports: u16, threads: usize, duration: f64) -> Result<(), String> {
+    for port in 0..ports.max(1) {
+        let mut at = listen;
+        at.set_port(listen.port().wrapping_add(port));
+        let l = TcpListener::bind(at).map_err(|e| format!("cannot listen on {at}: {e}"))?;
+        for _ in 0..threads.max(1) {
+            let l = l.try_clone().map_err(|e| e.to_string())?;
+            std::thread::spawn(move || {
+                for s in l.incoming() {
+                    let Ok(mut s) = s else { continue };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = s.set_nodelay(true);
+                    let mut buf = [0u8; 64];
+                    if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                        let _ = s.write_all(b"ok\n");
+                    }
                 }
-            }
-        });
+            });
+        }
     }
     if duration > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(duration));
@@ -306,16 +319,26 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i]
 }
 
-fn connect(to: SocketAddr, duration: f64, parallel: usize, timeout_ms: u64) -> Result<(), String> {
+fn connect(
+    to: SocketAddr,
+    duration: f64,
+    parallel: usize,
+    ports: u16,
+    timeout_ms: u64,
+) -> Result<(), String> {
     let timeout = Duration::from_millis(timeout_ms.max(1));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(duration);
     let workers: Vec<_> = (0..parallel.max(1))
-        .map(|_| {
+        .map(|t| {
             std::thread::spawn(move || {
                 let mut outcomes = Vec::new();
+                let mut k = t;
                 while Instant::now() < deadline {
-                    outcomes.push(one_connection(to, timeout));
+                    let mut at = to;
+                    at.set_port(to.port().wrapping_add((k % usize::from(ports.max(1))) as u16));
+                    k += parallel.max(1);
+                    outcomes.push(one_connection(at, timeout));
                 }
                 outcomes
             })
@@ -404,15 +427,17 @@ fn main() -> std::process::ExitCode {
         }
         Cmd::Serve {
             listen,
+            ports,
             threads,
             duration,
-        } => serve(listen, threads, duration),
+        } => serve(listen, ports, threads, duration),
         Cmd::Connect {
             to,
             duration,
             parallel,
+            ports,
             timeout_ms,
-        } => connect(to, duration, parallel, timeout_ms),
+        } => connect(to, duration, parallel, ports, timeout_ms),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
