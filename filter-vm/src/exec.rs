@@ -275,21 +275,35 @@ pub fn lower_incremental(
             exec.chains.push(old.clone());
             continue;
         }
-        let by_chunk: std::collections::HashMap<u64, &Arc<Segment>> = old
-            .map(|o| o.segs.iter().map(|s| (s.chunk, s)).collect())
-            .unwrap_or_default();
+        // Chunks keep their order, so the old segment of a chunk is at or just after the
+        // previous match (a few chunks may have gone in between): no map over all segments.
+        let old: &[Arc<Segment>] = old.map(|o| &o.segs[..]).unwrap_or(&[]);
+        let mut j = 0;
         let segs = c
             .rules
             .chunks()
             .iter()
-            .map(|ch| match by_chunk.get(&ch.id) {
-                Some(s)
-                    if !forced.contains(&ch.id)
-                        && s.source.as_ref().is_some_and(|src| Arc::ptr_eq(src, &ch.rules)) =>
-                {
-                    (*s).clone()
+            .map(|ch| {
+                let at = old
+                    .get(j..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .take(8)
+                    .position(|s| s.chunk == ch.id)
+                    .map(|o| j + o);
+                match at {
+                    Some(k) => {
+                        j = k + 1;
+                        let s = &old[k];
+                        if !forced.contains(&ch.id)
+                            && s.source.as_ref().is_some_and(|src| Arc::ptr_eq(src, &ch.rules))
+                        {
+                            return s.clone();
+                        }
+                        Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic))
+                    }
+                    None => Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic)),
                 }
-                _ => Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic)),
             })
             .collect();
         exec.chains.push(Arc::new(ExecChain { segs }));
