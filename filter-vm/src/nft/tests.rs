@@ -1130,6 +1130,52 @@ mod props {
         }
 
         #[test]
+        fn single_object_parsers_never_panic_and_rules_round_trip(s in soup(), map in any::<bool>()) {
+            use crate::nft::{parse_chain, parse_elements, parse_rule, parse_set, print_rule};
+            if let Ok(r) = parse_rule(&s, Family::Inet) {
+                let text = print_rule(&r);
+                match parse_rule(&text, Family::Inet) {
+                    Ok(again) => prop_assert_eq!(&again, &r, "{} -> {}", s, text),
+                    Err(e) => prop_assert!(false, "printed rule does not parse: {} ({})", text, e),
+                }
+            }
+            let _ = parse_chain(&s, Family::Inet, "c");
+            if let Ok(decl) = parse_set(&s, Family::Inet, "s", map) {
+                let _ = parse_elements(&s, Family::Inet, &decl);
+            }
+            let rs = parse_ruleset(&skeleton("")).unwrap();
+            for d in &rs.tables[0].sets {
+                let _ = parse_elements(&s, Family::Inet, d);
+                let _ = parse_elements(&format!("{{ {s} }}"), Family::Inet, d);
+            }
+        }
+
+        #[test]
+        fn rules_parse_alone_as_in_a_ruleset(
+            stmts in prop::collection::vec(prop::sample::select(SNIPPETS), 0..5),
+            term in prop::option::of(prop::sample::select(TERMINALS)),
+        ) {
+            use crate::nft::{check_rule, parse_rule, print_rule};
+            let mut line: Vec<&str> = stmts.clone();
+            line.extend(term.iter());
+            if line.is_empty() {
+                line.push("counter");
+            }
+            let line = line.join(" ");
+            let rs = parse_ruleset(&skeleton(&format!("\t\t{line}\n")));
+            let alone = parse_rule(&line, Family::Inet);
+            if let Ok(rs) = &rs {
+                let t = &rs.tables[0];
+                let in_file = t.chains.iter().flat_map(|c| &c.rules).last().unwrap();
+                let alone = alone.expect("a rule of a valid file parses alone");
+                prop_assert_eq!(&alone, in_file);
+                prop_assert!(check_rule(&alone, t).is_ok());
+                let again = parse_rule(&print_rule(&alone), Family::Inet);
+                prop_assert_eq!(again.as_ref(), Ok(&alone));
+            }
+        }
+
+        #[test]
         fn composed_rules_parse_and_round_trip(
             rules in prop::collection::vec(
                 (prop::collection::vec(prop::sample::select(SNIPPETS), 0..5), prop::option::of(prop::sample::select(TERMINALS))),
