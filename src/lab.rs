@@ -820,6 +820,9 @@ impl Lab {
             .arg(&opts.levee)
             .args(["run", "--stats-interval", "1", "--config"])
             .arg(&cfg_path)
+            // Debugging aid: conntrack events in levee's output (with LEVEE_LAB_ECHO=1 in the
+            // tests, on screen).
+            .args(std::env::var_os("LEVEE_LAB_CT_EVENTS").map(|_| "--ct-events"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1139,27 +1142,42 @@ impl Lab {
     /// time) and checks it byte for byte; gives up after `max_time` (curl's error then says
     /// "(28) … timed out").
     pub fn fetch_page(&self, family: Family, port: u16, max_time: Duration) -> Result<Fetch, String> {
+        self.fetch_page_from(family, port, None, max_time)
+    }
+
+    /// As [`Lab::fetch_page`], from the client's port `local_port` when given (two fetches in a
+    /// row from one port reuse the tuple of a closed connection).
+    pub fn fetch_page_from(
+        &self,
+        family: Family,
+        port: u16,
+        local_port: Option<u16>,
+        max_time: Duration,
+    ) -> Result<Fetch, String> {
         let n = self.fetch_seq.fetch_add(1, Ordering::Relaxed);
         let out = self.dir.join(format!("page-{n}"));
         let url = format!("http://{}:{port}/page.bin", family.server_url_host());
         let secs = format!("{:.3}", max_time.as_secs_f64());
-        let res = self.exec(
-            Host::Client,
-            &[
-                "curl",
-                "-sS",
-                "--fail",
-                "--connect-timeout",
-                &secs,
-                "--max-time",
-                &secs,
-                "-o",
-                out.to_str().expect("UTF-8 temp path"),
-                "-w",
-                "%{time_connect} %{time_total}",
-                &url,
-            ],
-        );
+        let local = local_port.map(|p| p.to_string());
+        let mut args = vec!["curl"];
+        if let Some(p) = &local {
+            args.extend(["--local-port", p.as_str()]);
+        }
+        let out_path = out.to_str().expect("UTF-8 temp path");
+        args.extend([
+            "-sS",
+            "--fail",
+            "--connect-timeout",
+            &secs,
+            "--max-time",
+            &secs,
+            "-o",
+            out_path,
+            "-w",
+            "%{time_connect} %{time_total}",
+            &url,
+        ]);
+        let res = self.exec(Host::Client, &args);
         let got = fs::read(&out);
         let _ = fs::remove_file(&out);
         let res = res.map_err(|e| format!("page over {} from port {port}: {e}", family.name()))?;

@@ -390,3 +390,51 @@ fn syn_proxy_under_an_ack_flood_every_fetch_succeeds_and_nothing_reaches_the_ser
             .unwrap_or_else(|e| panic!("after the flood: {e}"));
     }
 }
+
+/// A protected port nobody listens on: the proxy completes the client's handshake, the server
+/// refuses the proxy's SYN with a RST, and the client is reset at once (no timeout).
+#[test]
+fn syn_proxy_server_refusal_resets_the_client_at_once() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    const CLOSED: u16 = 9999;
+    let ruleset = SYNPROXY_RULESET.replace("{ 8080, 5201 }", &format!("{{ 8080, 5201, {CLOSED} }}"));
+    let lab = lab_with(vec![1], Some(&ruleset));
+    let before = lab.fresh_levee_stats().unwrap_or_else(|e| panic!("{e}"));
+    for family in FAMILIES {
+        let t = Instant::now();
+        let err = lab
+            .fetch_page(family, CLOSED, Duration::from_secs(5))
+            .expect_err("a fetch from a closed port succeeded");
+        // curl: "(56) Recv failure: Connection reset by peer".
+        assert!(err.contains("(56)"), "{}: not a reset: {err}", family.name());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    let after = lab.fresh_levee_stats().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.since(&before, "synproxy_server_refused"), 2, "{after:?}");
+    assert_eq!(after.since(&before, "synproxy_cookie_valid"), 2, "{after:?}");
+}
+
+/// A closed connection's tuple used again at once: the server closed first, so the client may
+/// reuse its port at once and the server's TIME_WAIT accepts the new SYN. The proxy answers the
+/// new SYN with a fresh cookie (`conn_reopened`); the new connection must carry data like the
+/// first.
+#[test]
+#[ignore = "fails: the reopened connection completes its handshake, then every client segment \
+            is ct state invalid and dropped as a forged cookie (the worker sends the reopening \
+            SYN to the server without conntrack seeing it)"]
+fn syn_proxy_reopened_tuple_carries_data() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = proxy_lab();
+    let before = lab.fresh_levee_stats().unwrap_or_else(|e| panic!("{e}"));
+    for (family, local) in [(Family::V4, 40000), (Family::V6, 40001)] {
+        for i in 0..2 {
+            lab.fetch_page_from(family, HTTP_PORT, Some(local), Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("fetch {i} from port {local}: {e}"));
+            // The client's socket of the first fetch is gone before its port is bound again.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let after = lab.fresh_levee_stats().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.since(&before, "synproxy_conn_reopened"), 2, "{after:?}");
+    assert_eq!(after.since(&before, "synproxy_cookie_invalid"), 0, "{after:?}");
+}
