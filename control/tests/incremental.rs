@@ -283,12 +283,7 @@ fn check(
         let want = fresh.evaluate_hooks(&mut b, &[Hook::Prerouting], &f, info.as_ref(), &meta);
         prop_assert_eq!(got, want, "{:?}", f);
     }
-    let totals = |c: &levee_filter_vm::Compiled, s: &State| {
-        c.rule_counter_totals(&[&s.counters])
-            .into_iter()
-            .map(|(t, ch, i, p, b)| (t, ch, i, p, b))
-            .collect::<Vec<_>>()
-    };
+    let totals = |c: &levee_filter_vm::Compiled, s: &State| c.rule_counter_totals(&[&s.counters]);
     prop_assert_eq!(totals(compiled, &a), totals(&fresh, &b));
     Ok(())
 }
