@@ -3,10 +3,9 @@
 //! Owns [`Shard`]: a fixed-capacity slab of entries, a flow index of slab indices
 //! (`crate::index`, open addressing keyed by SipHash under the caller's secret key), a timer
 //! wheel that reclaims expired entries with bounded work, per-shard counters and an optional
-//! event channel. Each worker owns one shard
-//! and is the only thread that touches it (no locks, no atomics); the control thread talks to
-//! it only through the event channel and through whatever request/response path the dataplane
-//! gives it for dumps.
+//! event channel. Each worker owns one shard and is the only thread that touches it (no locks,
+//! no atomics); the control thread talks to it only through the event channel and through
+//! whatever request/response path the dataplane gives it for dumps.
 //!
 //! The kernel's split between unconfirmed and confirmed entries is kept: [`Shard::track`] updates
 //! an existing entry at once, but for a packet that would open a flow it returns
@@ -730,7 +729,7 @@ impl<'a> Pkt<'a> {
 }
 
 impl<X: Default> Shard<X> {
-    /// A shard with `cfg`, hashing with the secret `key`. Allocates the hash table and reserves
+    /// A shard with `cfg`, hashing with the secret `key`. Allocates the flow index and reserves
     /// the slab for `cfg.capacity` entries; nothing allocates afterwards.
     pub fn new(cfg: ShardConfig, key: HashKey) -> Result<Shard<X>, ConfigError> {
         if cfg.capacity == 0 || cfg.capacity > MAX_CAPACITY {
@@ -836,7 +835,7 @@ impl<X: Default> Shard<X> {
         self.counts
     }
 
-    /// Bytes this shard holds for its capacity: slab, hash table, labels and wheel.
+    /// Bytes this shard holds for its capacity: slab, flow index, labels and wheel.
     pub fn memory_bytes(&self) -> usize {
         self.entries.capacity() * core::mem::size_of::<Entry<X>>()
             + self.index.memory_bytes()
@@ -1795,7 +1794,10 @@ mod tests {
             };
             let sh = Shard::<()>::new(cfg, HashKey([1, 2])).unwrap();
             let per_flow = sh.memory_bytes() as f64 / f64::from(capacity);
-            assert!(per_flow <= 128.0, "capacity {capacity}: {per_flow:.1} bytes per flow");
+            assert!(
+                per_flow <= 128.0,
+                "capacity {capacity}: {per_flow:.1} bytes per flow"
+            );
         }
     }
 
