@@ -19,19 +19,23 @@
 //!   holds the set itself (no id-to-set indirection per packet);
 //! - the rules of one chunk of a chain ([`crate::pvec::Rules`]) sit in one array, a
 //!   *segment* (no pointer chase per rule, one per 64–128 rules);
-//! - **the fast path**: a run of two or more consecutive rules of a chunk that each match
+//! - **the fast path**: a run of two or more consecutive rules of a chain that each match
 //!   fields against constants and end in the same verdict, with no other statement (`ip saddr
 //!   198.18.0.1 drop`, `ip saddr 198.18.0.2 drop`, …), becomes one set lookup (built by
-//!   [`crate::compile::merged_run`]). Runs never cross a chunk boundary, so a one-rule change
-//!   rebuilds at most the merged set of its own chunk. A run's rules have no counter or other
-//!   state of their own (only matches and a verdict), so merging changes no per-rule state;
-//!   the constants of a run may not overlap (else the set would refuse them and the rules are
+//!   [`crate::compile::merged_run`]), whatever the chunks the run spans: its lookup sits in
+//!   the segment of its first rule and the segments after it skip the run's rules. A run's
+//!   rules have no counter or other state of their own (only matches and a verdict), so
+//!   merging changes no per-rule state, and each keeps its handle in the program; the
+//!   constants of a run may not overlap (else the set would refuse them and the rules are
 //!   lowered one by one), so at most one rule of a run can match a packet, which is why one
 //!   lookup decides exactly what the rules one after another would.
 //!
 //! Incremental lowering ([`lower_incremental`]): segments are shared between generations and
 //! a chunk is lowered again only when its rules changed (another `Arc`), when the caller names
-//! it (a named set it looks up was replaced), or when its chain is new.
+//! it (a named set it looks up was replaced), when its chain is new, or when it shares a
+//! merged run with such a chunk (before or after the change): a merged run is rebuilt as a
+//! unit, so a change inside a run of `r` rules costs O(r) (its set is built again), and any
+//! other one-rule change costs one chunk.
 //!
 //! Thread use: an [`Exec`] is immutable, built by the control side next to its program and
 //! shared by every worker; evaluation writes only the worker's own [`State`].
@@ -138,6 +142,11 @@ pub(crate) struct Segment {
     rule_start: Vec<u32>,
     pub(crate) lookups: Vec<LookupOp>,
     pub(crate) generic: Vec<Insn>,
+    /// The chunk's first rules belong to a merged run that starts in an earlier chunk (they
+    /// are not lowered here: the run's lookup in that chunk stands for them).
+    run_in: bool,
+    /// The chunk's last rule starts or continues a merged run that goes on in the next chunk.
+    run_out: bool,
 }
 
 static EMPTY_SEGMENT: Segment = Segment {
@@ -147,6 +156,8 @@ static EMPTY_SEGMENT: Segment = Segment {
     rule_start: Vec::new(),
     lookups: Vec::new(),
     generic: Vec::new(),
+    run_in: false,
+    run_out: false,
 };
 
 /// One chain: its segments, one per chunk of its rules.
@@ -244,11 +255,9 @@ pub fn lower(prog: &Program) -> Exec {
     let dynamic = |id: SetId| dynamic.get(id.0 as usize).copied().unwrap_or(true);
     let mut exec = Exec::default();
     for c in &prog.chains {
-        let segs = c
-            .rules
-            .chunks()
-            .iter()
-            .map(|ch| Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic)))
+        let segs = lower_group(c.rules.chunks(), prog, &dynamic)
+            .into_iter()
+            .map(Arc::new)
             .collect();
         exec.chains.push(Arc::new(ExecChain { segs }));
         exec.policies.push(c.policy);
@@ -277,11 +286,10 @@ pub fn lower_incremental(
         }
         // Chunks keep their order, so the old segment of a chunk is at or just after the
         // previous match (a few chunks may have gone in between): no map over all segments.
+        let chunks = c.rules.chunks();
         let old: &[Arc<Segment>] = old.map(|o| &o.segs[..]).unwrap_or(&[]);
         let mut j = 0;
-        let segs = c
-            .rules
-            .chunks()
+        let matched: Vec<Option<&Arc<Segment>>> = chunks
             .iter()
             .map(|ch| {
                 let at = old
@@ -290,37 +298,99 @@ pub fn lower_incremental(
                     .iter()
                     .take(8)
                     .position(|s| s.chunk == ch.id)
-                    .map(|o| j + o);
-                match at {
-                    Some(k) => {
-                        j = k + 1;
-                        let s = &old[k];
-                        if !forced.contains(&ch.id)
-                            && s.source.as_ref().is_some_and(|src| Arc::ptr_eq(src, &ch.rules))
-                        {
-                            return s.clone();
-                        }
-                        Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic))
-                    }
-                    None => Arc::new(lower_chunk(ch.id, &ch.rules, prog, &dynamic)),
-                }
+                    .map(|o| j + o)?;
+                j = at + 1;
+                Some(&old[at])
             })
             .collect();
+        // Chunks to lower: those whose rules changed (or that are named), and with them every
+        // chunk that shares a merged run with one of them, before or after the change (a run is
+        // lowered as a unit: its cost is bounded by the run, not by the chain).
+        let mut need: Vec<bool> = chunks
+            .iter()
+            .zip(&matched)
+            .map(|(ch, m)| match m {
+                Some(s) => {
+                    forced.contains(&ch.id)
+                        || !s.source.as_ref().is_some_and(|src| Arc::ptr_eq(src, &ch.rules))
+                }
+                None => true,
+            })
+            .collect();
+        let crosses = |a: usize| -> bool {
+            let b = a + 1;
+            let new = match (chunks[a].rules.last(), chunks[b].rules.first()) {
+                (Some(x), Some(y)) => match (shape(x), shape(y)) {
+                    (Some(x), Some(y)) => x.same_shape(y),
+                    _ => false,
+                },
+                _ => false,
+            };
+            new || matched[a].is_some_and(|s| s.run_out) || matched[b].is_some_and(|s| s.run_in)
+        };
+        for a in 0..chunks.len().saturating_sub(1) {
+            if need[a] && !need[a + 1] && crosses(a) {
+                need[a + 1] = true;
+            }
+        }
+        for a in (0..chunks.len().saturating_sub(1)).rev() {
+            if need[a + 1] && !need[a] && crosses(a) {
+                need[a] = true;
+            }
+        }
+        let mut segs = Vec::with_capacity(chunks.len());
+        let mut a = 0;
+        while a < chunks.len() {
+            if !need[a] {
+                if let Some(s) = matched[a] {
+                    segs.push(s.clone());
+                }
+                a += 1;
+                continue;
+            }
+            let mut b = a;
+            while b + 1 < chunks.len() && need[b + 1] {
+                b += 1;
+            }
+            segs.extend(
+                lower_group(&chunks[a..=b], prog, &dynamic)
+                    .into_iter()
+                    .map(Arc::new),
+            );
+            a = b + 1;
+        }
         exec.chains.push(Arc::new(ExecChain { segs }));
     }
     exec
 }
 
-/// Lowers one chunk of rules into a segment, merging fast-path runs.
-fn lower_chunk(id: u64, rules: &ChunkRules, prog: &Program, dynamic: &dyn Fn(SetId) -> bool) -> Segment {
-    let mut seg = Segment {
-        source: Some(rules.clone()),
-        chunk: id,
-        ..Default::default()
-    };
+/// Lowers consecutive chunks of a chain, one segment each, merging fast-path runs, which may
+/// cross chunk boundaries (the run's lookup sits in the segment of its first rule; the
+/// segments after it skip the run's rules). Runs must not cross the group's ends.
+fn lower_group(
+    chunks: &[crate::pvec::RuleChunk],
+    prog: &Program,
+    dynamic: &dyn Fn(SetId) -> bool,
+) -> Vec<Segment> {
+    let mut segs: Vec<Segment> = chunks
+        .iter()
+        .map(|ch| Segment {
+            source: Some(ch.rules.clone()),
+            chunk: ch.id,
+            ..Default::default()
+        })
+        .collect();
+    // Every rule of the group with the index of its chunk.
+    let rules: Vec<Arc<RuleEntry>> = chunks.iter().flat_map(|c| c.rules.iter().cloned()).collect();
+    let owner: Vec<usize> = chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| std::iter::repeat_n(i, c.rules.len()))
+        .collect();
     let resolve = |id: SetId| prog.sets.get_arc(id).cloned();
     let mut r = 0;
     while r < rules.len() {
+        let seg = &mut segs[owner[r]];
         let run = mergeable_run(&rules[r..]);
         if run >= 2 {
             let metas: Vec<&crate::compile::MergeInfo> = rules[r..r + run]
@@ -334,24 +404,35 @@ fn lower_chunk(id: u64, rules: &ChunkRules, prog: &Program, dynamic: &dyn Fn(Set
                     None => resolve(id),
                 };
                 seg.rule_start.push(seg.ops.len() as u32);
-                lower_rule(&insns, dynamic, &resolve_local, &mut seg);
+                lower_rule(&insns, dynamic, &resolve_local, seg);
+                let (first, last) = (owner[r], owner[r + run - 1]);
+                for s in &mut segs[first..last] {
+                    s.run_out = true;
+                }
+                for s in &mut segs[first + 1..=last] {
+                    s.run_in = true;
+                }
                 r += run;
                 continue;
             }
         }
         seg.rule_start.push(seg.ops.len() as u32);
-        lower_rule(&rules[r].rule.insns, dynamic, &resolve, &mut seg);
+        lower_rule(&rules[r].rule.insns, dynamic, &resolve, seg);
         r += 1;
     }
-    seg.rule_start.push(seg.ops.len() as u32);
-    seg
+    for s in &mut segs {
+        s.rule_start.push(s.ops.len() as u32);
+    }
+    segs
+}
+
+/// A rule's fast-path shape, if it has one.
+fn shape(e: &Arc<RuleEntry>) -> Option<&crate::compile::MergeInfo> {
+    e.meta.as_ref().and_then(|m| m.merge.as_ref())
 }
 
 /// Length of the run of rules at the start of `rules` that share one merge shape.
 fn mergeable_run(rules: &[Arc<RuleEntry>]) -> usize {
-    fn shape(e: &Arc<RuleEntry>) -> Option<&crate::compile::MergeInfo> {
-        e.meta.as_ref().and_then(|m| m.merge.as_ref())
-    }
     let Some(first) = rules.first().and_then(shape) else {
         return 0;
     };
