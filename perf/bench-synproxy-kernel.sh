@@ -12,6 +12,7 @@
 #   FLOOD_PPS=N    the fixed flood rate of the legit runs (default 200000), besides no flood
 #                  and an unthrottled flood
 #   PARALLEL=N     client threads of the legit runs (default 4), each one connection at a time
+#   SKIP_BUILD=1   use the binaries in target/release as they are (no cargo build)
 # Each legit run counts a connection as good only when it is set up and the server's reply
 # (`ok\n`, then the server's close) arrives through the proxy; the server's half-open (SYN-RECV)
 # sockets are counted after each run. Client and server run at nice -10 in both setups, so the
@@ -20,7 +21,8 @@
 # The flood generator is the same for both: trafgen (netsniff-ng), 54-byte TCP SYNs to the
 # protected server's port 8080 with random sources in 198.18.128.0/17, random source ports
 # and ISNs (drnd() constrained to the benchmarking range; hping3 --rand-source would use the
-# whole IPv4 space and is not used), at nice -20 on one pinned CPU, bounded by time and count.
+# whole IPv4 space and is not used), one process pinned by trafgen itself (CPU 1 at nice -20
+# for the capacity runs, CPU 0 at normal priority for the legit runs), bounded by time and count.
 #
 # Kernel topology (router as the kernel's own tools/testing/selftests/net/netfilter/nft_synproxy.sh):
 #   [lvsp-kc] kc1 198.18.0.1/24 --veth-- kr0 198.18.0.254/24 [lvsp-kr] kr1 198.19.0.254/24

@@ -26,6 +26,7 @@
 # Usage: perf/bench-synproxy.sh [SECONDS] [ROUNDS]     (defaults 10 s, 3 rounds)
 #   FLOWS=N   distinct frames in each pcap (default 4096; both ports' copies live in the pool)
 #   MSS=N     give the SYNs an MSS option (default 0: bare SYNs, as the trafgen flood sends)
+#   SKIP_BUILD=1  use the binaries in target/release as they are (no cargo build)
 #   PERF=1    then record the worker (lcore 1) with `perf record -e cpu-clock -g` for SECONDS in
 #             one more SYN run and one more ACK run (reports in perf/out/bench-synproxy*.perf.txt)
 set -euo pipefail
