@@ -1,7 +1,7 @@
 //! Conntrack shard costs: `track` of a packet of an established TCP flow (random flow order, so
 //! the table's memory is touched as in a busy worker) at 10 k, 1 M and 10 M entries, one packet
-//! at a time and in bursts of 32 (`track_burst`; `prepare`, the staged loads alone); a bare
-//! lookup by tuple, one at a time and in bursts (`prepare_lookup` + `lookup_prepared`); inserting new flows (SYN + confirm); the timer wheel per loop iteration;
+//! at a time and in bursts of 32 and 64 (`track_burst`; `prepare`, the staged loads alone); a
+//! bare lookup by tuple, one at a time and in bursts (`prepare_lookup` + `lookup_prepared`); inserting new flows (SYN + confirm); the timer wheel per loop iteration;
 //! and memory per entry (printed).
 //!
 //! Run: `cargo bench -p levee-conntrack`.
@@ -148,43 +148,48 @@ fn bench_lookup(c: &mut Criterion) {
                 }
             })
         });
-        // Bursts of 32 packets of 32 scattered flows, as one rx burst of a busy worker.
-        let mut frames: Vec<(Vec<u8>, FrameInfo)> = (0..BURST).map(|_| template(TcpFlags::ACK)).collect();
+        // Bursts of 32 packets of 32 scattered flows, as one rx burst of a busy worker; and of
+        // 64, as the bursts of both ports prepared together.
+        let mut frames: Vec<(Vec<u8>, FrameInfo)> = (0..64).map(|_| template(TcpFlags::ACK)).collect();
         let mut burst = Burst::new();
-        let mut out = Vec::with_capacity(BURST);
+        let mut out = Vec::with_capacity(64);
         let mut k = 0u64;
-        g.bench_function(BenchmarkId::new("track_burst", label), |b| {
-            b.iter(|| {
-                for _ in 0..BATCH / BURST as u64 {
-                    for (f, info) in frames.iter_mut() {
-                        k += 1;
-                        packet_of(f, info, scatter(k, n));
+        for (size, suffix) in [(BURST, ""), (64, "64")] {
+            let frames = &mut frames[..size];
+            g.bench_function(BenchmarkId::new(format!("track_burst{suffix}"), label), |b| {
+                b.iter(|| {
+                    for _ in 0..BATCH / size as u64 {
+                        for (f, info) in frames.iter_mut() {
+                            k += 1;
+                            packet_of(f, info, scatter(k, n));
+                        }
+                        let refs: [(&[u8], &FrameInfo); 64] =
+                            core::array::from_fn(|j| (&frames[j % size].0[..], &frames[j % size].1));
+                        out.clear();
+                        sh.track_burst(&mut burst, &refs[..size], 2_000_000_000, &mut out);
+                        debug_assert!(out.iter().all(|t| matches!(t, Tracked::Known(_))));
+                        black_box(&out);
                     }
-                    let refs: [(&[u8], &FrameInfo); BURST] =
-                        core::array::from_fn(|j| (&frames[j].0[..], &frames[j].1));
-                    out.clear();
-                    sh.track_burst(&mut burst, &refs, 2_000_000_000, &mut out);
-                    debug_assert!(out.iter().all(|t| matches!(t, Tracked::Known(_))));
-                    black_box(&out);
-                }
-            })
-        });
-        g.bench_function(BenchmarkId::new("lookup_burst", label), |b| {
-            b.iter(|| {
-                for _ in 0..BATCH / BURST as u64 {
-                    for (f, info) in frames.iter_mut() {
-                        k += 1;
-                        packet_of(f, info, scatter(k, n));
+                })
+            });
+            g.bench_function(BenchmarkId::new(format!("lookup_burst{suffix}"), label), |b| {
+                b.iter(|| {
+                    for _ in 0..BATCH / size as u64 {
+                        for (f, info) in frames.iter_mut() {
+                            k += 1;
+                            packet_of(f, info, scatter(k, n));
+                        }
+                        sh.prepare_lookup(&mut burst, frames.iter().map(|(f, info)| Some((&f[..], info))));
+                        for (i, (f, info)) in frames.iter().enumerate() {
+                            let found = sh.lookup_prepared(&burst, i, f, info, 2_000_000_000);
+                            debug_assert!(found.is_some());
+                            black_box(found);
+                        }
                     }
-                    sh.prepare_lookup(&mut burst, frames.iter().map(|(f, info)| Some((&f[..], info))));
-                    for (i, (f, info)) in frames.iter().enumerate() {
-                        let found = sh.lookup_prepared(&burst, i, f, info, 2_000_000_000);
-                        debug_assert!(found.is_some());
-                        black_box(found);
-                    }
-                }
-            })
-        });
+                })
+            });
+        }
+        let frames = &mut frames[..BURST];
         g.bench_function(BenchmarkId::new("prepare", label), |b| {
             b.iter(|| {
                 for _ in 0..BATCH / BURST as u64 {
