@@ -405,8 +405,15 @@ fn syn_proxy_server_refusal_resets_the_client_at_once() {
         let err = lab
             .fetch_page(family, CLOSED, Duration::from_secs(5))
             .expect_err("a fetch from a closed port succeeded");
-        // curl: "(56) Recv failure: Connection reset by peer".
-        assert!(err.contains("(56)"), "{}: not a reset: {err}", family.name());
+        // curl: "(56) Recv failure: Connection reset by peer", or "(7) … Couldn't connect"
+        // when the reset lands before curl has checked its non-blocking connect (the proxy's
+        // SYN-ACK and the server's forwarded RST arrive within a millisecond here). Either way
+        // the client was reset, not left to time out.
+        assert!(
+            err.contains("(56)") || err.contains("(7)"),
+            "{}: not a reset: {err}",
+            family.name()
+        );
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
     let after = lab.fresh_levee_stats().unwrap_or_else(|e| panic!("{e}"));
