@@ -160,16 +160,30 @@ static EMPTY_SEGMENT: Segment = Segment {
     run_out: false,
 };
 
-/// One chain: its segments, one per chunk of its rules.
-#[derive(Debug, Default)]
+/// One chain: its segments, one per chunk of its rules, and those that have rules to run
+/// (what evaluation walks: a long merged run leaves the segments it covers empty).
+/// Held inline in [`Exec`] (two shared slices), so evaluation reaches a segment with one
+/// load more than a flat array would take.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ExecChain {
-    pub(crate) segs: Vec<Arc<Segment>>,
+    pub(crate) segs: Arc<[Arc<Segment>]>,
+    live: Arc<[Arc<Segment>]>,
+}
+
+impl ExecChain {
+    fn new(segs: Vec<Arc<Segment>>) -> ExecChain {
+        let live = segs.iter().filter(|s| s.rule_start.len() > 1).cloned().collect();
+        ExecChain {
+            segs: segs.into(),
+            live,
+        }
+    }
 }
 
 /// A lowered program (see the module docs).
 #[derive(Clone, Debug, Default)]
 pub struct Exec {
-    pub(crate) chains: Vec<Arc<ExecChain>>,
+    pub(crate) chains: Vec<ExecChain>,
     policies: Vec<Option<Verdict>>,
 }
 
@@ -178,7 +192,7 @@ impl Exec {
     pub fn lowered_rules(&self, chain: usize) -> usize {
         self.chains
             .get(chain)
-            .map(|c| c.segs.iter().map(|s| s.rule_start.len().saturating_sub(1)).sum())
+            .map(|c| c.live.iter().map(|s| s.rule_start.len().saturating_sub(1)).sum())
             .unwrap_or(0)
     }
 
@@ -259,7 +273,7 @@ pub fn lower(prog: &Program) -> Exec {
             .into_iter()
             .map(Arc::new)
             .collect();
-        exec.chains.push(Arc::new(ExecChain { segs }));
+        exec.chains.push(ExecChain::new(segs));
         exec.policies.push(c.policy);
     }
     exec
@@ -359,7 +373,7 @@ pub fn lower_incremental(
             );
             a = b + 1;
         }
-        exec.chains.push(Arc::new(ExecChain { segs }));
+        exec.chains.push(ExecChain::new(segs));
     }
     exec
 }
@@ -800,12 +814,13 @@ pub fn evaluate(exec: &Exec, prog: &Program, state: &mut State, entry: usize, p:
 /// Segment `si` of chain `c`, or the empty segment past the end.
 #[inline(always)]
 fn segment(c: &ExecChain, si: usize) -> &Segment {
-    c.segs.get(si).map(|s| &**s).unwrap_or(&EMPTY_SEGMENT)
+    c.live.get(si).map(|s| &**s).unwrap_or(&EMPTY_SEGMENT)
 }
 
 /// [`evaluate`] that records actions into `actions` (what earlier chains of the same packet
 /// set stays unless this one overrides it) and returns only the verdict: nothing large is
 /// returned through memory on the per-packet path.
+#[inline(always)]
 pub fn evaluate_into(
     exec: &Exec,
     prog: &Program,
@@ -834,7 +849,7 @@ pub fn evaluate_into(
     loop {
         let (Some(&start), Some(&end)) = (seg.rule_start.get(rule), seg.rule_start.get(rule + 1)) else {
             // End of a segment: the next one, or the end of the chain.
-            if si + 1 < c.segs.len() {
+            if si + 1 < c.live.len() {
                 si += 1;
                 rule = 0;
                 seg = segment(c, si);
