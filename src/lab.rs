@@ -52,6 +52,9 @@ pub const UNPROTECTED_PORT: u16 = 8081;
 pub const BLOB_BYTES: usize = 4 << 20;
 /// Size of the page the client fetches over and over during floods.
 pub const PAGE_BYTES: usize = 64 << 10;
+/// Client ports the floods' page fetches use, one after the other (below Linux's ephemeral range,
+/// 32768-60999): a tuple comes back only after 22,000 fetches, minutes after its TIME_WAIT.
+const FETCH_PORTS: std::ops::Range<u16> = 10_000..32_000;
 /// Flood sources: the upper half of 198.18.0.0/15 (the lab's hosts live in 198.18.0.0/24) and a
 /// /64 of 2001:2::/48 that the lab's hosts do not use.
 pub const FLOOD_NET_V4: &str = "198.19.0.0/16";
@@ -813,6 +816,13 @@ impl Lab {
                 .map_err(|e| format!("cannot write the lab ruleset: {e}"))?;
             config += "[filter]\nruleset = \"lab.nft\"\n";
         }
+        if let Ok(secret) = std::env::var("LEVEE_LAB_SYNPROXY_SECRET") {
+            // Debugging aid: a known cookie secret (32 hex digits), so cookies in a capture can be
+            // recomputed offline.
+            fs::write(self.dir.join("secret.hex"), secret)
+                .map_err(|e| format!("cannot write the cookie secret: {e}"))?;
+            config += "[synproxy]\nsecret_file = \"secret.hex\"\n";
+        }
         let cfg_path = self.dir.join("levee.toml");
         fs::write(&cfg_path, config).map_err(|e| format!("cannot write the lab config: {e}"))?;
         let mut child = Command::new("ip")
@@ -1274,7 +1284,15 @@ impl Lab {
                     while !stop.load(Ordering::Relaxed) {
                         let family = if i % 2 == 0 { Family::V4 } else { Family::V6 };
                         i += 1;
-                        match self.fetch_page(family, HTTP_PORT, Duration::from_secs(15)) {
+                        // Each fetch from a client port of its own (below the kernel's ephemeral
+                        // range, so never one it picks): Linux reuses a port whose connection the
+                        // server closed first, and levee's proxy hangs a connection that reopens a
+                        // tuple conntrack still holds in TIME_WAIT (the ignored test
+                        // `syn_proxy_reopened_tuple_carries_data`). The floods test flood survival.
+                        let port = FETCH_PORTS.start
+                            + (self.fetch_seq.load(Ordering::Relaxed) % u64::from(FETCH_PORTS.len() as u16))
+                                as u16;
+                        match self.fetch_page_from(family, HTTP_PORT, Some(port), Duration::from_secs(15)) {
                             Ok(f) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                                 connect_ms

@@ -320,9 +320,7 @@ fn flood(lab: &Lab, kind: FloodKind) -> FloodReport {
         r.fetch_failures.len() as u64 + r.fetches_ok,
         r.fetch_failures
     );
-    // How many fit in the flood's 3 s depends on the machine's load (8 on a loaded 2-core
-    // VM); what matters is that they happened during the flood and none failed.
-    assert!(r.fetches_ok >= 3, "only {} fetches", r.fetches_ok);
+    assert!(r.fetches_ok >= 10, "only {} fetches", r.fetches_ok);
     assert!(r.sent >= FLOOD_PPS, "trafgen sent only {}", r.sent);
     assert!(r.half_open_samples >= 5, "{}", r.half_open_samples);
     assert_eq!(
@@ -407,16 +405,14 @@ fn syn_proxy_server_refusal_resets_the_client_at_once() {
         let err = lab
             .fetch_page(family, CLOSED, Duration::from_secs(5))
             .expect_err("a fetch from a closed port succeeded");
-        // curl: "(56) Recv failure: Connection reset by peer", or "(7) … Couldn't connect"
-        // when the reset lands before curl has checked its non-blocking connect (the proxy's
-        // SYN-ACK and the server's forwarded RST arrive within a millisecond here). Either way
-        // the client was reset, not left to time out.
+        // curl: "(56) Recv failure: Connection reset by peer", or "(55) Send failure: …" when
+        // the reset arrives before the request is sent.
         assert!(
-            err.contains("(56)") || err.contains("(7)"),
+            err.contains("reset by peer"),
             "{}: not a reset: {err}",
             family.name()
         );
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     }
     let after = lab.fresh_levee_stats().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(after.since(&before, "synproxy_server_refused"), 2, "{after:?}");
