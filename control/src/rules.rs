@@ -683,7 +683,9 @@ impl RuleStore {
                     self.flush_ruleset()?;
                 }
                 let first = self.next_handle;
-                let next = self.image.add_ruleset(&rs, first)?;
+                let tables: Vec<(Family, String)> =
+                    rs.tables.iter().map(|t| (t.family, t.name.clone())).collect();
+                let next = self.image.add_ruleset(rs, first)?;
                 self.next_handle = next;
                 let mut handles = Vec::new();
                 for h in first..next {
@@ -691,10 +693,8 @@ impl RuleStore {
                     handles.push(h);
                 }
                 if let Some(o) = owner {
-                    for t in &rs.tables {
-                        self.table_owners
-                            .entry((t.family, t.name.clone()))
-                            .or_insert_with(|| o.clone());
+                    for t in tables {
+                        self.table_owners.entry(t).or_insert_with(|| o.clone());
                     }
                 }
                 self.ensure_index = None;

@@ -180,26 +180,26 @@ impl Image {
     /// … in file order.
     pub fn from_ruleset(rs: &ast::Ruleset, now_ns: u64, first_handle: u64) -> Result<Image, CompileError> {
         let mut img = Image::new(now_ns);
-        img.add_ruleset(rs, first_handle)?;
+        img.add_ruleset(rs.clone(), first_handle)?;
         Ok(img)
     }
 
     /// Adds a whole ruleset to this one (tables, chains and sets that exist are added to, as
     /// `nft -f` does). Rules without a handle get `first_handle`, `first_handle + 1`, … in
     /// file order. Returns the next unused handle.
-    pub fn add_ruleset(&mut self, rs: &ast::Ruleset, first_handle: u64) -> Result<u64, CompileError> {
+    pub fn add_ruleset(&mut self, rs: ast::Ruleset, first_handle: u64) -> Result<u64, CompileError> {
         let mut next = first_handle;
-        for t in &rs.tables {
-            self.add_table(t.family, &t.name, t.comment.clone(), false)?;
-            for c in &t.chains {
-                let (base, comment) = (c.base.clone(), c.comment.clone());
+        for mut t in rs.tables {
+            self.add_table(t.family, &t.name, t.comment.take(), false)?;
+            for c in &mut t.chains {
+                let (base, comment) = (c.base.clone(), c.comment.take());
                 self.add_chain(t.family, &t.name, &c.name, base, comment, false)?;
             }
-            for s in &t.sets {
-                self.add_set(t.family, &t.name, s.clone(), false)?;
+            for s in std::mem::take(&mut t.sets) {
+                self.add_set(t.family, &t.name, s, false)?;
             }
-            for c in &t.chains {
-                for r in &c.rules {
+            for c in t.chains {
+                for r in c.rules {
                     let h = match r.handle {
                         Some(h) => h,
                         None => {
@@ -207,7 +207,7 @@ impl Image {
                             next - 1
                         }
                     };
-                    self.insert_rule(t.family, &t.name, &c.name, Position::Append, h, r.clone())?;
+                    self.insert_rule(t.family, &t.name, &c.name, Position::Append, h, r)?;
                 }
             }
         }
