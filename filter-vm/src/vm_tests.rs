@@ -830,3 +830,63 @@ fn verifier_refuses_bad_programs() {
     }
     assert!(matches!(verify(&prog(chains)), Err(VerifyError::TooDeep { .. })));
 }
+
+#[test]
+fn counter_banks_grow_without_moving_and_keep_their_values() {
+    let bank = std::sync::Arc::new(Counters::with_len(10));
+    let reader = bank.clone();
+    for i in 0..10 {
+        bank.get(i).unwrap().add(100);
+    }
+    assert!(bank.get(64).is_none());
+    for n in [64, 65, 191, 192, 5_000, 70_000] {
+        bank.grow(n);
+        assert!(bank.len() >= n);
+        assert!(bank.get(n - 1).is_some());
+        bank.get(n - 1).unwrap().add(1);
+    }
+    // The control thread's clone sees the same cells, old and new.
+    assert_eq!(reader.get(3).unwrap().get(), (1, 100));
+    assert_eq!(reader.get(69_999).unwrap().get(), (1, 1));
+    // Every index maps to its own cell.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..reader.len() {
+        assert!(seen.insert(reader.get(i).unwrap() as *const CounterCell));
+    }
+}
+
+#[test]
+fn a_state_adopts_a_later_program_keeping_what_exists() {
+    let mut p = prog(vec![base_chain(
+        vec![vec![
+            Insn::Counter { id: 0 },
+            Insn::Quota {
+                id: 0,
+                bytes: 100,
+                over: false,
+            },
+        ]],
+        Verdict::Accept,
+    )]);
+    p.counters = 1;
+    p.quotas = 1;
+    p.quota_used = vec![0].into();
+    let mut st = State::new(&p);
+    let bank = st.counters.clone();
+    let ctx_frame = syn();
+    let meta = PacketMeta::default();
+    evaluate(&p, &mut st, 0, &packet_ctx(&ctx_frame, &meta, HookKind::Ip));
+    assert_eq!(bank[0].get().0, 1);
+    // A later generation: one more counter and quota (new slots), same old ones.
+    let mut q = p.clone();
+    q.counters = 2;
+    q.quotas = 2;
+    q.quota_used.push(40);
+    st.adopt(&q);
+    assert!(
+        std::sync::Arc::ptr_eq(&bank, &st.counters),
+        "the bank does not move"
+    );
+    assert_eq!(bank[0].get().0, 1, "the surviving rule's counter kept its value");
+    assert_eq!(bank[1].get().0, 0, "a new counter starts at zero");
+}
