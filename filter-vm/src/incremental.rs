@@ -792,7 +792,7 @@ impl Image {
 
     /// Replaces the rule with `handle` (same handle, same place; new counters and state).
     pub fn replace_rule(&mut self, handle: u64, rule: ast::Rule) -> Result<(), CompileError> {
-        let &(slot, chunk) = self
+        let &(slot, _) = self
             .handles
             .get(&handle)
             .ok_or_else(|| err(format!("no rule with handle {handle}")))?;
@@ -816,7 +816,6 @@ impl Image {
             return Err(err(format!("no rule with handle {handle}")));
         };
         self.unaccount(slot, &old);
-        let _ = chunk;
         self.dirty.insert(slot as usize);
         Ok(())
     }

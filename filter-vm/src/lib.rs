@@ -2,6 +2,10 @@
 //! nft-syntax front end and compiler. Sans-IO: evaluation takes a packet context and returns a
 //! verdict and actions; nothing here reads a clock or touches a device.
 //!
+//! Rulesets are compiled incrementally ([`incremental::Image`]): each rule on its own, chains as
+//! persistent ropes of shared chunks ([`pvec`]), so a one-rule change recompiles one rule and
+//! copies one chunk, and consecutive generations share everything else.
+//!
 //! Threads: a compiled [`vm::Program`] is immutable and shared by every worker; each worker owns
 //! its [`vm::State`] (counters, limits, quotas, meters), so evaluation takes no lock and does no
 //! read-modify-write atomics.
