@@ -12,10 +12,13 @@
 //! 3. load every line of those entries (and their labels).
 //!
 //! Stage 4, the state machines, is [`Shard::track_prepared`], called per packet when the
-//! worker gets to it, and finds everything in L1. Cost at 1 M flows (this repository's 2-core
-//! VM, `perf/RESULTS.md`): about 75 ns a packet against 350 ns for `track` alone, of which
-//! 40 ns is the same work with every line cached; the staged loads, 25-30 ns a packet, are
-//! bounded by how many misses and page walks the core keeps in flight, not by their latency.
+//! worker gets to it, and finds everything in L1. Cost at 1 M flows (this repository's shared
+//! 2-core VM, `perf/RESULTS.md`): 79 ns a packet in the best run, against 340 ns for `track`
+//! alone; about 45 ns of it is the same work with every line cached. The staged loads, the
+//! other 30 ns, are bounded by how many misses and page walks the core keeps in flight, not
+//! by their latency: bigger bursts help a little (prepare: 45, 40, 39 ns a packet for 32, 64,
+//! 128 packets), fewer lines per entry more (39 to 32 ns at 128 when one line of each entry
+//! is loaded instead of all).
 //!
 //! Loads, not prefetches: the stages fold the loaded values into [`Burst`] so they stay in
 //! the program. Prefetch instructions are `unsafe` intrinsics (`core::hint::prefetch_read` is
@@ -63,8 +66,8 @@ use crate::key::Key;
 use crate::{Direction, EntryId, Tracked};
 
 /// Most packets one [`Burst`] holds: DPDK's usual rx burst of 32, or the bursts of both ports
-/// prepared together (the more misses in flight at once, the better; 64 cost 10% less per
-/// packet than 32 at 1 M flows).
+/// prepared together (the more misses in flight at once, the better: at 1 M flows the staged
+/// loads cost 10% less per packet in bursts of 64 than of 32).
 pub const BURST_MAX: usize = 64;
 
 /// What stages 1 and 2 found for one packet.
