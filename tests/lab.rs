@@ -424,10 +424,11 @@ fn syn_proxy_server_refusal_resets_the_client_at_once() {
         let err = lab
             .fetch_page(family, CLOSED, Duration::from_secs(5))
             .expect_err("a fetch from a closed port succeeded");
-        // curl: "(56) Recv failure: Connection reset by peer", or "(55) Send failure: …" when
-        // the reset arrives before the request is sent.
+        // Reset, not timed out: curl says "(56) Recv failure: Connection reset by peer", "(55)
+        // Send failure: …" when the reset comes before the request is sent, or "(7) … Couldn't
+        // connect" when it comes before curl has looked at its connected socket.
         assert!(
-            err.contains("reset by peer"),
+            ["(7)", "(55)", "(56)"].iter().any(|c| err.contains(c)),
             "{}: not a reset: {err}",
             family.name()
         );
