@@ -233,11 +233,13 @@ pub const SYNPROXY_RULESET: &str = "table inet lab {
 }
 ";
 
-/// Frames in each of levee's `net_af_packet` kernel rings (the PMD's default is 512). levee's
-/// worker busy-polls a core the lab shares with everything else on a small machine; a deeper ring
-/// rides out the milliseconds it is scheduled away without dropping frames (with 512, bulk TCP
-/// through the lab retransmits hundreds of segments per 16 MB when the cores are busy).
-const AF_PACKET_RING_FRAMES: u32 = 4096;
+/// Frames in each of levee's `net_af_packet` kernel rings (the PMD's default is 512; 2 KiB each,
+/// so 32 MiB a ring, four rings). levee's worker busy-polls a core the lab shares with everything
+/// else on a small machine; a deep ring rides out the time it is scheduled away without dropping
+/// frames: with 512, bulk TCP through the lab retransmits hundreds of segments per 16 MB when the
+/// cores are busy, and during a 100 kpps flood a lost cookie ACK hangs a client's connection
+/// (its zero-window probes cannot carry the cookie). 16384 frames are 160 ms of such a flood.
+const AF_PACKET_RING_FRAMES: u32 = 16384;
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
