@@ -444,9 +444,6 @@ fn syn_proxy_server_refusal_resets_the_client_at_once() {
 /// new SYN with a fresh cookie (`conn_reopened`); the new connection must carry data like the
 /// first.
 #[test]
-#[ignore = "fails: the reopened connection completes its handshake, then every client segment \
-            is ct state invalid and dropped as a forged cookie (the worker sends the reopening \
-            SYN to the server without conntrack seeing it)"]
 fn syn_proxy_reopened_tuple_carries_data() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let lab = proxy_lab();

@@ -896,8 +896,21 @@ impl<P: PortIo> Worker<P> {
                 Some(pkt)
             }
             ClientVerdict::SendSyn { len } => {
-                // The client's ACK again while the server has not answered: the SYN again.
+                // The client's ACK again while the server has not answered: the SYN again; or a
+                // reopened tuple's valid cookie: a new SYN, which conntrack must see (it opens
+                // the new flow, replacing a TIME_WAIT entry) and which carries the new state.
                 pkt.set_len(len);
+                if let Ok(syn_info) = parse_frame(pkt.data()) {
+                    let now_ns = self.now_ns;
+                    let id2 = match ct.track(pkt.data(), &syn_info, now_ns) {
+                        Tracked::New(p) => ct.confirm(p, now_ns).ok(),
+                        Tracked::Known(i) => i.entry,
+                        _ => None,
+                    };
+                    if let Some(ext) = id2.and_then(|id2| ct.ext_mut(id2).ok()) {
+                        ext.proxy = Some(state);
+                    }
+                }
                 self.enqueue_tx(side.other(), pkt, now);
                 None
             }
