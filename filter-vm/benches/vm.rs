@@ -82,14 +82,16 @@ fn bench(c: &mut Criterion) {
             })
         });
         g.bench_function(format!("{name}_parsed"), |b| {
+            let mut actions = levee_filter_vm::vm::Actions::default();
             b.iter(|| {
                 for (fr, info) in frames.iter().zip(&parsed) {
-                    black_box(f.compiled.evaluate_hooks(
+                    black_box(f.compiled.evaluate_hooks_into(
                         &mut f.state,
                         &[Hook::Prerouting],
                         fr,
                         info.as_ref(),
                         &meta,
+                        &mut actions,
                     ));
                 }
             })

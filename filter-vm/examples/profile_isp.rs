@@ -61,13 +61,18 @@ fn main() {
         .collect();
     let hooks = [levee_filter_vm::nft::ast::Hook::Prerouting];
     let pre_parsed = std::env::args().nth(3).is_some();
+    let mut actions = levee_filter_vm::vm::Actions::default();
     while start.elapsed().as_secs() < secs {
         if pre_parsed {
             for (fr, info) in frames.iter().zip(&parsed) {
-                black_box(
-                    f.compiled
-                        .evaluate_hooks(&mut f.state, &hooks, fr, info.as_ref(), &meta),
-                );
+                black_box(f.compiled.evaluate_hooks_into(
+                    &mut f.state,
+                    &hooks,
+                    fr,
+                    info.as_ref(),
+                    &meta,
+                    &mut actions,
+                ));
             }
         } else {
             for fr in &frames {

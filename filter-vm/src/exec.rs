@@ -114,6 +114,9 @@ pub(crate) struct LookupOp {
     invert: bool,
     /// A meter can add elements to this set: misses also search the worker's elements.
     dynamic: bool,
+    /// Plain membership in a set of integer keys, nothing dynamic: answered by
+    /// [`Set::contains128`] (no key slice, no value buffer).
+    fast: bool,
 }
 
 impl PartialEq for LookupOp {
@@ -140,6 +143,10 @@ pub(crate) struct Segment {
     chunk: u64,
     pub(crate) ops: Vec<Op>,
     rule_start: Vec<u32>,
+    /// Per rule, a test of the packet's (nfproto, l4proto) hoisted out of its ops (see
+    /// [`hoist_guard`]): the high 16 bits mask `nfproto << 8 | l4proto`, the low 16 bits are
+    /// what the masked value must be. Zero runs the rule unconditionally.
+    guard: Vec<u32>,
     pub(crate) lookups: Vec<LookupOp>,
     pub(crate) generic: Vec<Insn>,
     /// The chunk's first rules belong to a merged run that starts in an earlier chunk (they
@@ -154,6 +161,7 @@ static EMPTY_SEGMENT: Segment = Segment {
     chunk: 0,
     ops: Vec::new(),
     rule_start: Vec::new(),
+    guard: Vec::new(),
     lookups: Vec::new(),
     generic: Vec::new(),
     run_in: false,
@@ -417,8 +425,11 @@ fn lower_group(
                     Some(i) => local.get(i).cloned(),
                     None => resolve(id),
                 };
-                seg.rule_start.push(seg.ops.len() as u32);
+                let start = seg.ops.len();
+                seg.rule_start.push(start as u32);
                 lower_rule(&insns, dynamic, &resolve_local, seg);
+                let g = hoist_guard(seg, start);
+                seg.guard.push(g);
                 let (first, last) = (owner[r], owner[r + run - 1]);
                 for s in &mut segs[first..last] {
                     s.run_out = true;
@@ -430,14 +441,120 @@ fn lower_group(
                 continue;
             }
         }
-        seg.rule_start.push(seg.ops.len() as u32);
+        let start = seg.ops.len();
+        seg.rule_start.push(start as u32);
         lower_rule(&rules[r].rule.insns, dynamic, &resolve, seg);
+        let g = hoist_guard(seg, start);
+        seg.guard.push(g);
         r += 1;
     }
     for s in &mut segs {
         s.rule_start.push(s.ops.len() as u32);
     }
     segs
+}
+
+/// Register bytes an op reads, as a bit mask over the 64 register bytes; everything when it
+/// cannot say (a generic instruction).
+fn op_reads(op: &Op, seg: &Segment) -> u64 {
+    let bytes = |reg: u8, len: u8| -> u64 {
+        let n = (len as u32).min(64);
+        let m = if n == 64 { !0 } else { (1u64 << n) - 1 };
+        m.checked_shl(reg as u32 * 4).unwrap_or(0)
+    };
+    match op {
+        Op::Cmp { sreg, len, .. } => bytes(*sreg, *len),
+        Op::Lookup(i) => seg.lookups.get(*i as usize).map_or(!0, |l| bytes(l.sreg, l.len)),
+        // Keyed by what it loaded first.
+        Op::LoadLookup { lookup, .. } => {
+            seg.lookups
+                .get(*lookup as usize)
+                .map_or(!0, |l| bytes(l.sreg, l.len))
+                & !op_writes(op)
+        }
+        Op::Generic(_) => !0,
+        Op::MetaCmp { .. } | Op::Load { .. } | Op::LoadCmp { .. } | Op::CtState { .. } => 0,
+        Op::Counter { .. } | Op::Verdict(_) => 0,
+    }
+}
+
+/// Register bytes an op surely overwrites (before any later op reads them).
+fn op_writes(op: &Op) -> u64 {
+    let reg = |r: u8| 0xfu64.checked_shl(r as u32 * 4).unwrap_or(0);
+    match op {
+        Op::MetaCmp { dreg, .. } | Op::Load { dreg, .. } | Op::LoadCmp { dreg, .. } => reg(*dreg),
+        Op::LoadLookup { dreg, .. } => reg(*dreg),
+        Op::CtState { dreg, mdreg, .. } => reg(*dreg) | reg(*mdreg),
+        _ => 0,
+    }
+}
+
+/// Whether an op can only break the rule or write registers: nothing else observes it
+/// (no counter, no verdict, no dynamic set, no generic instruction).
+fn op_pure(op: &Op, seg: &Segment) -> bool {
+    match op {
+        Op::MetaCmp { .. } | Op::Load { .. } | Op::LoadCmp { .. } | Op::Cmp { .. } | Op::CtState { .. } => {
+            true
+        }
+        Op::Lookup(i) | Op::LoadLookup { lookup: i, .. } => seg
+            .lookups
+            .get(*i as usize)
+            .is_some_and(|l| !l.dynamic && !l.verdict_map),
+        Op::Counter { .. } | Op::Verdict(_) | Op::Generic(_) => false,
+    }
+}
+
+/// Moves the rule's `meta nfproto X` / `meta l4proto X` equality tests (the implicit
+/// dependencies of `ip saddr`, `tcp dport`, …) out of its ops into a per-rule guard that the
+/// evaluator checks before dispatching any op: a rule for another protocol costs one compare
+/// instead of one or two dispatched ops. A test moves only when every op before it is pure
+/// (so running it first changes nothing but which op breaks) and the register it would
+/// write is overwritten before anything reads it. Returns the guard (see `Segment::guard`).
+fn hoist_guard(seg: &mut Segment, start: usize) -> u32 {
+    let (mut mask, mut want) = (0u32, 0u32);
+    let mut i = start;
+    while i < seg.ops.len() {
+        let op = &seg.ops[i];
+        let hoist = match op {
+            Op::MetaCmp {
+                key: key @ (MetaKey::NfProto | MetaKey::L4Proto),
+                dreg,
+                op: CmpOp::Eq,
+                imm,
+                ..
+            } => {
+                let shift = if *key == MetaKey::NfProto { 8 } else { 0 };
+                let v = imm >> 24;
+                // Dead store: overwritten before any later op of the rule reads it.
+                let mut pending = 0xfu64.checked_shl(*dreg as u32 * 4).unwrap_or(0);
+                let mut live = false;
+                for later in &seg.ops[i + 1..] {
+                    if op_reads(later, seg) & pending != 0 {
+                        live = true;
+                        break;
+                    }
+                    pending &= !op_writes(later);
+                    if pending == 0 {
+                        break;
+                    }
+                }
+                let free = mask & (0xff << shift) == 0;
+                (!live && free && v != 0 && imm & 0x00ff_ffff == 0).then_some((shift, v))
+            }
+            _ => None,
+        };
+        if let Some((shift, v)) = hoist {
+            mask |= 0xff << shift;
+            want |= v << shift;
+            seg.ops.remove(i);
+            continue;
+        }
+        if !op_pure(&seg.ops[i], seg) {
+            break;
+        }
+        i += 1;
+    }
+    (mask << 16) | want
 }
 
 /// A rule's fast-path shape, if it has one.
@@ -578,7 +695,15 @@ fn lower_rule(
                     verdict_map: *verdict_map,
                     invert: *invert,
                     dynamic: !local && dynamic(*set),
+                    fast: false,
                 });
+                if let Some(l) = seg.lookups.last_mut() {
+                    l.fast = !l.dynamic
+                        && !l.verdict_map
+                        && l.dreg.is_none()
+                        && l.set.key_len == l.len as usize
+                        && l.set.keys_are_ints();
+                }
                 Op::Lookup(seg.lookups.len() as u32 - 1)
             }
             Insn::Counter { id } => Op::Counter { id: *id },
@@ -662,6 +787,13 @@ fn lookup(l: &LookupOp, state: &mut State, p: &PacketCtx<'_>, regs: &mut Regs) -
     let Some(key) = regs.slice(l.sreg, l.len) else {
         return Step::Break;
     };
+    if l.fast {
+        return if l.set.contains128(crate::sets::key128(key), p.now_ns) == l.invert {
+            Step::Break
+        } else {
+            Step::Next
+        };
+    }
     let mut value = [0u8; MAX_DATA_LEN];
     let mut found = l.set.lookup(key, p.now_ns, &mut value);
     if let (true, LookupResult::Miss, Some(id)) = (l.dynamic, found, l.id) {
@@ -758,6 +890,14 @@ fn step(
             let v = or_break!(load32(p, state, *base, *offset, *len));
             or_break!(regs.store32(*dreg, v));
             let l = or_break!(seg.lookups.get(*lookup as usize));
+            if l.fast && *len == 4 {
+                // The key is the 4 bytes just loaded.
+                return if l.set.contains128((v as u128) << 96, p.now_ns) == l.invert {
+                    Step::Break
+                } else {
+                    Step::Next
+                };
+            }
             return self::lookup(l, state, p, regs);
         }
         Op::Cmp { sreg, len, op, imm } => {
@@ -834,6 +974,7 @@ pub fn evaluate_into(
     let mut stack: [(u16, u32, u32); MAX_CALL_DEPTH] = [(0, 0, 0); MAX_CALL_DEPTH];
     let mut depth = 0usize;
     let len = p.len as u64;
+    let pkt_key = (p.nfproto as u32) << 8 | p.l4proto as u32;
     let policy = exec
         .policies
         .get(entry)
@@ -869,6 +1010,11 @@ pub fn evaluate_into(
             seg = segment(c, si);
             continue;
         };
+        let g = seg.guard.get(rule).copied().unwrap_or(0);
+        if pkt_key & (g >> 16) != g & 0xffff {
+            rule += 1;
+            continue;
+        }
         regs.verdict = Verdict::Continue;
         let mut broke = false;
         for op in seg.ops.get(start as usize..end as usize).unwrap_or(&[]) {
@@ -1346,13 +1492,8 @@ pub(crate) mod tests {
         assert_eq!(
             e.chains[0].segs[0].ops,
             vec![
-                Op::MetaCmp {
-                    key: MetaKey::L4Proto,
-                    dreg: 0,
-                    len: 1,
-                    op: CmpOp::Eq,
-                    imm: 6 << 24
-                },
+                // `meta l4proto tcp` became the rule's guard (its register is overwritten
+                // by the port load before anything reads it).
                 Op::LoadCmp {
                     base: Base::Transport,
                     offset: 2,
@@ -1370,5 +1511,41 @@ pub(crate) mod tests {
             ]
         );
         assert!(e.chains[0].segs[0].generic.is_empty());
+        assert_eq!(e.chains[0].segs[0].guard, vec![0xff_0000 | 6]);
+    }
+
+    /// A protocol test stays an op when its register is read later, or when an op with an
+    /// effect (a counter) runs before it.
+    #[test]
+    fn guards_only_when_invisible() {
+        let l4 = Insn::Meta {
+            key: MetaKey::L4Proto,
+            dreg: 0,
+        };
+        let is_tcp = Insn::Cmp {
+            op: CmpOp::Eq,
+            sreg: 0,
+            len: 1,
+            rhs: Operand::Imm(imm(&[6])),
+        };
+        let read_back = Insn::Cmp {
+            op: CmpOp::Ne,
+            sreg: 0,
+            len: 1,
+            rhs: Operand::Imm(imm(&[17])),
+        };
+        let cases = [
+            (vec![l4.clone(), is_tcp.clone(), read_back], 0),
+            (vec![Insn::Counter { id: 0 }, l4.clone(), is_tcp.clone()], 0),
+            (vec![l4, is_tcp], 0xff_0000 | 6),
+        ];
+        for (rule, guard) in cases {
+            let mut rule = rule;
+            rule.push(Insn::Verdict(Verdict::Accept));
+            let p = program(vec![vec![vec![rule]]]);
+            verify(&p).unwrap();
+            let e = lower(&p);
+            assert_eq!(e.chains[0].segs[0].guard, vec![guard]);
+        }
     }
 }

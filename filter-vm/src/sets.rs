@@ -321,7 +321,7 @@ impl MissFilter {
 /// A key of up to 16 bytes as a left-aligned big-endian integer (zero-padded on the right),
 /// so masking a prefix is one AND.
 #[inline]
-fn key128(b: &[u8]) -> u128 {
+pub(crate) fn key128(b: &[u8]) -> u128 {
     match b.len() {
         2 => (u16::from_be_bytes([b[0], b[1]]) as u128) << 112,
         4 => (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u128) << 96,
@@ -575,40 +575,7 @@ impl Set {
             return None;
         }
         match &self.store {
-            Store::Exact16 { index, elems, filter } => {
-                let k = key128(key);
-                if !filter.may_contain(0, k) {
-                    return None;
-                }
-                index
-                    .get(&k)
-                    .and_then(|i| elems.get(*i as usize))
-                    .filter(|e| e.live(now))
-            }
-            Store::Prefix16 {
-                lens_desc,
-                index,
-                elems,
-                filter,
-            } => {
-                let k = key128(key);
-                for &plen in lens_desc {
-                    let mask = if plen == 0 {
-                        0
-                    } else {
-                        !0u128 << (128 - plen as u32)
-                    };
-                    if !filter.may_contain(plen, k & mask) {
-                        continue;
-                    }
-                    if let Some(e) = index.get(&(plen, k & mask)).and_then(|i| elems.get(*i as usize)) {
-                        if e.live(now) {
-                            return Some(e);
-                        }
-                    }
-                }
-                None
-            }
+            Store::Exact16 { .. } | Store::Prefix16 { .. } => self.find128(key128(key), now),
             Store::Exact(m) => m.get(key).filter(|e| e.live(now)),
             // Looked up by `Sets::lookup_dynamic`, which runs the element's statement.
             Store::Dynamic(_) => None,
@@ -643,6 +610,59 @@ impl Set {
                 }
                 e.live(now).then_some(e)
             }),
+        }
+    }
+
+    /// Whether the set keeps its keys as integers (exact or prefix keys of at most 16 bytes):
+    /// such a set answers [`Set::contains128`].
+    pub fn keys_are_ints(&self) -> bool {
+        matches!(self.store, Store::Exact16 { .. } | Store::Prefix16 { .. })
+    }
+
+    /// Membership of a left-aligned integer key (see [`Set::keys_are_ints`]; any other set
+    /// answers false): what a lowered lookup without a value calls, with no byte slice and
+    /// no value copy in between.
+    #[inline]
+    pub fn contains128(&self, k: u128, now: u64) -> bool {
+        self.find128(k, now).is_some()
+    }
+
+    #[inline(always)]
+    fn find128(&self, k: u128, now: u64) -> Option<&Elem> {
+        match &self.store {
+            Store::Exact16 { index, elems, filter } => {
+                if !filter.may_contain(0, k) {
+                    return None;
+                }
+                index
+                    .get(&k)
+                    .and_then(|i| elems.get(*i as usize))
+                    .filter(|e| e.live(now))
+            }
+            Store::Prefix16 {
+                lens_desc,
+                index,
+                elems,
+                filter,
+            } => {
+                for &plen in lens_desc {
+                    let mask = if plen == 0 {
+                        0
+                    } else {
+                        !0u128 << (128 - plen as u32)
+                    };
+                    if !filter.may_contain(plen, k & mask) {
+                        continue;
+                    }
+                    if let Some(e) = index.get(&(plen, k & mask)).and_then(|i| elems.get(*i as usize)) {
+                        if e.live(now) {
+                            return Some(e);
+                        }
+                    }
+                }
+                None
+            }
+            _ => None,
         }
     }
 
