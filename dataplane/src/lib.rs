@@ -16,5 +16,5 @@ pub use io::{MemPacket, MemPort, PacketBuf, PortIo};
 pub use runtime::{ConntrackSpec, DataplaneSpec, Running, StartError, SynproxySpec};
 pub use worker::{
     ConnExt, CtShard, DropReason, HandoffMesh, LogRecord, ProxyState, Side, Worker, WorkerConfig,
-    WorkerStats, WorkerTotals, SYNPROXY_COUNTERS,
+    WorkerRequest, WorkerStats, WorkerTotals, SYNPROXY_COUNTERS,
 };

@@ -7,13 +7,15 @@ use crate::dpdk::{self, DpdkError, Eal, EthPort, LcoreHandle, Mempool, PortSetup
 use crate::flow::Steering;
 use crate::io::DpdkQueues;
 use crate::worker::{
-    CtShard, HandoffMesh, LogQueue, LogRecord, Side, Worker, WorkerConfig, WorkerFilter, WorkerStats,
-    WorkerTotals,
+    CtShard, HandoffMesh, LogQueue, LogRecord, Side, Worker, WorkerConfig, WorkerFilter, WorkerRequest,
+    WorkerStats, WorkerTotals,
 };
+use levee_control::generation::GenerationReader;
 use levee_filter_vm::vm::CounterBank;
 use levee_filter_vm::Compiled;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything needed to start the dataplane (built from the config file by the binary).
 #[derive(Clone, Debug)]
@@ -78,6 +80,8 @@ pub enum StartError {
     Synproxy(#[from] levee_synproxy::ConfigError),
     #[error("the SYN proxy keeps its connections in conntrack entries: enable [conntrack]")]
     SynproxyNeedsConntrack,
+    #[error("{given} generation reader(s) for {workers} worker(s)")]
+    Readers { given: usize, workers: usize },
 }
 
 /// A running dataplane.
@@ -89,7 +93,14 @@ pub struct Running {
     handles: Vec<LcoreHandle>,
     stop: Arc<AtomicBool>,
     steering: Steering,
-    filter: Option<(Arc<Compiled>, Vec<CounterBank>)>,
+    /// The fixed ruleset (None with generations or no filter).
+    filter: Option<Arc<Compiled>>,
+    /// Each worker's rule counters.
+    banks: Vec<CounterBank>,
+    /// With generations: what the workers run (log prefixes are read from it).
+    generations: bool,
+    /// One request channel per worker.
+    requests: Vec<crossbeam_channel::Sender<WorkerRequest>>,
     logs: LogQueue,
     ct_events: Option<crossbeam_channel::Receiver<levee_conntrack::Event>>,
 }
@@ -102,9 +113,30 @@ pub struct PortCounters {
 }
 
 impl Running {
-    /// Initialises DPDK and starts every worker. On error nothing keeps running.
+    /// Initialises DPDK and starts every worker with `spec.filter` as a fixed ruleset. On
+    /// error nothing keeps running.
     pub fn start(spec: &DataplaneSpec) -> Result<Running, StartError> {
+        Running::start_with(spec, None)
+    }
+
+    /// [`Running::start`], with the workers running the published rule generations when
+    /// `generations` holds one reader per worker (`spec.filter` is then ignored): each
+    /// worker picks up the current generation once per poll.
+    pub fn start_with(
+        spec: &DataplaneSpec,
+        generations: Option<Vec<GenerationReader>>,
+    ) -> Result<Running, StartError> {
         let n = spec.worker_cores.len() as u16;
+        if let Some(r) = &generations {
+            if r.len() != n as usize {
+                return Err(StartError::Readers {
+                    given: r.len(),
+                    workers: n as usize,
+                });
+            }
+        }
+        let with_generations = generations.is_some();
+        let mut readers = generations.into_iter().flatten();
         // Conntrack shards first: they are the largest allocations and the only ones whose
         // settings can still be refused; nothing of DPDK exists yet if they are.
         let mut shards = Vec::new();
@@ -176,6 +208,7 @@ impl Running {
         let mut stats = Vec::new();
         let mut handles = Vec::new();
         let mut banks = Vec::new();
+        let mut requests = Vec::new();
         for (i, &core) in spec.worker_cores.iter().enumerate() {
             let q = i as u16;
             let out_q = DpdkQueues {
@@ -188,9 +221,16 @@ impl Running {
                 tx: inside.tx_queue(q)?,
                 pool: pools[i].clone(),
             };
-            let mut worker = Worker::new(q, out_q, in_q, cfg, steering, mesh.clone());
-            if let Some(compiled) = &spec.filter {
-                let wf = WorkerFilter::new(compiled.clone(), core).with_log_queue(logs.clone());
+            let (req_tx, req_rx) = crossbeam_channel::bounded(4);
+            requests.push(req_tx);
+            let mut worker = Worker::new(q, out_q, in_q, cfg, steering, mesh.clone()).with_requests(req_rx);
+            let wf = match (readers.next(), &spec.filter) {
+                (Some(reader), _) => Some(WorkerFilter::from_generations(reader, core)),
+                (None, Some(compiled)) => Some(WorkerFilter::new(compiled.clone(), core)),
+                (None, None) => None,
+            };
+            if let Some(wf) = wf {
+                let wf = wf.with_log_queue(logs.clone());
                 banks.push(wf.counters());
                 worker = worker.with_filter(wf);
             }
@@ -228,18 +268,73 @@ impl Running {
             handles,
             stop,
             steering,
-            filter: spec.filter.clone().map(|c| (c, banks)),
+            filter: if with_generations {
+                None
+            } else {
+                spec.filter.clone()
+            },
+            banks,
+            generations: with_generations,
+            requests,
             logs,
             ct_events,
         })
     }
 
-    /// Per-rule counters summed over workers: (table, chain, rule index, packets, bytes).
+    /// Per-rule counters of the fixed ruleset summed over workers: (table, chain, rule index,
+    /// packets, bytes). Empty with generations (the rule store maps handles to counters:
+    /// `RuleStore::rule_counters` over [`Running::counter_banks`]).
     pub fn rule_counters(&self) -> Vec<(String, String, usize, u64, u64)> {
         match &self.filter {
-            Some((compiled, banks)) => compiled.rule_counter_totals(&banks.iter().collect::<Vec<_>>()),
+            Some(compiled) => compiled.rule_counter_totals(&self.banks.iter().collect::<Vec<_>>()),
             None => Vec::new(),
         }
+    }
+
+    /// Each worker's rule counter bank (counter ids are stable across generations).
+    pub fn counter_banks(&self) -> Vec<CounterBank> {
+        self.banks.clone()
+    }
+
+    /// Asks every worker for its part of a dump and waits up to `timeout` for the answers.
+    fn ask<T>(
+        &self,
+        timeout: Duration,
+        make: impl Fn(crossbeam_channel::Sender<T>) -> WorkerRequest,
+    ) -> Result<Vec<T>, String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut waiting = Vec::new();
+        for (i, tx) in self.requests.iter().enumerate() {
+            let (rtx, rrx) = crossbeam_channel::bounded(1);
+            tx.send_deadline(make(rtx), deadline)
+                .map_err(|_| format!("worker {i} did not take the request within {timeout:?}"))?;
+            waiting.push(rrx);
+        }
+        waiting
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| {
+                rx.recv_deadline(deadline)
+                    .map_err(|_| format!("worker {i} did not answer within {timeout:?}"))
+            })
+            .collect()
+    }
+
+    /// Conntrack entries matching `filter`, at most `max` per worker, as each worker's shard
+    /// holds them (each worker copies its part between two bursts).
+    pub fn conntrack_list(
+        &self,
+        filter: levee_conntrack::DumpFilter,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<levee_conntrack::EntrySnapshot>, String> {
+        let parts = self.ask(timeout, |reply| WorkerRequest::CtDump { filter, max, reply })?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Each worker's conntrack entries per state.
+    pub fn conntrack_counts(&self, timeout: Duration) -> Result<Vec<levee_conntrack::StateCounts>, String> {
+        self.ask(timeout, |reply| WorkerRequest::CtCounts { reply })
     }
 
     /// Takes the `log` records the workers queued since the last call (at most `max`).
@@ -256,12 +351,18 @@ impl Running {
             .unwrap_or_default()
     }
 
-    /// The ruleset's log prefixes (a `LogRecord::prefix` indexes them).
+    /// The fixed ruleset's log prefixes (a `LogRecord::prefix` indexes them); with
+    /// generations the caller resolves prefixes against the generation it published.
     pub fn log_prefix(&self, index: u32) -> &str {
         self.filter
             .as_ref()
-            .and_then(|(c, _)| c.program.log_prefixes.get(index as usize))
+            .and_then(|c| c.program.log_prefixes.get(index as usize))
             .map_or("", String::as_str)
+    }
+
+    /// Whether the workers run published generations (see [`Running::start_with`]).
+    pub fn runs_generations(&self) -> bool {
+        self.generations
     }
 
     /// The flag that stops the workers (set it from a signal handler).

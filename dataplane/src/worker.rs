@@ -21,6 +21,7 @@ use crate::flow::{steering_hash, Steering};
 use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
 use levee_conntrack::{Direction as CtDirection, EntryId, Tracked};
+use levee_control::generation::GenerationReader;
 use levee_filter_vm::nft::ast::Hook;
 use levee_filter_vm::reject::{build_reject_into, REJECT_MAX};
 use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
@@ -203,6 +204,14 @@ pub struct WorkerStats {
     pub ct_expired: AtomicU64,
     /// Not-assured entries evicted to make room (early drops).
     pub ct_early_drops: AtomicU64,
+    /// Packets the ruleset accepted.
+    pub filter_accepted: AtomicU64,
+    /// The conntrack shard's capacity (a gauge; 0 without conntrack).
+    pub ct_limit: AtomicU64,
+    /// Conntrack events dropped because the channel to the control thread was full.
+    pub ct_events_dropped: AtomicU64,
+    /// The rule generation this worker runs (0: a fixed ruleset or none).
+    pub generation: AtomicU64,
 }
 
 /// A plain copy of `WorkerStats`.
@@ -225,6 +234,12 @@ pub struct WorkerTotals {
     pub ct_invalid: u64,
     pub ct_expired: u64,
     pub ct_early_drops: u64,
+    pub filter_accepted: u64,
+    /// A gauge (summed: the total capacity).
+    pub ct_limit: u64,
+    pub ct_events_dropped: u64,
+    /// A gauge: the generation this worker runs (summed totals keep the oldest).
+    pub generation: u64,
 }
 
 impl WorkerTotals {
@@ -253,6 +268,14 @@ impl WorkerTotals {
         self.ct_invalid += o.ct_invalid;
         self.ct_expired += o.ct_expired;
         self.ct_early_drops += o.ct_early_drops;
+        self.filter_accepted += o.filter_accepted;
+        self.ct_limit += o.ct_limit;
+        self.ct_events_dropped += o.ct_events_dropped;
+        // The oldest generation any worker still runs (0 means none reported).
+        self.generation = match (self.generation, o.generation) {
+            (0, g) | (g, 0) => g,
+            (a, b) => a.min(b),
+        };
     }
 }
 
@@ -278,6 +301,10 @@ impl WorkerStats {
             ct_invalid: ld(&self.ct_invalid),
             ct_expired: ld(&self.ct_expired),
             ct_early_drops: ld(&self.ct_early_drops),
+            filter_accepted: ld(&self.filter_accepted),
+            ct_limit: ld(&self.ct_limit),
+            ct_events_dropped: ld(&self.ct_events_dropped),
+            generation: ld(&self.generation),
         }
     }
 
@@ -307,6 +334,10 @@ impl WorkerStats {
         st(&self.ct_invalid, t.ct_invalid);
         st(&self.ct_expired, t.ct_expired);
         st(&self.ct_early_drops, t.ct_early_drops);
+        st(&self.filter_accepted, t.filter_accepted);
+        st(&self.ct_limit, t.ct_limit);
+        st(&self.ct_events_dropped, t.ct_events_dropped);
+        st(&self.generation, t.generation);
     }
 }
 
@@ -467,6 +498,8 @@ fn commit_flow(ct: &mut CtShard, t: Tracked, actions: Option<&Actions>, now_ns: 
 pub struct LogRecord {
     /// Index into the ruleset's log prefixes (`Program::log_prefixes`).
     pub prefix: u32,
+    /// The generation whose program `prefix` indexes (0: the fixed ruleset).
+    pub generation: u64,
     /// The port the packet came in on.
     pub side: Side,
     /// Its flow (None for non-IP frames).
@@ -481,8 +514,16 @@ pub type LogQueue = Arc<ArrayQueue<LogRecord>>;
 
 /// The filter as one worker runs it: the compiled ruleset (shared by all workers, immutable)
 /// and this worker's own state (counters, limits, quotas, meters).
+///
+/// With a [`GenerationReader`] the ruleset is whatever generation the control thread last
+/// published: the worker picks it up once per poll ([`WorkerFilter::refresh`]), before any
+/// packet of the poll is judged, so every packet is judged by exactly one generation.
 pub struct WorkerFilter {
     pub compiled: Arc<Compiled>,
+    /// Where new generations come from (None: `compiled` is fixed).
+    reader: Option<GenerationReader>,
+    /// The generation `compiled` is (0 without a reader).
+    generation: u64,
     pub state: FilterState,
     /// The hooks a bridged packet passes, in order (those the ruleset uses).
     hooks: Vec<Hook>,
@@ -497,11 +538,7 @@ pub struct WorkerFilter {
 impl WorkerFilter {
     /// A worker's instance of `compiled`; `cpu` is what `meta cpu` reports.
     pub fn new(compiled: Arc<Compiled>, cpu: u32) -> WorkerFilter {
-        // A bump in the wire: frames pass ingress, then prerouting, then forward.
-        let hooks = [Hook::Ingress, Hook::Prerouting, Hook::Forward]
-            .into_iter()
-            .filter(|h| compiled.has_hook(*h))
-            .collect();
+        let hooks = hooks_of(&compiled);
         let side_meta = |side: Side| PacketMeta {
             iif: side as u32 + 1,
             iifname: side.name().into(),
@@ -513,11 +550,42 @@ impl WorkerFilter {
         WorkerFilter {
             state: FilterState::new(&compiled.program),
             compiled,
+            reader: None,
+            generation: 0,
             hooks,
             meta: [side_meta(Side::Outside), side_meta(Side::Inside)],
             actions: Actions::default(),
             logs: None,
         }
+    }
+
+    /// A worker's instance of the published generations (see [`WorkerFilter::refresh`]).
+    pub fn from_generations(reader: GenerationReader, cpu: u32) -> WorkerFilter {
+        let g = reader.current().clone();
+        let mut f = WorkerFilter::new(g.compiled.clone(), cpu);
+        f.generation = g.id;
+        f.reader = Some(reader);
+        f
+    }
+
+    /// Picks up the current generation if the control thread published a newer one (one
+    /// atomic load when nothing changed); reports it seen. Returns the generation run.
+    #[inline]
+    pub fn refresh(&mut self) -> u64 {
+        if let Some(r) = self.reader.as_mut() {
+            let g = r.refresh(&mut self.state);
+            if g.id != self.generation {
+                self.generation = g.id;
+                self.compiled = g.compiled.clone();
+                self.hooks = hooks_of(&self.compiled);
+            }
+        }
+        self.generation
+    }
+
+    /// The generation this worker runs (0: a fixed ruleset).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Delivers fired `log` statements to `queue` (the control thread prints them).
@@ -530,6 +598,31 @@ impl WorkerFilter {
     pub fn counters(&self) -> CounterBank {
         self.state.counters.clone()
     }
+}
+
+/// The hooks a bridged packet passes, in order: those of ingress, prerouting and forward
+/// that the ruleset uses.
+fn hooks_of(compiled: &Compiled) -> Vec<Hook> {
+    [Hook::Ingress, Hook::Prerouting, Hook::Forward]
+        .into_iter()
+        .filter(|h| compiled.has_hook(*h))
+        .collect()
+}
+
+/// What the control thread asks a worker for (about state only the worker may touch); the
+/// worker answers between bursts, at most one request per poll.
+#[derive(Debug)]
+pub enum WorkerRequest {
+    /// Up to `max` entries of the conntrack shard that match `filter`.
+    CtDump {
+        filter: levee_conntrack::DumpFilter,
+        max: usize,
+        reply: crossbeam_channel::Sender<Vec<levee_conntrack::EntrySnapshot>>,
+    },
+    /// Entries per state.
+    CtCounts {
+        reply: crossbeam_channel::Sender<levee_conntrack::StateCounts>,
+    },
 }
 
 /// One worker: its two port queue pairs, TX buffers, hand-off rings and counters.
@@ -558,6 +651,8 @@ pub struct Worker<P: PortIo> {
     wall_ns: u64,
     /// Monotonic ns (from `now`), computed once per poll.
     now_ns: u64,
+    /// Requests from the control thread (conntrack dumps).
+    requests: Option<crossbeam_channel::Receiver<WorkerRequest>>,
 }
 
 impl<P: PortIo> Worker<P> {
@@ -598,7 +693,14 @@ impl<P: PortIo> Worker<P> {
             scratch: Box::new([0; SCRATCH]),
             wall_ns: 0,
             now_ns: 0,
+            requests: None,
         }
+    }
+
+    /// Answers `requests` from the control thread between bursts.
+    pub fn with_requests(mut self, requests: crossbeam_channel::Receiver<WorkerRequest>) -> Self {
+        self.requests = Some(requests);
+        self
     }
 
     /// Tracks every IP packet this worker owns in `shard` (before the filter, which reads
@@ -657,6 +759,10 @@ impl<P: PortIo> Worker<P> {
     /// publish counters. Returns the number of packets received (from ports and hand-offs).
     pub fn poll_once(&mut self, now: u64) -> usize {
         let mut seen = 0;
+        if let Some(f) = self.filter.as_mut() {
+            // Once per poll, before any packet: the whole poll is judged by one generation.
+            self.totals.generation = f.refresh();
+        }
         self.now_ns = now
             .checked_div(self.cfg.ticks_per_us)
             .map_or(now, |us| us.saturating_mul(1000));
@@ -700,9 +806,16 @@ impl<P: PortIo> Worker<P> {
             self.totals.ct_invalid = c.invalid;
             self.totals.ct_expired = c.expired;
             self.totals.ct_early_drops = c.early_drop;
+            self.totals.ct_events_dropped = c.events_dropped;
+            self.totals.ct_limit = ct.config().capacity as u64;
         }
         if let Some(p) = self.proxy.as_deref() {
             self.totals.synproxy = synproxy_counters(p.counters());
+        }
+        if let Some(rx) = &self.requests {
+            if let Ok(req) = rx.try_recv() {
+                self.answer(req);
+            }
         }
         for side in Side::BOTH {
             let s = side as usize;
@@ -714,6 +827,28 @@ impl<P: PortIo> Worker<P> {
         self.totals.polls += 1;
         self.stats.publish(&self.totals);
         seen
+    }
+
+    /// Answers one control-thread request (a closed reply channel is ignored: the asker
+    /// gave up waiting).
+    fn answer(&mut self, req: WorkerRequest) {
+        match req {
+            WorkerRequest::CtDump { filter, max, reply } => {
+                let mut out = Vec::new();
+                if let Some(ct) = self.conntrack.as_deref() {
+                    ct.dump_batch(0, &filter, max, self.now_ns, &mut out);
+                }
+                let _ = reply.send(out);
+            }
+            WorkerRequest::CtCounts { reply } => {
+                let counts = self
+                    .conntrack
+                    .as_deref()
+                    .map(|ct| ct.state_counts())
+                    .unwrap_or_default();
+                let _ = reply.send(counts);
+            }
+        }
     }
 
     /// Runs `poll_once` until `stop` is set, then drains (see `finish`).
@@ -825,6 +960,7 @@ impl<P: PortIo> Worker<P> {
                 for &prefix in &f.state.log_events {
                     let rec = LogRecord {
                         prefix,
+                        generation: f.generation,
                         side,
                         flow,
                         len: pkt.data().len().min(u16::MAX as usize) as u16,
@@ -856,6 +992,7 @@ impl<P: PortIo> Worker<P> {
             // `… set …` statements: rewrite the frame, checksums fixed incrementally.
             levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
         }
+        self.totals.filter_accepted += 1;
         Judgement::Pass(tracked)
     }
 
