@@ -811,11 +811,14 @@ impl Image {
             handle,
             meta: Some(Box::new(meta)),
         });
-        self.account(slot, &entry);
-        let Some((old, _)) = self.program.chains[slot as usize].rules.replace(index, entry) else {
+        let Some((old, _)) = self.program.chains[slot as usize].rules.replace(index, entry.clone()) else {
             return Err(err(format!("no rule with handle {handle}")));
         };
+        // Old first: both carry the same handle, so accounting the new rule first and then
+        // taking the old one out would drop the handle from the users of a set both use
+        // (and a later element change would not re-lower the rule's chunk).
         self.unaccount(slot, &old);
+        self.account(slot, &entry);
         self.dirty.insert(slot as usize);
         Ok(())
     }
