@@ -811,7 +811,10 @@ impl Image {
             handle,
             meta: Some(Box::new(meta)),
         });
-        let Some((old, _)) = self.program.chains[slot as usize].rules.replace(index, entry.clone()) else {
+        let Some((old, _)) = self.program.chains[slot as usize]
+            .rules
+            .replace(index, entry.clone())
+        else {
             return Err(err(format!("no rule with handle {handle}")));
         };
         // Old first: both carry the same handle, so accounting the new rule first and then
