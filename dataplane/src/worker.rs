@@ -1549,3 +1549,437 @@ mod tests {
         assert_eq!(t.logs, 1, "the log rule fired for the port-80 packet");
     }
 }
+
+#[cfg(test)]
+mod proxy_tests {
+    //! The SYN proxy through the whole worker (ruleset, conntrack, proxy, translation) on the
+    //! in-memory port, with a scripted client and server: the handshake, data both ways and
+    //! the close, for any client and server ISN (wrap-arounds and the 2^31 boundary
+    //! included), with and without timestamps.
+    use super::*;
+    use crate::io::{MemPacket, MemPort};
+    use proptest::prelude::*;
+
+    /// The lab's ruleset (src/lab.rs `SYNPROXY_RULESET`), IPv4 part.
+    const RULESET: &str = "table inet lab {
+\tchain raw {
+\t\ttype filter hook prerouting priority raw; policy accept;
+\t\tiifname \"outside\" tcp flags & (syn | ack) == syn notrack
+\t}
+\tchain pre {
+\t\ttype filter hook prerouting priority filter; policy accept;
+\t\tiifname \"outside\" ip daddr 198.18.0.2 tcp dport { 8080, 5201 } ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+\t\tct state invalid drop
+\t\tiifname \"outside\" tcp flags & (syn | ack) == syn drop
+\t}
+}
+";
+    const CLIENT: [u8; 4] = [198, 18, 1, 2];
+    const SERVER: [u8; 4] = [198, 18, 0, 2];
+    const CPORT: u16 = 40000;
+    const SPORT: u16 = 8080;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const PSH_ACK: u8 = 0x18;
+    const FIN_ACK: u8 = 0x11;
+
+    /// An Ethernet + IPv4 + TCP frame with correct checksums.
+    #[allow(clippy::too_many_arguments)]
+    fn seg(
+        from_client: bool,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        win: u16,
+        opts: &[u8],
+        payload: &[u8],
+    ) -> MemPacket {
+        let (src, dst, sport, dport) = if from_client {
+            (CLIENT, SERVER, CPORT, SPORT)
+        } else {
+            (SERVER, CLIENT, SPORT, CPORT)
+        };
+        assert_eq!(opts.len() % 4, 0);
+        let tcp_len = 20 + opts.len() + payload.len();
+        let mut f = vec![0u8; 14 + 20 + tcp_len];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+        f[20] = 0x40; // DF
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        let sum = levee_packet::checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&sum.to_be_bytes());
+        let t = &mut f[34..];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = ((5 + opts.len() / 4) as u8) << 4;
+        t[13] = flags;
+        t[14..16].copy_from_slice(&win.to_be_bytes());
+        t[20..20 + opts.len()].copy_from_slice(opts);
+        t[20 + opts.len()..].copy_from_slice(payload);
+        let ph = levee_packet::checksum::pseudo_header_v4(src.into(), dst.into(), 6, tcp_len as u16);
+        let body = levee_packet::checksum::sum(&f[34..]);
+        let c = !levee_packet::checksum::add(ph, body);
+        f[50..52].copy_from_slice(&c.to_be_bytes());
+        MemPacket(f)
+    }
+
+    /// A frame's TCP fields: (flags, seq, ack, tsval, tsecr, payload length).
+    fn fields(p: &MemPacket) -> (u8, u32, u32, Option<(u32, u32)>, usize) {
+        let f = &p.0;
+        assert_eq!(f[14] & 0x0f, 5, "no IP options expected");
+        let ip_len = u16::from_be_bytes([f[16], f[17]]) as usize;
+        let t = &f[34..14 + ip_len];
+        let doff = (t[12] >> 4) as usize * 4;
+        let u32at = |i: usize| u32::from_be_bytes([t[i], t[i + 1], t[i + 2], t[i + 3]]);
+        let mut ts = None;
+        let mut i = 20;
+        while i < doff {
+            match t[i] {
+                0 => break,
+                1 => i += 1,
+                8 => {
+                    ts = Some((u32at(i + 2), u32at(i + 6)));
+                    i += 10;
+                }
+                _ => i += t[i + 1].max(2) as usize,
+            }
+        }
+        // Checksums of what the worker sends are right.
+        let ph = levee_packet::checksum::pseudo_header_v4(
+            [f[26], f[27], f[28], f[29]].into(),
+            [f[30], f[31], f[32], f[33]].into(),
+            6,
+            t.len() as u16,
+        );
+        assert_eq!(
+            levee_packet::checksum::add(ph, levee_packet::checksum::sum(t)),
+            0xffff,
+            "TCP checksum"
+        );
+        (t[13], u32at(4), u32at(8), ts, t.len() - doff)
+    }
+
+    fn ts_opt(val: u32, ecr: u32) -> Vec<u8> {
+        let mut o = vec![1, 1, 8, 10];
+        o.extend_from_slice(&val.to_be_bytes());
+        o.extend_from_slice(&ecr.to_be_bytes());
+        o
+    }
+
+    fn drain(w: &mut Worker<MemPort>, side: Side) -> Vec<MemPacket> {
+        std::iter::from_fn(|| w.port_mut(side).wire_out.pop()).collect()
+    }
+
+    /// Runs one proxied connection; returns an error string at the first surprise.
+    fn proxy_worker() -> Worker<MemPort> {
+        let compiled = Arc::new(levee_filter_vm::compile_ruleset(RULESET).unwrap().compiled);
+        let shard = CtShard::new(
+            levee_conntrack::ShardConfig {
+                capacity: 64,
+                loose: false,
+                ..Default::default()
+            },
+            levee_conntrack::HashKey([3, 4]),
+        )
+        .unwrap();
+        let proxy = SynProxy::new(
+            levee_synproxy::Config::default(),
+            &levee_synproxy::MasterSecret::from_bytes([9; 16]),
+        )
+        .unwrap();
+        let mesh = HandoffMesh::new(1, 16);
+        Worker::new(
+            0,
+            MemPort::new(64, 64),
+            MemPort::new(64, 64),
+            WorkerConfig::default(),
+            Steering::new(1, 128),
+            mesh,
+        )
+        .with_filter(WorkerFilter::new(compiled, 0))
+        .with_conntrack(shard)
+        .with_synproxy(proxy)
+    }
+
+    fn connection(c_isn: u32, s_isn: u32, timestamps: bool, c_ts0: u32, s_ts0: u32) -> Result<(), String> {
+        let mut w = proxy_worker();
+        let mut now = 1_000_000_000u64;
+        run_connection(&mut w, &mut now, c_isn, s_isn, timestamps, c_ts0, s_ts0)
+    }
+
+    /// One proxied connection through `w` (time goes on from `now`): handshake, four rounds
+    /// of data, FIN both ways and the last ACK (the tuple is then in TIME_WAIT).
+    #[allow(clippy::too_many_arguments)]
+    fn run_connection(
+        w: &mut Worker<MemPort>,
+        now: &mut u64,
+        c_isn: u32,
+        s_isn: u32,
+        timestamps: bool,
+        c_ts0: u32,
+        s_ts0: u32,
+    ) -> Result<(), String> {
+        let drops0 = w.stats().totals().drops;
+        let mut send = |w: &mut Worker<MemPort>, side: Side, p: MemPacket| {
+            w.port_mut(side).wire_in.push(p).unwrap();
+            *now += 1_000_000;
+            w.poll_once(*now);
+        };
+        let expect_one = |w: &mut Worker<MemPort>, side: Side, what: &str| -> Result<MemPacket, String> {
+            let mut v = drain(w, side);
+            if v.len() != 1 {
+                let t = w.stats().totals();
+                return Err(format!(
+                    "{what}: {} frame(s) out of {side:?} (drops {:?}, synproxy {:?})",
+                    v.len(),
+                    t.drops,
+                    t.synproxy
+                ));
+            }
+            Ok(v.remove(0))
+        };
+        let check = |cond: bool, msg: String| if cond { Ok(()) } else { Err(msg) };
+        // Client SYN: MSS 1460, SACK-permitted, timestamps, window scale 7.
+        let mut o = vec![2, 4, 0x05, 0xb4, 4, 2];
+        if timestamps {
+            o.extend_from_slice(&[8, 10]);
+            o.extend_from_slice(&c_ts0.to_be_bytes());
+            o.extend_from_slice(&0u32.to_be_bytes());
+        } else {
+            o.extend_from_slice(&[1, 1]);
+        }
+        o.extend_from_slice(&[1, 3, 3, 7]);
+        send(w, Side::Outside, seg(true, SYN, c_isn, 0, 64240, &o, &[]));
+        let synack = expect_one(w, Side::Outside, "SYN-ACK to the client")?;
+        let (fl, cookie, ack, pts, _) = fields(&synack);
+        check(fl == 0x12, format!("SYN-ACK flags {fl:#x}"))?;
+        check(ack == c_isn.wrapping_add(1), format!("SYN-ACK ack {ack}"))?;
+        check(
+            drain(w, Side::Inside).is_empty(),
+            "nothing to the server yet".into(),
+        )?;
+        let mut proxy_ts = pts.map(|t| t.0);
+        let client_opts = |ts: u32, proxy_ts: Option<u32>| match proxy_ts {
+            Some(p) if timestamps => ts_opt(ts, p),
+            _ => Vec::new(),
+        };
+        // Client ACK with the cookie: the proxy opens the server side.
+        let (mut cseq, cack) = (c_isn.wrapping_add(1), cookie.wrapping_add(1));
+        let mut c_ts = c_ts0.wrapping_add(1);
+        send(
+            w,
+            Side::Outside,
+            seg(true, ACK, cseq, cack, 502, &client_opts(c_ts, proxy_ts), &[]),
+        );
+        let ssyn = expect_one(w, Side::Inside, "SYN to the server")?;
+        let (fl, sseq, _, sts, _) = fields(&ssyn);
+        check(fl & SYN != 0, format!("server SYN flags {fl:#x}"))?;
+        check(
+            sseq == c_isn,
+            format!("server SYN seq {sseq} != client ISN {c_isn}"),
+        )?;
+        // Server SYN-ACK.
+        let mut so = vec![2, 4, 0x05, 0xb4, 4, 2];
+        let mut s_ts = s_ts0;
+        if let Some((v, _)) = sts {
+            so.extend_from_slice(&[8, 10]);
+            so.extend_from_slice(&s_ts.to_be_bytes());
+            so.extend_from_slice(&v.to_be_bytes());
+        } else {
+            so.extend_from_slice(&[1, 1]);
+        }
+        so.extend_from_slice(&[1, 3, 3, 7]);
+        send(
+            w,
+            Side::Inside,
+            seg(false, 0x12, s_isn, c_isn.wrapping_add(1), 65160, &so, &[]),
+        );
+        let sack = expect_one(w, Side::Inside, "ACK to the server")?;
+        let (fl, a_seq, a_ack, _, _) = fields(&sack);
+        check(
+            fl & ACK != 0 && a_seq == c_isn.wrapping_add(1) && a_ack == s_isn.wrapping_add(1),
+            format!("ACK to the server: flags {fl:#x} seq {a_seq} ack {a_ack}"),
+        )?;
+        let upd = expect_one(w, Side::Outside, "window update to the client")?;
+        let (_, u_seq, u_ack, uts, _) = fields(&upd);
+        check(
+            u_seq == cookie.wrapping_add(1) && u_ack == cseq,
+            format!("window update seq {u_seq} ack {u_ack}"),
+        )?;
+        if let Some((v, _)) = uts {
+            proxy_ts = Some(v);
+        }
+        // Data both ways, several rounds, and the close.
+        let mut sseq_srv = s_isn.wrapping_add(1);
+        let mut cack_cli = cookie.wrapping_add(1);
+        let mut server_seen_ts = sts.map(|t| t.0);
+        for round in 0..4u32 {
+            let req = vec![b'a' + round as u8; 100 + round as usize];
+            c_ts = c_ts.wrapping_add(3);
+            send(
+                w,
+                Side::Outside,
+                seg(
+                    true,
+                    PSH_ACK,
+                    cseq,
+                    cack_cli,
+                    502,
+                    &client_opts(c_ts, proxy_ts),
+                    &req,
+                ),
+            );
+            let got = expect_one(w, Side::Inside, &format!("round {round}: request to the server"))?;
+            let (_, gseq, gack, gts, glen) = fields(&got);
+            check(
+                gseq == cseq && gack == sseq_srv && glen == req.len(),
+                format!("round {round}: request seq {gseq} ack {gack} len {glen}, want {cseq} {sseq_srv}"),
+            )?;
+            if let Some((v, _)) = gts {
+                server_seen_ts = Some(v);
+            }
+            cseq = cseq.wrapping_add(req.len() as u32);
+            let resp = vec![b'z'; 200];
+            s_ts = s_ts.wrapping_add(5);
+            let sopts = match server_seen_ts {
+                Some(v) if timestamps => ts_opt(s_ts, v),
+                _ => Vec::new(),
+            };
+            send(
+                w,
+                Side::Inside,
+                seg(false, PSH_ACK, sseq_srv, cseq, 509, &sopts, &resp),
+            );
+            let got = expect_one(
+                w,
+                Side::Outside,
+                &format!("round {round}: response to the client"),
+            )?;
+            let (_, gseq, gack, gts, glen) = fields(&got);
+            check(
+                gseq == cack_cli && gack == cseq && glen == resp.len(),
+                format!("round {round}: response seq {gseq} ack {gack} len {glen}, want {cack_cli} {cseq}"),
+            )?;
+            if let Some((v, _)) = gts {
+                proxy_ts = Some(v);
+            }
+            sseq_srv = sseq_srv.wrapping_add(resp.len() as u32);
+            cack_cli = cack_cli.wrapping_add(resp.len() as u32);
+        }
+        // Client FIN, server FIN, last ACK.
+        c_ts = c_ts.wrapping_add(1);
+        send(
+            w,
+            Side::Outside,
+            seg(
+                true,
+                FIN_ACK,
+                cseq,
+                cack_cli,
+                502,
+                &client_opts(c_ts, proxy_ts),
+                &[],
+            ),
+        );
+        expect_one(w, Side::Inside, "client FIN")?;
+        cseq = cseq.wrapping_add(1);
+        s_ts = s_ts.wrapping_add(1);
+        let sopts = match server_seen_ts {
+            Some(v) if timestamps => ts_opt(s_ts, v),
+            _ => Vec::new(),
+        };
+        send(
+            w,
+            Side::Inside,
+            seg(false, FIN_ACK, sseq_srv, cseq, 509, &sopts, &[]),
+        );
+        expect_one(w, Side::Outside, "server FIN")?;
+        c_ts = c_ts.wrapping_add(1);
+        send(
+            w,
+            Side::Outside,
+            seg(
+                true,
+                ACK,
+                cseq,
+                cack_cli.wrapping_add(1),
+                502,
+                &client_opts(c_ts, proxy_ts),
+                &[],
+            ),
+        );
+        expect_one(w, Side::Inside, "last ACK")?;
+        let t = w.stats().totals();
+        check(t.drops == drops0, format!("drops {:?}", t.drops))
+    }
+
+    fn isn() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            any::<u32>(),
+            (0u32..2000).prop_map(|d| 0x8000_0000u32.wrapping_sub(1000).wrapping_add(d)),
+            (0u32..2000).prop_map(|d| 0u32.wrapping_sub(1000).wrapping_add(d)),
+        ]
+    }
+
+    #[test]
+    fn proxied_connection_at_the_sequence_space_edges() {
+        for c in [
+            0,
+            1,
+            0x7fff_ffff,
+            0x8000_0000,
+            0x8000_0001,
+            0xffff_ffff,
+            0xffff_ff00,
+        ] {
+            for s in [0, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff] {
+                for ts in [true, false] {
+                    connection(c, s, ts, 1000, 5000)
+                        .unwrap_or_else(|e| panic!("client ISN {c:#x}, server ISN {s:#x}, ts {ts}: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Port reuse: a tuple still in TIME_WAIT in the proxy's conntrack opens again (new
+    /// client ISN above or below the old one, as a client cycling through source ports does).
+    #[test]
+    fn a_tuple_in_time_wait_reopens_through_the_proxy() {
+        for (a, b) in [
+            (1000u32, 900_000u32),
+            (900_000, 1000),
+            (0x7fff_fff0, 0x8000_0100),
+            (0xffff_fff0, 0x10),
+        ] {
+            for ts in [true, false] {
+                let mut w = proxy_worker();
+                let mut now = 1_000_000_000u64;
+                run_connection(&mut w, &mut now, a, 77, ts, 100, 200)
+                    .unwrap_or_else(|e| panic!("first connection (ISN {a:#x}, ts {ts}): {e}"));
+                now += 2_000_000_000;
+                run_connection(&mut w, &mut now, b, 999_999, ts, 300, 400)
+                    .unwrap_or_else(|e| panic!("reopened (ISN {a:#x} then {b:#x}, ts {ts}): {e}"));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn proxied_connections_work_for_any_isn(
+            c in isn(), s in isn(), ts in any::<bool>(), cts in any::<u32>(), sts in any::<u32>()
+        ) {
+            if let Err(e) = connection(c, s, ts, cts, sts) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+    }
+}
