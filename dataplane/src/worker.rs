@@ -25,7 +25,7 @@ use levee_control::generation::GenerationReader;
 use levee_filter_vm::nft::ast::Hook;
 use levee_filter_vm::reject::{build_reject_into, REJECT_MAX};
 use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
-use levee_filter_vm::{Compiled, CtState as FilterCtState, PacketMeta};
+use levee_filter_vm::{Compiled, CtState as FilterCtState, PacketMeta, Stage};
 use levee_packet::parse::L3Info;
 use levee_packet::parse::{parse_frame, FrameInfo};
 use levee_packet::tcp::TcpFlags;
@@ -527,6 +527,8 @@ pub struct WorkerFilter {
     pub state: FilterState,
     /// The hooks a bridged packet passes, in order (those the ruleset uses).
     hooks: Vec<Hook>,
+    /// Some base chain runs before conntrack (a `raw` chain).
+    pre_conntrack: bool,
     /// Per-side packet metadata (interface names and indexes), updated with the clock.
     meta: [PacketMeta; 2],
     /// The last packet's actions (reused, so nothing large is copied per packet).
@@ -549,6 +551,7 @@ impl WorkerFilter {
         };
         WorkerFilter {
             state: FilterState::new(&compiled.program),
+            pre_conntrack: compiled.has_pre_conntrack(),
             compiled,
             reader: None,
             generation: 0,
@@ -578,6 +581,7 @@ impl WorkerFilter {
                 self.generation = g.id;
                 self.compiled = g.compiled.clone();
                 self.hooks = hooks_of(&self.compiled);
+                self.pre_conntrack = self.compiled.has_pre_conntrack();
             }
         }
         self.generation
@@ -933,14 +937,42 @@ impl<P: PortIo> Worker<P> {
     }
 
     /// Conntrack, then the ruleset: the verdict with the flow's tracking result (payload
-    /// writes applied to an accepted frame), or a reject written over the packet.
+    /// writes applied to an accepted frame), or a reject written over the packet. As in the
+    /// kernel, chains that hook before conntrack (ingress, prerouting below priority -200:
+    /// `raw`) run first; a packet they drop or `notrack` is never looked up in the table
+    /// (a SYN flood that a raw chain notracks costs no conntrack work at all).
     #[inline]
     fn judge(&mut self, side: Side, pkt: &mut P::Buf, info: Option<&FrameInfo>) -> Judgement {
         let now_ns = self.now_ns;
-        // Conntrack first (as the kernel's hooks at priority -200 run before filter chains):
-        // existing flows are updated now, a new one is only pending.
+        let staged = self.conntrack.is_some() && self.filter.as_ref().is_some_and(|f| f.pre_conntrack);
+        let mut notrack = false;
+        if staged {
+            if let Some(f) = self.filter.as_mut() {
+                let meta = &mut f.meta[side as usize];
+                meta.now_ns = now_ns;
+                meta.wall_ns = self.wall_ns;
+                // No entry yet: `ct state` reads invalid here, as in the kernel's raw table.
+                set_ct_meta(meta, None);
+                meta.ct_state = FilterCtState::Invalid;
+                let verdict = f.compiled.evaluate_stage_into(
+                    &mut f.state,
+                    &f.hooks,
+                    pkt.data(),
+                    info,
+                    meta,
+                    &mut f.actions,
+                    Stage::BeforeConntrack,
+                );
+                if let Some(j) = self.after_filter(verdict, side, pkt, info, None) {
+                    return j;
+                }
+                notrack = self.filter.as_ref().is_some_and(|f| f.actions.notrack);
+            }
+        }
+        // Conntrack (the kernel's hooks at priority -200): existing flows are updated now, a
+        // new one is only pending.
         let tracked = match (self.conntrack.as_deref_mut(), info) {
-            (Some(ct), Some(info)) => Some(ct.track(pkt.data(), info, now_ns)),
+            (Some(ct), Some(info)) if !notrack => Some(ct.track(pkt.data(), info, now_ns)),
             _ => None,
         };
         let Some(f) = self.filter.as_mut() else {
@@ -950,9 +982,38 @@ impl<P: PortIo> Worker<P> {
         meta.now_ns = now_ns;
         meta.wall_ns = self.wall_ns;
         set_ct_meta(meta, tracked.as_ref());
-        let verdict =
-            f.compiled
-                .evaluate_hooks_into(&mut f.state, &f.hooks, pkt.data(), info, meta, &mut f.actions);
+        let verdict = f.compiled.evaluate_stage_into(
+            &mut f.state,
+            &f.hooks,
+            pkt.data(),
+            info,
+            meta,
+            &mut f.actions,
+            if staged { Stage::AfterConntrack } else { Stage::All },
+        );
+        if let Some(j) = self.after_filter(verdict, side, pkt, info, tracked) {
+            return j;
+        }
+        if let Some(f) = self.filter.as_ref().filter(|f| !f.state.writes.is_empty()) {
+            // `… set …` statements: rewrite the frame, checksums fixed incrementally.
+            levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
+        }
+        self.totals.filter_accepted += 1;
+        Judgement::Pass(tracked)
+    }
+
+    /// After a stage of the ruleset: delivers fired `log` statements, and for a drop the
+    /// judgement (a reject answer written over the packet, or a drop). None: go on.
+    #[inline]
+    fn after_filter(
+        &mut self,
+        verdict: Verdict,
+        side: Side,
+        pkt: &mut P::Buf,
+        info: Option<&FrameInfo>,
+        tracked: Option<Tracked>,
+    ) -> Option<Judgement> {
+        let f = self.filter.as_mut()?;
         if !f.state.log_events.is_empty() {
             self.totals.logs += f.state.log_events.len() as u64;
             if let Some(q) = &f.logs {
@@ -972,28 +1033,23 @@ impl<P: PortIo> Worker<P> {
             }
             f.state.log_events.clear();
         }
-        if verdict == Verdict::Drop {
-            // A dropped packet never creates a flow (its pending entry is discarded). A reject
-            // answers from the same buffer, back out of the port it came in on.
-            let answer = f
-                .actions
-                .reject
-                .and_then(|k| build_reject_into(pkt.data(), k, &mut self.scratch[..]));
-            if let Some(n) = answer {
-                if pkt.set_data(&self.scratch[..n]) {
-                    self.totals.drops[DropReason::Filter as usize] += 1;
-                    self.totals.rejects += 1;
-                    return Judgement::Answer;
-                }
+        if verdict != Verdict::Drop {
+            return None;
+        }
+        // A dropped packet never creates a flow (its pending entry is discarded). A reject
+        // answers from the same buffer, back out of the port it came in on.
+        let answer = f
+            .actions
+            .reject
+            .and_then(|k| build_reject_into(pkt.data(), k, &mut self.scratch[..]));
+        if let Some(n) = answer {
+            if pkt.set_data(&self.scratch[..n]) {
+                self.totals.drops[DropReason::Filter as usize] += 1;
+                self.totals.rejects += 1;
+                return Some(Judgement::Answer);
             }
-            return Judgement::Drop(tracked);
         }
-        if !f.state.writes.is_empty() {
-            // `… set …` statements: rewrite the frame, checksums fixed incrementally.
-            levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
-        }
-        self.totals.filter_accepted += 1;
-        Judgement::Pass(tracked)
+        Some(Judgement::Drop(tracked))
     }
 
     /// The proxy state of the segment's connection, if the SYN proxy set it up: (entry,
@@ -1947,6 +2003,96 @@ mod proxy_tests {
                 }
             }
         }
+    }
+
+    /// A SYN flood that the raw chain notracks is answered with cookies without any
+    /// conntrack work: no lookup, no pending entry, nothing in the table.
+    #[test]
+    fn notracked_syns_never_touch_conntrack() {
+        let mut w = proxy_worker();
+        let mut answered = 0;
+        for i in 0..200u32 {
+            let mut p = seg(
+                true,
+                SYN,
+                i.wrapping_mul(2_654_435_761),
+                0,
+                64240,
+                &[2, 4, 5, 180],
+                &[],
+            );
+            // Random-looking sources in 198.18.128.0/17; fix the IPv4 and TCP checksums.
+            p.0[27..30].copy_from_slice(&[128 | (i >> 8) as u8, i as u8, 7]);
+            p.0[24..26].copy_from_slice(&[0, 0]);
+            let ipsum = levee_packet::checksum::checksum(&p.0[14..34]);
+            p.0[24..26].copy_from_slice(&ipsum.to_be_bytes());
+            p.0[50..52].copy_from_slice(&[0, 0]);
+            let ph = levee_packet::checksum::pseudo_header_v4(
+                [p.0[26], p.0[27], p.0[28], p.0[29]].into(),
+                SERVER.into(),
+                6,
+                (p.0.len() - 34) as u16,
+            );
+            let c = !levee_packet::checksum::add(ph, levee_packet::checksum::sum(&p.0[34..]));
+            p.0[50..52].copy_from_slice(&c.to_be_bytes());
+            w.port_mut(Side::Outside).wire_in.push(p).unwrap();
+            if i % 32 == 31 {
+                w.poll_once(1_000_000 + i as u64);
+                answered += drain(&mut w, Side::Outside).len();
+            }
+        }
+        w.poll_once(2_000_000);
+        answered += drain(&mut w, Side::Outside).len();
+        assert_eq!(answered, 200, "every SYN answered");
+        assert!(drain(&mut w, Side::Inside).is_empty());
+        let ct = w.conntrack().unwrap();
+        let c = ct.counters();
+        assert_eq!(
+            (ct.len(), c.new, c.found, c.invalid, c.untracked),
+            (0, 0, 0, 0, 0)
+        );
+    }
+
+    /// Chains before conntrack see `ct state invalid` (no entry yet, as in the kernel's raw
+    /// table); chains after it see the tracked state.
+    #[test]
+    fn raw_chains_run_before_conntrack() {
+        let text = "table inet t {
+ chain raw { type filter hook prerouting priority raw; policy accept;
+  ct state invalid counter
+  ct state new counter
+ }
+ chain f { type filter hook prerouting priority filter; policy accept;
+  ct state invalid counter
+  ct state new counter
+ }
+}";
+        let compiled = Arc::new(levee_filter_vm::compile_ruleset(text).unwrap().compiled);
+        let shard = CtShard::new(Default::default(), levee_conntrack::HashKey([5, 6])).unwrap();
+        let mut w = Worker::new(
+            0,
+            MemPort::new(64, 64),
+            MemPort::new(64, 64),
+            WorkerConfig::default(),
+            Steering::new(1, 128),
+            HandoffMesh::new(1, 16),
+        )
+        .with_filter(WorkerFilter::new(compiled, 0))
+        .with_conntrack(shard);
+        w.port_mut(Side::Outside)
+            .wire_in
+            .push(seg(true, SYN, 1, 0, 64240, &[2, 4, 5, 180], &[]))
+            .unwrap();
+        w.poll_once(1_000);
+        assert_eq!(drain(&mut w, Side::Inside).len(), 1);
+        let f = w.filter().unwrap();
+        let counts: Vec<u64> = f
+            .compiled
+            .rule_counter_totals(&[&f.counters()])
+            .iter()
+            .map(|c| c.3)
+            .collect();
+        assert_eq!(counts, vec![1, 0, 0, 1], "raw: invalid; filter: new");
     }
 
     /// Port reuse: a tuple still in TIME_WAIT in the proxy's conntrack opens again (new

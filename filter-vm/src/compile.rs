@@ -1712,9 +1712,34 @@ impl Compiled {
         meta: &PacketMeta,
         actions: &mut vm::Actions,
     ) -> Verdict {
-        *actions = vm::Actions::default();
+        self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All)
+    }
+
+    /// Whether any base chain runs before connection tracking (see [`Stage`]).
+    pub fn has_pre_conntrack(&self) -> bool {
+        self.entries.iter().any(|e| Stage::BeforeConntrack.runs(e))
+    }
+
+    /// [`Compiled::evaluate_hooks_into`] for the base chains of one [`Stage`] only. The
+    /// `AfterConntrack` stage keeps what the earlier stage put in `actions` (its mark, ct mark
+    /// and `notrack` are what its chains see, as after the kernel's raw table) and adds to it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn evaluate_stage_into(
+        &self,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+        stage: Stage,
+    ) -> Verdict {
+        let carry = stage == Stage::AfterConntrack;
+        if !carry {
+            *actions = vm::Actions::default();
+            state.writes.clear();
+        }
         let mut verdict = Verdict::Accept;
-        state.writes.clear();
         for &h in hooks {
             let kind = if h == ast::Hook::Ingress {
                 HookKind::Ingress
@@ -1725,8 +1750,19 @@ impl Compiled {
             if kind == HookKind::Ip && ctx.nfproto == 0 {
                 continue;
             }
+            if carry {
+                if actions.notrack {
+                    ctx.ct.state = vm::CtView::UNTRACKED;
+                }
+                if let Some(m) = actions.mark {
+                    ctx.mark = m;
+                }
+                if let Some(m) = actions.ct_mark {
+                    ctx.ct.mark = m;
+                }
+            }
             for e in &self.entries {
-                if e.hook != h {
+                if e.hook != h || !stage.runs(e) {
                     continue;
                 }
                 let applies = match e.family {
@@ -1786,6 +1822,35 @@ impl Compiled {
                 (rc.table.clone(), rc.chain.clone(), rc.index, p, b)
             })
             .collect()
+    }
+}
+
+/// Which base chains an evaluation runs, relative to connection tracking. The kernel's
+/// conntrack hooks prerouting at priority -200 (`NF_IP_PRI_CONNTRACK`): chains before it
+/// (the `raw` priority, -300) see packets before they are tracked, which is what lets a raw
+/// chain's `notrack` keep SYN floods out of the table. Ingress chains run before prerouting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Every base chain (the packet was tracked first, or there is no tracking).
+    All,
+    /// Ingress chains and prerouting chains of priority below -200.
+    BeforeConntrack,
+    /// The rest: prerouting chains of priority -200 or more, and forward.
+    AfterConntrack,
+}
+
+/// Conntrack's prerouting priority (`NF_IP_PRI_CONNTRACK`).
+pub const CONNTRACK_PRIORITY: i32 = -200;
+
+impl Stage {
+    fn runs(self, e: &Entry) -> bool {
+        let before = e.hook == ast::Hook::Ingress
+            || (e.hook == ast::Hook::Prerouting && e.priority < CONNTRACK_PRIORITY);
+        match self {
+            Stage::All => true,
+            Stage::BeforeConntrack => before,
+            Stage::AfterConntrack => !before,
+        }
     }
 }
 

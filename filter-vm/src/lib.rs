@@ -27,5 +27,5 @@ pub mod vm;
 #[cfg(test)]
 mod vm_tests;
 
-pub use compile::{compile, compile_ruleset, CompileError, Compiled, Filter};
+pub use compile::{compile, compile_ruleset, CompileError, Compiled, Filter, Stage};
 pub use ctx::{CtState, IfName, PacketMeta};
