@@ -76,8 +76,28 @@ pub(crate) enum Op {
         op: CmpOp,
         imm: u32,
     },
+    /// At most 4 payload bytes, masked (`AND mask`), into `dreg`, compared with `imm`
+    /// (left-aligned): `tcp flags & (syn | ack) == syn`.
+    LoadMaskCmp {
+        base: vm::Base,
+        offset: u16,
+        len: u8,
+        dreg: u8,
+        mask: u32,
+        op: CmpOp,
+        imm: u32,
+    },
     /// Compare at most 4 bytes at `sreg` with `imm` (left-aligned).
     Cmp { sreg: u8, len: u8, op: CmpOp, imm: u32 },
+    /// `notrack`.
+    Notrack,
+    /// `synproxy …`: the proxy takes the packet (verdict drop, the rule ends).
+    Synproxy {
+        mss: u16,
+        wscale: u8,
+        timestamp: bool,
+        sack_perm: bool,
+    },
     /// `ct state` into `dreg`, `state & mask` into `mdreg`; breaks when that is zero.
     CtState { dreg: u8, mdreg: u8, mask: u32 },
     /// Set lookup (index into [`Segment::lookups`]).
@@ -473,8 +493,12 @@ fn op_reads(op: &Op, seg: &Segment) -> u64 {
                 & !op_writes(op)
         }
         Op::Generic(_) => !0,
-        Op::MetaCmp { .. } | Op::Load { .. } | Op::LoadCmp { .. } | Op::CtState { .. } => 0,
-        Op::Counter { .. } | Op::Verdict(_) => 0,
+        Op::MetaCmp { .. }
+        | Op::Load { .. }
+        | Op::LoadCmp { .. }
+        | Op::LoadMaskCmp { .. }
+        | Op::CtState { .. } => 0,
+        Op::Counter { .. } | Op::Verdict(_) | Op::Notrack | Op::Synproxy { .. } => 0,
     }
 }
 
@@ -482,7 +506,10 @@ fn op_reads(op: &Op, seg: &Segment) -> u64 {
 fn op_writes(op: &Op) -> u64 {
     let reg = |r: u8| 0xfu64.checked_shl(r as u32 * 4).unwrap_or(0);
     match op {
-        Op::MetaCmp { dreg, .. } | Op::Load { dreg, .. } | Op::LoadCmp { dreg, .. } => reg(*dreg),
+        Op::MetaCmp { dreg, .. }
+        | Op::Load { dreg, .. }
+        | Op::LoadCmp { dreg, .. }
+        | Op::LoadMaskCmp { dreg, .. } => reg(*dreg),
         Op::LoadLookup { dreg, .. } => reg(*dreg),
         Op::CtState { dreg, mdreg, .. } => reg(*dreg) | reg(*mdreg),
         _ => 0,
@@ -493,14 +520,17 @@ fn op_writes(op: &Op) -> u64 {
 /// (no counter, no verdict, no dynamic set, no generic instruction).
 fn op_pure(op: &Op, seg: &Segment) -> bool {
     match op {
-        Op::MetaCmp { .. } | Op::Load { .. } | Op::LoadCmp { .. } | Op::Cmp { .. } | Op::CtState { .. } => {
-            true
-        }
+        Op::MetaCmp { .. }
+        | Op::Load { .. }
+        | Op::LoadCmp { .. }
+        | Op::LoadMaskCmp { .. }
+        | Op::Cmp { .. }
+        | Op::CtState { .. } => true,
         Op::Lookup(i) | Op::LoadLookup { lookup: i, .. } => seg
             .lookups
             .get(*i as usize)
             .is_some_and(|l| !l.dynamic && !l.verdict_map),
-        Op::Counter { .. } | Op::Verdict(_) | Op::Generic(_) => false,
+        Op::Counter { .. } | Op::Verdict(_) | Op::Generic(_) | Op::Notrack | Op::Synproxy { .. } => false,
     }
 }
 
@@ -583,7 +613,51 @@ fn lower_rule(
     while i < insns.len() {
         let ops = &mut seg.ops;
         let next = insns.get(i + 1);
-        // Two- and three-instruction fusions first.
+        // Three- and two-instruction fusions first.
+        if let (
+            Insn::PayloadLoad {
+                base,
+                offset,
+                len,
+                dreg,
+            },
+            Some(Insn::Bitwise {
+                sreg: bs,
+                dreg: bd,
+                len: blen,
+                op: BitOp::MaskXor { mask, xor },
+            }),
+            Some(Insn::Cmp {
+                op,
+                sreg: cs,
+                len: clen,
+                rhs,
+            }),
+        ) = (&insns[i], next, insns.get(i + 2))
+        {
+            if *len <= 4
+                && bs == dreg
+                && bd == dreg
+                && cs == dreg
+                && blen == len
+                && clen == len
+                && xor.iter().all(|b| *b == 0)
+            {
+                if let Some(imm) = imm32(rhs, *len) {
+                    ops.push(Op::LoadMaskCmp {
+                        base: *base,
+                        offset: *offset,
+                        len: *len,
+                        dreg: *dreg,
+                        mask: left32(&mask[..*len as usize]),
+                        op: *op,
+                        imm,
+                    });
+                    i += 3;
+                    continue;
+                }
+            }
+        }
         match (&insns[i], next) {
             (Insn::Meta { key, dreg }, Some(Insn::Cmp { op, sreg, len, rhs }))
                 if sreg == dreg && key.data_len() <= 4 && *len as usize == key.data_len() =>
@@ -708,6 +782,18 @@ fn lower_rule(
             }
             Insn::Counter { id } => Op::Counter { id: *id },
             Insn::Verdict(v) => Op::Verdict(*v),
+            Insn::Notrack => Op::Notrack,
+            Insn::Synproxy {
+                mss,
+                wscale,
+                timestamp,
+                sack_perm,
+            } => Op::Synproxy {
+                mss: *mss,
+                wscale: *wscale,
+                timestamp: *timestamp,
+                sack_perm: *sack_perm,
+            },
             other => {
                 seg.generic.push(other.clone());
                 Op::Generic(seg.generic.len() as u32 - 1)
@@ -899,6 +985,33 @@ fn step(
                 };
             }
             return self::lookup(l, state, p, regs);
+        }
+        Op::LoadMaskCmp {
+            base,
+            offset,
+            len,
+            dreg,
+            mask,
+            op,
+            imm,
+        } => {
+            let v = or_break!(load32(p, state, *base, *offset, *len)) & *mask;
+            or_break!(regs.store32(*dreg, v));
+            if !cmp32(*op, v, *imm) {
+                return Step::Break;
+            }
+        }
+        Op::Notrack => actions.notrack = true,
+        Op::Synproxy {
+            mss,
+            wscale,
+            timestamp,
+            sack_perm,
+        } => {
+            actions.synproxy = Some((*mss, *wscale, *timestamp, *sack_perm));
+            // The proxy consumes the packet (as `vm::run`: verdict drop, the rule ends).
+            regs.verdict = Verdict::Drop;
+            return Step::Verdict;
         }
         Op::Cmp { sreg, len, op, imm } => {
             let v = left32(or_break!(regs.slice(*sreg, *len)));
@@ -1181,6 +1294,48 @@ pub(crate) mod tests {
                     }
                     f
                 }),
+            // payload load; bitwise mask; cmp (tcp flags & (syn | ack) == syn), sometimes off
+            (
+                prop_oneof![Just(Base::Network), Just(Base::Transport)],
+                0u16..40,
+                1u8..=5,
+                reg.clone(),
+                ops(),
+                any::<[u8; 5]>(),
+                any::<[u8; 5]>(),
+                0u8..4
+            )
+                .prop_map(|(base, offset, len, d, op, m, v, skew)| {
+                    let (bd, xor) = match skew {
+                        1 => ((d + 1) % 4, [0; MAX_DATA_LEN]),
+                        2 => (d, imm(&[1])),
+                        _ => (d, [0; MAX_DATA_LEN]),
+                    };
+                    vec![
+                        Insn::PayloadLoad {
+                            base,
+                            offset,
+                            len,
+                            dreg: d,
+                        },
+                        Insn::Bitwise {
+                            sreg: d,
+                            dreg: bd,
+                            len,
+                            op: BitOp::MaskXor {
+                                mask: imm(&m[..len as usize]),
+                                xor,
+                            },
+                        },
+                        Insn::Cmp {
+                            op,
+                            sreg: bd,
+                            len,
+                            rhs: Operand::Imm(imm(&v[..len as usize])),
+                        },
+                    ]
+                }),
+            Just(vec![Insn::Notrack]),
             // ct state; bitwise; cmp != 0
             (reg.clone(), reg.clone(), 0u32..128).prop_map(|(d, m, mask)| vec![
                 Insn::Ct {
@@ -1295,6 +1450,27 @@ pub(crate) mod tests {
         )
             .prop_map(|(mut f, v)| {
                 f.extend(v.map(|v| vec![Insn::Verdict(v)]));
+                f
+            })
+            .prop_flat_map(|f| {
+                // Sometimes a `synproxy` statement ends the rule instead (it is terminal).
+                (
+                    Just(f),
+                    proptest::option::weighted(0.15, (any::<u16>(), 0u8..15, any::<bool>())),
+                )
+            })
+            .prop_map(|(mut f, sp)| {
+                if let Some((mss, wscale, ts)) = sp {
+                    if matches!(f.last().and_then(|x| x.last()), Some(Insn::Verdict(_))) {
+                        f.pop();
+                    }
+                    f.push(vec![Insn::Synproxy {
+                        mss,
+                        wscale,
+                        timestamp: ts,
+                        sack_perm: !ts,
+                    }]);
+                }
                 f
             })
     }
@@ -1512,6 +1688,41 @@ pub(crate) mod tests {
         );
         assert!(e.chains[0].segs[0].generic.is_empty());
         assert_eq!(e.chains[0].segs[0].guard, vec![0xff_0000 | 6]);
+    }
+
+    /// The SYN proxy's rules run without the reference interpreter: the flags test is one
+    /// op, `notrack` and `synproxy` are ops of their own.
+    #[test]
+    fn syn_proxy_rules_lower_to_native_ops() {
+        let f = crate::compile_ruleset(
+            "table inet t { chain raw { type filter hook prerouting priority raw; policy accept;
+               tcp flags & (syn | ack) == syn notrack
+               tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm } }",
+        )
+        .unwrap();
+        let seg = &f.compiled.exec.chains[0].live[0];
+        assert!(seg.generic.is_empty(), "{:?}", seg.ops);
+        assert!(
+            matches!(
+                seg.ops[0],
+                Op::LoadMaskCmp {
+                    mask: 0x1200_0000,
+                    imm: 0x0200_0000,
+                    ..
+                }
+            ),
+            "{:?}",
+            seg.ops
+        );
+        assert_eq!(seg.ops[1], Op::Notrack);
+        assert!(matches!(
+            seg.ops.last(),
+            Some(Op::Synproxy {
+                mss: 1460,
+                wscale: 7,
+                ..
+            })
+        ));
     }
 
     /// A protocol test stays an op when its register is read later, or when an op with an
