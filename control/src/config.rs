@@ -7,7 +7,8 @@
 
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 /// Highest lcore id Debian's DPDK build supports (RTE_MAX_LCORE = 128).
 pub const MAX_LCORE: u32 = 128;
@@ -47,6 +48,102 @@ pub struct Config {
     pub conntrack: ConntrackConfig,
     #[serde(default)]
     pub synproxy: SynproxyConfig,
+    #[serde(default)]
+    pub management: ManagementConfig,
+}
+
+/// `[management]`: the operator's side (API, metrics).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// The JSON API's Unix socket (what `levee ctl` talks to). Empty: no socket.
+    pub socket: PathBuf,
+    /// Serve the JSON API on this TCP address too (`HOST:PORT`; no authentication, so keep it
+    /// on a management network). None: Unix socket only.
+    pub api_address: Option<String>,
+    /// `/metrics` and `/healthz` over HTTP (`HOST:PORT`). Empty: off.
+    pub metrics_address: String,
+    /// How long a commit waits for every worker to run the new generation, in milliseconds.
+    pub commit_timeout_ms: u64,
+    /// Largest API request, in bytes.
+    pub max_request_bytes: usize,
+    /// Most operations in one API batch.
+    pub max_batch_ops: usize,
+    /// Workers send conntrack events (for `levee ctl monitor` and `--ct-events`); off saves
+    /// the workers a channel send per flow event.
+    pub conntrack_events: bool,
+}
+
+/// The default metrics address: loopback only.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9478";
+/// The default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/levee/levee.sock";
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            api_address: None,
+            metrics_address: DEFAULT_METRICS_ADDRESS.to_owned(),
+            commit_timeout_ms: 1000,
+            max_request_bytes: 16 << 20,
+            max_batch_ops: 100_000,
+            conntrack_events: true,
+        }
+    }
+}
+
+impl ManagementConfig {
+    /// The API's Unix socket, if any.
+    pub fn socket_path(&self) -> Option<&Path> {
+        (!self.socket.as_os_str().is_empty()).then_some(self.socket.as_path())
+    }
+
+    /// The API's TCP address, if any.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_address.as_deref().and_then(|a| a.parse().ok())
+    }
+
+    /// The metrics address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_address.parse().ok()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let addr = |key: &str, a: &str| {
+            a.parse::<SocketAddr>().map(|_| ()).map_err(|_| {
+                invalid(
+                    key,
+                    format!("{a:?} is not an address and port like 127.0.0.1:9478 or [::1]:9478"),
+                )
+            })
+        };
+        if let Some(a) = &self.api_address {
+            addr("management.api_address", a)?;
+        }
+        if !self.metrics_address.is_empty() {
+            addr("management.metrics_address", &self.metrics_address)?;
+        }
+        if !(1..=60_000).contains(&self.commit_timeout_ms) {
+            return Err(invalid(
+                "management.commit_timeout_ms",
+                format!("{} is outside 1..=60000", self.commit_timeout_ms),
+            ));
+        }
+        if !(1024..=256 << 20).contains(&self.max_request_bytes) {
+            return Err(invalid(
+                "management.max_request_bytes",
+                format!("{} is outside 1024..=268435456", self.max_request_bytes),
+            ));
+        }
+        if !(1..=crate::rules::MAX_OPS).contains(&self.max_batch_ops) {
+            return Err(invalid(
+                "management.max_batch_ops",
+                format!("{} is outside 1..={}", self.max_batch_ops, crate::rules::MAX_OPS),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[synproxy]`: the SYN proxy that `synproxy` statements in the ruleset select traffic for.
@@ -353,6 +450,7 @@ impl Config {
 
     /// Checks every value and their combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.management.validate()?;
         let ct = &self.conntrack;
         if ct.enabled && !(1..=1 << 30).contains(&ct.entries_per_worker) {
             return Err(invalid(
@@ -639,6 +737,24 @@ device = "net_ring1"
     }
 
     #[test]
+    fn management_defaults_and_overrides() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.management.socket_path(), Some(Path::new(DEFAULT_SOCKET)));
+        assert_eq!(
+            c.management.metrics_addr(),
+            Some("127.0.0.1:9478".parse().unwrap())
+        );
+        assert_eq!(c.management.api_addr(), None);
+        let c = with("[management]\nsocket = \"\"\nmetrics_address = \"\"\napi_address = \"[::1]:9479\"")
+            .unwrap();
+        assert_eq!(c.management.socket_path(), None);
+        assert_eq!(c.management.metrics_addr(), None);
+        assert_eq!(c.management.api_addr(), Some("[::1]:9479".parse().unwrap()));
+        let err = with("[management]\nsocktet = \"/x\"").unwrap_err().to_string();
+        assert!(err.contains("socktet"), "{err}");
+    }
+
+    #[test]
     fn missing_ports_is_an_error() {
         let err = Config::from_toml("[workers]\ncores = [1]")
             .unwrap_err()
@@ -674,6 +790,23 @@ device = "net_ring1"
                 "conntrack.entries_per_worker",
             ),
             ("[conntrack]\nexpire_budget = 0", "conntrack.expire_budget"),
+            (
+                "[management]\nmetrics_address = \"localhost\"",
+                "management.metrics_address",
+            ),
+            (
+                "[management]\napi_address = \"1.2.3.4\"",
+                "management.api_address",
+            ),
+            (
+                "[management]\ncommit_timeout_ms = 0",
+                "management.commit_timeout_ms",
+            ),
+            (
+                "[management]\nmax_request_bytes = 10",
+                "management.max_request_bytes",
+            ),
+            ("[management]\nmax_batch_ops = 0", "management.max_batch_ops"),
         ];
         for (extra, key) in cases {
             assert_eq!(key_of(with(extra).unwrap_err()), key, "for {extra:?}");

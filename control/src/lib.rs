@@ -1,11 +1,15 @@
 //! levee's control side: the configuration file (`config`), the rule store with its
-//! transactions (`rules`) and rule generations (`generation`). The management API and the
-//! metrics exporter join them later (see docs/ARCHITECTURE.md).
+//! transactions (`rules`), rule generations (`generation`), the management API (`api`, served
+//! by `server`) and the Prometheus exporter (`metrics`).
 //!
-//! Runs on the control thread only, except [`generation::GenerationReader`], which each
-//! worker owns and calls once per burst.
+//! Runs on the control thread, except [`generation::GenerationReader`] (each worker owns one
+//! and calls it once per burst) and the API and HTTP threads of [`server`], which only parse
+//! requests and forward them to the control thread.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
 pub mod generation;
+pub mod metrics;
 pub mod rules;
+pub mod server;
