@@ -1,5 +1,5 @@
-//! The `levee` command: `levee run` (the appliance), `levee lab` (the netns demo and
-//! end-to-end harness).
+//! The `levee` command: `levee run` (the appliance), `levee ctl` (the operator's client of
+//! its management API), `levee check`, `levee lab` (the netns demo and end-to-end harness).
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -33,6 +33,10 @@ enum Command {
         #[arg(long)]
         ct_events: bool,
     },
+    /// Talk to a running levee, nft-like: `levee ctl list ruleset`, `levee ctl add rule inet t
+    /// input tcp dport 22 accept`, `levee ctl -f FILE`, `levee ctl monitor`, `levee ctl stats`,
+    /// `levee ctl conntrack list` (see `levee ctl --help`).
+    Ctl(levee::ctl::CtlArgs),
     /// Compile an nft-syntax ruleset offline (no DPDK, no daemon): print its normalized
     /// listing and exit 0, or print FILE:LINE:COL: message and exit 1.
     Check {
@@ -65,6 +69,14 @@ fn main() -> ExitCode {
             duration,
             ct_events,
         } => levee::run::run(&config, check_config, stats_interval, duration, ct_events),
+        Command::Ctl(args) => match levee::ctl::main(&args) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // ctl's errors are complete lines (`FILE:LINE:COL: …`, `Error: …`).
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
         Command::Lab {
             iperf_seconds,
             workers,

@@ -56,12 +56,16 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ManagementConfig {
-    /// The JSON API's Unix socket (what `levee ctl` talks to). Empty: no socket.
-    pub socket: PathBuf,
+    /// The JSON API's Unix socket (what `levee ctl` talks to). Empty: no socket. Default:
+    /// `/run/levee/<eal.file_prefix>.sock` (`/run/levee/levee.sock` with the default prefix),
+    /// so two levee processes on one host never share a socket.
+    pub socket: Option<PathBuf>,
     /// Serve the JSON API on this TCP address too (`HOST:PORT`; no authentication, so keep it
     /// on a management network). None: Unix socket only.
     pub api_address: Option<String>,
-    /// `/metrics` and `/healthz` over HTTP (`HOST:PORT`). Empty: off.
+    /// `/metrics` and `/healthz` over HTTP (`HOST:PORT`). Empty: off. When the default
+    /// address is taken (another levee on the host), levee runs without metrics and says so;
+    /// an address set here must be free.
     pub metrics_address: String,
     /// How long a commit waits for every worker to run the new generation, in milliseconds.
     pub commit_timeout_ms: u64,
@@ -76,13 +80,15 @@ pub struct ManagementConfig {
 
 /// The default metrics address: loopback only.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9478";
-/// The default API socket.
+/// The default API socket (with the default `eal.file_prefix`).
 pub const DEFAULT_SOCKET: &str = "/run/levee/levee.sock";
+/// Where default sockets live.
+pub const SOCKET_DIR: &str = "/run/levee";
 
 impl Default for ManagementConfig {
     fn default() -> Self {
         ManagementConfig {
-            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket: None,
             api_address: None,
             metrics_address: DEFAULT_METRICS_ADDRESS.to_owned(),
             commit_timeout_ms: 1000,
@@ -94,11 +100,6 @@ impl Default for ManagementConfig {
 }
 
 impl ManagementConfig {
-    /// The API's Unix socket, if any.
-    pub fn socket_path(&self) -> Option<&Path> {
-        (!self.socket.as_os_str().is_empty()).then_some(self.socket.as_path())
-    }
-
     /// The API's TCP address, if any.
     pub fn api_addr(&self) -> Option<SocketAddr> {
         self.api_address.as_deref().and_then(|a| a.parse().ok())
@@ -602,6 +603,15 @@ impl Config {
         Ok(())
     }
 
+    /// The API's Unix socket, if any (see [`ManagementConfig::socket`]).
+    pub fn api_socket(&self) -> Option<PathBuf> {
+        match &self.management.socket {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(Path::new(SOCKET_DIR).join(format!("{}.sock", self.eal.file_prefix))),
+        }
+    }
+
     /// The EAL argument vector this configuration implies (without argv\[0\]).
     pub fn eal_args(&self) -> Vec<String> {
         let mut lcores = vec![self.eal.main_core];
@@ -739,7 +749,9 @@ device = "net_ring1"
     #[test]
     fn management_defaults_and_overrides() {
         let c = Config::from_toml(MINIMAL).unwrap();
-        assert_eq!(c.management.socket_path(), Some(Path::new(DEFAULT_SOCKET)));
+        assert_eq!(c.api_socket(), Some(PathBuf::from(DEFAULT_SOCKET)));
+        let c2 = with("[eal]\nfile_prefix = \"lab7\"").unwrap();
+        assert_eq!(c2.api_socket(), Some(PathBuf::from("/run/levee/lab7.sock")));
         assert_eq!(
             c.management.metrics_addr(),
             Some("127.0.0.1:9478".parse().unwrap())
@@ -747,7 +759,7 @@ device = "net_ring1"
         assert_eq!(c.management.api_addr(), None);
         let c = with("[management]\nsocket = \"\"\nmetrics_address = \"\"\napi_address = \"[::1]:9479\"")
             .unwrap();
-        assert_eq!(c.management.socket_path(), None);
+        assert_eq!(c.api_socket(), None);
         assert_eq!(c.management.metrics_addr(), None);
         assert_eq!(c.management.api_addr(), Some("[::1]:9479".parse().unwrap()));
         let err = with("[management]\nsocktet = \"/x\"").unwrap_err().to_string();
