@@ -202,6 +202,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "levee_synproxy_synack_sent_total",
     "levee_synproxy_handshakes_completed_total",
     "levee_synproxy_server_refused_total",
+    "levee_synproxy_probe_recovered_total",
     "levee_generation",
     "levee_rules",
     "levee_commits_total",
@@ -562,7 +563,7 @@ impl Exporter {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) const SYNPROXY: [&str; 10] = [
+    pub(crate) const SYNPROXY: [&str; 11] = [
         "syn_received",
         "cookie_invalid",
         "cookie_valid",
@@ -573,6 +574,7 @@ pub(crate) mod tests {
         "synack_sent",
         "handshakes_completed",
         "server_refused",
+        "probe_recovered",
     ];
 
     /// A two-worker snapshot with every counter set.

@@ -110,7 +110,7 @@ impl DropReason {
 
 /// The SYN-proxy counters a worker publishes (Linux's `/proc/net/stat/synproxy` columns first),
 /// in the order of [`WorkerTotals::synproxy`].
-pub const SYNPROXY_COUNTERS: [&str; 10] = [
+pub const SYNPROXY_COUNTERS: [&str; 11] = [
     "syn_received",
     "cookie_invalid",
     "cookie_valid",
@@ -121,6 +121,7 @@ pub const SYNPROXY_COUNTERS: [&str; 10] = [
     "synack_sent",
     "handshakes_completed",
     "server_refused",
+    "probe_recovered",
 ];
 
 fn synproxy_counters(c: &levee_synproxy::Counters) -> [u64; SYNPROXY_COUNTERS.len()] {
@@ -135,6 +136,7 @@ fn synproxy_counters(c: &levee_synproxy::Counters) -> [u64; SYNPROXY_COUNTERS.le
         c.synack_sent,
         c.handshakes_completed,
         c.server_refused,
+        c.probe_recovered,
     ]
 }
 

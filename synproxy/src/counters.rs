@@ -41,6 +41,9 @@ pub struct Counters {
     /// Segments on a connection that its state did not expect (for example server data before
     /// its SYN-ACK), dropped.
     pub unexpected: u64,
+    /// Connections opened by a zero-window probe whose cookie verified (the client's cookie
+    /// ACK was lost); counted in `cookie_valid` too.
+    pub probe_recovered: u64,
 }
 
 impl Counters {
@@ -58,6 +61,7 @@ impl Counters {
         self.server_refused += other.server_refused;
         self.malformed += other.malformed;
         self.unexpected += other.unexpected;
+        self.probe_recovered += other.probe_recovered;
     }
 
     /// Linux's `/proc/net/stat/synproxy` row for these counters: `entries` (always 0, as in

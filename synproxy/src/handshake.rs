@@ -93,7 +93,17 @@ impl SynProxy {
         info: &FrameInfo,
         rule: &SynRule,
     ) -> Result<(Segment, Pending), DropReason> {
-        let result = self.check_ack_inner(frame, info, rule);
+        let mut result = self.check_ack_inner(frame, info, rule, 1);
+        if matches!(result, Err(DropReason::CookieInvalid)) && self.probe_budget() {
+            // Perhaps a zero-window probe: when the client's cookie ACK was lost, all it sends
+            // (our SYN-ACK advertised window 0) are probes with seq = ISN, not ISN + 1. A
+            // second check reads the ISN that way, for empty segments only and within a small
+            // per-second budget, so an ACK flood still costs one hash per ACK.
+            if let Ok(v) = self.check_ack_inner(frame, info, rule, 0) {
+                self.counters.probe_recovered += 1;
+                result = Ok(v);
+            }
+        }
         match result {
             Ok(_) => self.counters.cookie_valid += 1,
             Err(reason) => {
@@ -108,23 +118,46 @@ impl SynProxy {
         result
     }
 
+    /// Second cookie checks (zero-window probes) allowed per second, per worker.
+    const PROBE_CHECKS_PER_SEC: u32 = 256;
+
+    /// Whether a second cookie check may run now (see [`SynProxy::check_ack`]).
+    fn probe_budget(&mut self) -> bool {
+        let sec = self.now_ns / 1_000_000_000;
+        if sec != self.probe_sec {
+            self.probe_sec = sec;
+            self.probe_left = Self::PROBE_CHECKS_PER_SEC;
+        }
+        if self.probe_left == 0 {
+            return false;
+        }
+        self.probe_left -= 1;
+        true
+    }
+
+    /// `isn_gap`: how far the segment's seq is past the client's ISN (1 for the ACK that
+    /// completes the handshake, 0 for a zero-window probe, which must carry no data).
     #[inline]
     fn check_ack_inner(
         &self,
         frame: &[u8],
         info: &FrameInfo,
         rule: &SynRule,
+        isn_gap: u32,
     ) -> Result<(Segment, Pending), DropReason> {
         let seg = Segment::locate(frame, info)?;
         if !seg.flags.contains(TcpFlags::ACK) || seg.flags.intersects(TcpFlags::SYN | TcpFlags::RST) {
             return Err(DropReason::NotEligible);
+        }
+        if isn_gap == 0 && (seg.payload_len() > 0 || seg.flags.intersects(TcpFlags::FIN)) {
+            return Err(DropReason::CookieInvalid);
         }
         if self.config.verify_checksums && !seg.checksums_ok(frame) {
             return Err(DropReason::BadChecksum);
         }
         let opts = options::scan(seg.options(frame));
         let tuple = CookieTuple::of_client_segment(&seg);
-        let isn = seg.seq.wrapping_sub(1);
+        let isn = seg.seq.wrapping_sub(isn_gap);
         let cookie = seg.ack.wrapping_sub(1);
         let decoded = self
             .jar

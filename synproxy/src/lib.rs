@@ -241,6 +241,9 @@ pub struct SynProxy {
     now_ns: u64,
     /// Milliseconds clock for the SYN-ACK's TSval.
     ts_clock: u32,
+    /// The second whose zero-window-probe check budget `probe_left` is.
+    probe_sec: u64,
+    probe_left: u32,
 }
 
 impl SynProxy {
@@ -258,6 +261,8 @@ impl SynProxy {
             counters: Counters::default(),
             now_ns: 0,
             ts_clock: 0,
+            probe_sec: u64::MAX,
+            probe_left: 0,
         })
     }
 
@@ -274,6 +279,11 @@ impl SynProxy {
     /// The counters so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reset_counters_for_test(&mut self) {
+        self.counters = Counters::default();
     }
 
     /// The configuration.

@@ -123,6 +123,18 @@ fn into_a_separate_buffer_leaves_the_ack_alone() {
 #[test]
 fn invalid_acks_are_dropped_at_the_cost_of_one_hash() {
     let mut proxy = proxy();
+    // Empty ACKs may get a second check as zero-window probes, 256 per second per worker
+    // (see `a_zero_window_probe_recovers_a_lost_cookie_ack`); spend that budget first, so what
+    // follows is what every ACK of a flood costs.
+    {
+        let hs = Handshake::syn(&mut proxy, Flow::v4(), SynOpts::linux(), SynRule::default(), 5);
+        let f = hs.client_segment(TcpFlags::ACK, 0, 9, 0, 502, &[]);
+        for _ in 0..256 {
+            let mut buf = f.clone();
+            let _ = proxy.client_ack(&mut buf, f.len(), &info(&f), &SynRule::default());
+        }
+        proxy.reset_counters_for_test();
+    }
     let flow = Flow::v4();
     let hs = Handshake::syn(&mut proxy, flow, SynOpts::linux(), SynRule::default(), 1000);
     let rule = SynRule::default();
@@ -175,11 +187,12 @@ fn invalid_acks_are_dropped_at_the_cost_of_one_hash() {
         drop(&mut proxy, &corrupt),
         (AckVerdict::Drop(DropReason::BadChecksum), 0)
     );
-    // Expired: two periods later.
+    // Expired: two periods later (a new second refills the probe budget, so this empty ACK
+    // is also checked as a probe: two hashes, both refusing it).
     proxy.set_now(NOW_NS + 2 * 64 * 1_000_000_000);
     assert_eq!(
         drop(&mut proxy, &hs.ack()),
-        (AckVerdict::Drop(DropReason::CookieInvalid), 1)
+        (AckVerdict::Drop(DropReason::CookieInvalid), 2)
     );
     let c = proxy.counters();
     assert_eq!(c.cookie_invalid, 4);
@@ -372,5 +385,77 @@ fn an_optionless_synack_needs_tailroom_for_the_window_update() {
         a.tcp.window_len,
         502 << 7,
         "unscaled: the server declined scaling"
+    );
+}
+
+/// A lost cookie ACK: the client's zero-window probes (seq = ISN, no data) still open the
+/// connection, with the client's real ISN; probes with data, FIN or a wrong cookie do not; and
+/// second checks stop when the per-second budget is spent, so an ACK flood costs one hash.
+#[test]
+fn a_zero_window_probe_recovers_a_lost_cookie_ack() {
+    for flow in Flow::all() {
+        for o in [SynOpts::linux(), SynOpts::default()] {
+            let mut proxy = proxy();
+            proxy.set_now(1_000_000_000_000);
+            let isn = 0x8000_0000u32;
+            let hs = Handshake::syn(&mut proxy, flow, o, SynRule::default(), isn);
+            let send = |proxy: &mut crate::SynProxy, frame: Vec<u8>| {
+                let mut buf = frame.clone();
+                buf.resize(256, 0);
+                let v = proxy.client_ack(&mut buf, frame.len(), &info(&frame), &hs.rule);
+                (v, buf)
+            };
+            // A probe with data, and one with FIN, are not probes.
+            let (v, _) = send(&mut proxy, hs.client_segment(TcpFlags::ACK, 0, 1, 9, 502, b"x"));
+            assert_eq!(v, AckVerdict::Drop(DropReason::CookieInvalid));
+            let (v, _) = send(
+                &mut proxy,
+                hs.client_segment(TcpFlags::ACK | TcpFlags::FIN, 0, 1, 9, 502, &[]),
+            );
+            assert_eq!(v, AckVerdict::Drop(DropReason::CookieInvalid));
+            // A probe for another cookie is refused.
+            let (v, _) = send(&mut proxy, hs.client_segment(TcpFlags::ACK, 0, 2, 9, 502, &[]));
+            assert_eq!(v, AckVerdict::Drop(DropReason::CookieInvalid));
+            // The probe itself opens the connection: the server's SYN carries the real ISN.
+            let (v, buf) = send(&mut proxy, hs.client_segment(TcpFlags::ACK, 0, 1, 9, 502, &[]));
+            let AckVerdict::Open { len, .. } = v else {
+                panic!("probe refused: {v:?}");
+            };
+            let p = parse(&buf[..len]);
+            assert!(p.tcp.flags.contains(TcpFlags::SYN));
+            assert_eq!(
+                p.tcp.seq_number.0, isn,
+                "the client's ISN, not the probe's seq - 1"
+            );
+            assert_eq!(proxy.counters().probe_recovered, 1);
+            assert_eq!(proxy.counters().cookie_valid, 1);
+            assert_eq!(proxy.counters().cookie_invalid, 3);
+        }
+    }
+    // The budget: 256 second checks per second, then invalid probes cost one hash each.
+    let mut proxy = proxy();
+    proxy.set_now(5_000_000_000_000);
+    let hs = Handshake::syn(&mut proxy, Flow::v4(), SynOpts::linux(), SynRule::default(), 77);
+    for _ in 0..300 {
+        let f = hs.client_segment(TcpFlags::ACK, 0, 5, 9, 502, &[]);
+        let mut buf = f.clone();
+        buf.resize(256, 0);
+        let _ = proxy.client_ack(&mut buf, f.len(), &info(&f), &hs.rule);
+    }
+    assert_eq!(proxy.probe_left, 0, "the budget is spent");
+    let f = hs.client_segment(TcpFlags::ACK, 0, 1, 9, 502, &[]);
+    let mut buf = f.clone();
+    buf.resize(256, 0);
+    let v = proxy.client_ack(&mut buf, f.len(), &info(&f), &hs.rule);
+    assert_eq!(
+        v,
+        AckVerdict::Drop(DropReason::CookieInvalid),
+        "no second check without budget"
+    );
+    proxy.set_now(5_001_000_000_000);
+    let v = proxy.client_ack(&mut buf, f.len(), &info(&f), &hs.rule);
+    assert!(
+        matches!(v, AckVerdict::Open { .. }),
+        "a new second, a new budget: {v:?}"
     );
 }
