@@ -705,3 +705,29 @@ fn reload(path: Option<&Path>, api: &mut Api, committer: &mut Committer) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_synproxy_counter_has_its_metric() {
+        for n in SYNPROXY_COUNTERS {
+            let name = format!("levee_synproxy_{n}_total");
+            assert!(
+                levee_control::metrics::METRIC_NAMES.contains(&name.as_str()),
+                "{name} is missing from levee_control::metrics::METRIC_NAMES (and the dashboard)"
+            );
+        }
+    }
+
+    #[test]
+    fn conntrack_state_labels_cover_every_state() {
+        let names: Vec<String> = state_counts(&StateCounts::default())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names.len(), 15);
+        assert!(names.contains(&"established".to_owned()) && names.contains(&"udp_assured".to_owned()));
+    }
+}

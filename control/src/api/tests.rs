@@ -626,7 +626,6 @@ fn oversized_and_malformed_lines_on_the_socket_get_errors_and_the_connection_goe
     assert!(resp.ok, "{resp:?}");
     assert_eq!(resp.generation, 1);
     // The control thread ends when every connection (holding a sender) has closed.
-    drop(ask);
     drop(w);
     drop(r);
     drop(servers);
