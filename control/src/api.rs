@@ -934,6 +934,7 @@ impl Api {
         let mut s = data.snapshot();
         s.generation = c.generation();
         s.rules = c.store().rule_count() as u64;
+        s.named_counters = named_counters(c, &data.counter_banks());
         let m = c.metrics();
         let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         s.commits = CommitSnapshot {
@@ -1156,6 +1157,45 @@ pub fn entry_json(e: &EntrySnapshot) -> Value {
         "label": format!("{:#x}", e.label),
         "expires_ms": e.expires_in_ms,
     })
+}
+
+/// Counters of rules that carry a `comment` (the metrics' named counters), summed over the
+/// workers' banks; rules of one chain with the same comment are added together.
+fn named_counters(
+    c: &Committer,
+    banks: &[levee_filter_vm::vm::CounterBank],
+) -> Vec<crate::metrics::NamedCounter> {
+    let mut out: Vec<crate::metrics::NamedCounter> = Vec::new();
+    for v in c.store().image().rules() {
+        let (Some(id), Some(name)) = (v.counter, v.rule.comment.as_ref()) else {
+            continue;
+        };
+        let (mut p, mut b) = (0, 0);
+        for bank in banks {
+            if let Some(cell) = bank.get(id as usize) {
+                let (cp, cb) = cell.get();
+                p += cp;
+                b += cb;
+            }
+        }
+        match out
+            .iter_mut()
+            .find(|n| n.table == v.table && n.chain == v.chain && &n.name == name)
+        {
+            Some(n) => {
+                n.packets += p;
+                n.bytes += b;
+            }
+            None => out.push(crate::metrics::NamedCounter {
+                table: v.table.to_owned(),
+                chain: v.chain.to_owned(),
+                name: name.clone(),
+                packets: p,
+                bytes: b,
+            }),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -110,6 +110,18 @@ pub struct CommitSnapshot {
     pub total_ns: u64,
 }
 
+/// A named counter: the `counter` of a rule that carries a `comment` (the comment is its name;
+/// nftables' named counter objects are not in levee's rule language). Summed over workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NamedCounter {
+    pub table: String,
+    pub chain: String,
+    /// The rule's comment.
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// Everything `/metrics` and `levee ctl stats` show.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Snapshot {
@@ -123,6 +135,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Rules in the current generation.
     pub rules: u64,
+    /// Counters of commented rules (bounded by the ruleset the operator wrote).
+    pub named_counters: Vec<NamedCounter>,
     pub commits: CommitSnapshot,
     /// Seconds since levee started.
     pub uptime_seconds: f64,
@@ -205,6 +219,8 @@ pub const METRIC_NAMES: &[&str] = &[
     "levee_synproxy_probe_recovered_total",
     "levee_generation",
     "levee_rules",
+    "levee_rule_counter_packets_total",
+    "levee_rule_counter_bytes_total",
     "levee_commits_total",
     "levee_commit_duration_seconds",
     "levee_commit_last_duration_seconds",
@@ -525,6 +541,28 @@ impl Exporter {
         // Rule generations.
         plain_gauge("levee_generation", "The current rule generation.", s.generation);
         plain_gauge("levee_rules", "Rules in the current generation.", s.rules);
+        // Named counters: rules with a `counter` and a `comment`, labelled by table, chain and
+        // comment (operator-chosen names, bounded by the ruleset; rule handles are not used as
+        // labels since every commit can mint new ones). Two rules with the same comment in
+        // one chain are summed.
+        for (metric, help, bytes) in [
+            (
+                "levee_rule_counter_packets_total",
+                "Packets counted by commented rules' counters, summed over workers.",
+                false,
+            ),
+            (
+                "levee_rule_counter_bytes_total",
+                "Bytes counted by commented rules' counters, summed over workers.",
+                true,
+            ),
+        ] {
+            let v = counter(&r, metric, help, &["table", "chain", "name"]);
+            for n in &s.named_counters {
+                v.with_label_values(&[n.table.as_str(), n.chain.as_str(), n.name.as_str()])
+                    .inc_by(if bytes { n.bytes } else { n.packets });
+            }
+        }
         let commits = counter(
             &r,
             "levee_commits_total",
@@ -635,6 +673,13 @@ pub(crate) mod tests {
             conntrack_enabled: true,
             generation: 4,
             rules: 2,
+            named_counters: vec![NamedCounter {
+                table: "edge".into(),
+                chain: "pre".into(),
+                name: "ssh attempts".into(),
+                packets: 5,
+                bytes: 300,
+            }],
             commits: CommitSnapshot {
                 published: 3,
                 refused: 1,
@@ -667,6 +712,20 @@ pub(crate) mod tests {
             30.0
         );
         assert_eq!(value(&t, "levee_synproxy_cookie_valid_total"), 3.0);
+        assert_eq!(
+            value(
+                &t,
+                "levee_rule_counter_packets_total{chain=\"pre\",name=\"ssh attempts\",table=\"edge\"}"
+            ),
+            5.0
+        );
+        assert_eq!(
+            value(
+                &t,
+                "levee_rule_counter_bytes_total{chain=\"pre\",name=\"ssh attempts\",table=\"edge\"}"
+            ),
+            300.0
+        );
         assert_eq!(value(&t, "levee_conntrack_limit"), 200.0);
         assert_eq!(
             value(&t, "levee_conntrack_entries_by_state{state=\"established\"}"),

@@ -736,7 +736,12 @@ fn metrics_are_scraped_over_http_and_parse_strictly() {
     )
     .unwrap();
     let addr = servers.metrics_addr().unwrap();
-    let control = control_thread(committer(RULESET), rx, servers.generation());
+    // A commented rule with a counter: a named counter (`levee_rule_counter_*`).
+    let named = RULESET.replace(
+        "tcp dport 22 counter accept",
+        "tcp dport 22 counter accept comment \"ssh\"",
+    );
+    let control = control_thread(committer(&named), rx, servers.generation());
     let (code, head, body) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
     assert!(
@@ -751,9 +756,18 @@ fn metrics_are_scraped_over_http_and_parse_strictly() {
             _ => assert!(!name.ends_with("_total"), "{name} is a {t} named _total"),
         }
     }
+    // `table`, `chain` and `name` label only the named counters: bounded by the ruleset.
     let allowed = [
-        "port", "worker", "lcore", "reason", "state", "result", "xstat", "version", "le",
+        "port", "worker", "lcore", "reason", "state", "result", "xstat", "version", "le", "table", "chain",
+        "name",
     ];
+    assert!(
+        samples
+            .iter()
+            .any(|(n, l, _)| n == "levee_rule_counter_packets_total"
+                && l.iter().any(|(k, v)| k == "name" && v == "ssh")),
+        "the named counter is exported"
+    );
     for (name, labels, _) in &samples {
         assert!(name.starts_with("levee_"), "{name}");
         for (k, _) in labels {
