@@ -74,20 +74,37 @@ pub fn spec_from_config(cfg: &Config) -> DataplaneSpec {
 }
 
 /// The SYN proxy's settings, when the ruleset has a `synproxy` statement.
+/// Whether a ruleset has `synproxy` statements.
+pub fn uses_synproxy(c: &Compiled) -> bool {
+    c.program
+        .chains
+        .iter()
+        .flat_map(|ch| &ch.rules)
+        .flat_map(|r| &r.insns)
+        .any(|i| matches!(i, levee_filter_vm::vm::Insn::Synproxy { .. }))
+}
+
+/// What a later generation may not need that this dataplane lacks: without conntrack there is
+/// no SYN proxy, so a commit (API or SIGHUP reload) that adds a `synproxy` statement is refused
+/// and the running ruleset stays.
+pub fn generation_check(cfg: &Config) -> Option<levee_control::generation::GenerationCheck> {
+    (!cfg.conntrack.enabled).then(|| {
+        Box::new(|c: &Compiled| {
+            if uses_synproxy(c) {
+                Err("`synproxy` statements need [conntrack] enabled = true (the SYN proxy keeps its connections in conntrack entries)".to_owned())
+            } else {
+                Ok(())
+            }
+        }) as levee_control::generation::GenerationCheck
+    })
+}
+
 pub fn synproxy_spec(
     cfg: &Config,
     config_path: &Path,
     ruleset: Option<&Compiled>,
 ) -> Result<Option<SynproxySpec>, String> {
-    let uses = ruleset.is_some_and(|c| {
-        c.program
-            .chains
-            .iter()
-            .flat_map(|ch| &ch.rules)
-            .flat_map(|r| &r.insns)
-            .any(|i| matches!(i, levee_filter_vm::vm::Insn::Synproxy { .. }))
-    });
-    if !uses {
+    if !ruleset.is_some_and(uses_synproxy) {
         return Ok(None);
     }
     if !cfg.conntrack.enabled {
@@ -550,6 +567,7 @@ pub fn run(
         Committer::start(&initial, spec.worker_cores.len(), Box::new(worker_clock))
             .map_err(|e| load_error(path.as_deref(), &e.into()))?;
     committer.timeout = Duration::from_millis(cfg.management.commit_timeout_ms);
+    committer.check = generation_check(&cfg);
     // Listeners before DPDK: a socket another levee serves stops us before anything starts.
     let (calls_tx, calls) = crossbeam_channel::unbounded::<Call>();
     let servers = start_servers(&cfg, calls_tx)?;
@@ -719,6 +737,43 @@ mod tests {
                 "{name} is missing from levee_control::metrics::METRIC_NAMES (and the dashboard)"
             );
         }
+    }
+
+    /// Without conntrack, a generation with a `synproxy` statement is refused; with it, or
+    /// without such a statement, nothing is checked or refused.
+    #[test]
+    fn synproxy_rules_need_conntrack() {
+        let dir = std::env::temp_dir().join(format!("levee-gencheck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg_for = |ct: bool| {
+            let p = dir.join(format!("c{ct}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "[ports.outside]\ndevice = \"net_null0\"\n[ports.inside]\ndevice = \"net_null1\"\n\
+                     [workers]\ncores = [1]\n[conntrack]\nenabled = {ct}\n"
+                ),
+            )
+            .unwrap();
+            Config::load(&p).unwrap()
+        };
+        let proxy = levee_filter_vm::compile_ruleset(
+            "table inet t { chain c { type filter hook prerouting priority 0; policy accept;
+               tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale 7 } }",
+        )
+        .unwrap()
+        .compiled;
+        let plain = levee_filter_vm::compile_ruleset(
+            "table inet t { chain c { type filter hook prerouting priority 0; policy accept; tcp dport 80 accept } }",
+        )
+        .unwrap()
+        .compiled;
+        let check = generation_check(&cfg_for(false)).expect("a check without conntrack");
+        let e = check(&proxy).unwrap_err();
+        assert!(e.contains("[conntrack] enabled = true"), "{e}");
+        assert_eq!(check(&plain), Ok(()));
+        assert!(generation_check(&cfg_for(true)).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -267,11 +267,17 @@ pub struct Committed {
 }
 
 /// The rule store and the publisher together: what the API calls to change the ruleset.
+/// A check of a prepared ruleset against what the running dataplane can do (for example
+/// `synproxy` statements without connection tracking): an error refuses the transaction.
+pub type GenerationCheck = Box<dyn Fn(&Compiled) -> Result<(), String> + Send>;
+
 pub struct Committer {
     store: RuleStore,
     publisher: Publisher,
     /// How long a commit waits for workers.
     pub timeout: Duration,
+    /// Run on every prepared ruleset before it is published (None: no check).
+    pub check: Option<GenerationCheck>,
     metrics: Arc<CommitMetrics>,
     clock: Box<dyn Fn() -> u64 + Send>,
 }
@@ -286,6 +292,7 @@ impl Committer {
             store,
             publisher,
             timeout: Duration::from_secs(1),
+            check: None,
             metrics: Arc::default(),
             clock,
         }
@@ -334,6 +341,10 @@ impl Committer {
                 return Err(e.into());
             }
         };
+        if let Some(Err(why)) = self.check.as_ref().map(|check| check(&prepared.compiled)) {
+            self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(TxnError::Verify(why).into());
+        }
         let id = self.publisher.publish(prepared.compiled);
         let mut store = prepared.store;
         store.set_generation(id);

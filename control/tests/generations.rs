@@ -214,3 +214,51 @@ fn a_stuck_worker_times_the_commit_out_with_a_clear_error() {
     drop(readers);
     committer.commit(&Transaction::new(vec![])).unwrap();
 }
+
+/// A check refuses a prepared ruleset the dataplane cannot run: nothing is published, the
+/// store and the generation stay, and the refusal is counted.
+#[test]
+fn a_failed_check_publishes_nothing() {
+    let load = Transaction::new(vec![Op::Load {
+        text: RULESET.into(),
+        flush: true,
+    }]);
+    let (mut committer, _readers) = Committer::start(&load, 0, Box::new(|| 0)).unwrap();
+    committer.check = Some(Box::new(|c| {
+        if c.program.chains.iter().any(|ch| ch.name.contains("forbidden")) {
+            Err("no chain called forbidden here".to_owned())
+        } else {
+            Ok(())
+        }
+    }));
+    let before = committer.store().list_ruleset(true);
+    let generation = committer.generation();
+    let (family, table) = committer.store().image().tables()[0].clone();
+    let txn = Transaction::new(vec![Op::AddChain {
+        family,
+        table,
+        name: "forbidden".into(),
+        spec: None,
+        create: true,
+    }]);
+    let e = committer.commit(&txn).unwrap_err();
+    assert!(e.to_string().contains("no chain called forbidden here"), "{e}");
+    assert_eq!(committer.store().list_ruleset(true), before);
+    assert_eq!(committer.generation(), generation);
+    assert_eq!(committer.publisher().current().id, generation);
+    assert_eq!(
+        committer
+            .metrics()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Anything else still commits.
+    let ok = Transaction::new(vec![Op::AddTable {
+        family: Family::Ip,
+        name: "more".into(),
+        comment: None,
+        create: true,
+    }]);
+    committer.commit(&ok).unwrap();
+}
