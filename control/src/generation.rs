@@ -345,6 +345,24 @@ impl Committer {
             self.metrics.refused.fetch_add(1, Ordering::Relaxed);
             return Err(TxnError::Verify(why).into());
         }
+        // A transaction of `ensure`s that all found their rule changes nothing: no new
+        // generation (frontends that re-assert their rules periodically cost nothing).
+        let unchanged = !txn.ops.is_empty()
+            && txn
+                .ops
+                .iter()
+                .all(|op| matches!(op, crate::rules::Op::EnsureRule { .. }))
+            && prepared
+                .results
+                .iter()
+                .all(|r| matches!(r, OpResult::Rule { added: false, .. }));
+        if unchanged {
+            return Ok(Committed {
+                generation: self.store.generation(),
+                results: prepared.results,
+                latency: start.elapsed(),
+            });
+        }
         let id = self.publisher.publish(prepared.compiled);
         let mut store = prepared.store;
         store.set_generation(id);

@@ -262,3 +262,31 @@ fn a_failed_check_publishes_nothing() {
     }]);
     committer.commit(&ok).unwrap();
 }
+
+/// `ensure` of rules that are all there publishes nothing (a frontend re-asserting its rules
+/// costs no generation); an `ensure` that adds publishes as usual.
+#[test]
+fn an_ensure_that_finds_its_rule_publishes_nothing() {
+    let load = Transaction::new(vec![Op::Load {
+        text: RULESET.into(),
+        flush: true,
+    }]);
+    let (mut committer, _readers) = Committer::start(&load, 0, Box::new(|| 0)).unwrap();
+    let ensure = |rule: &str| {
+        Transaction::new(vec![Op::EnsureRule {
+            family: Family::Ip,
+            table: "t".into(),
+            chain: "pre".into(),
+            position: levee_filter_vm::incremental::Position::Append,
+            rule: rule.into(),
+        }])
+    };
+    let g = committer.generation();
+    let c = committer.commit(&ensure("tcp dport 22 counter")).unwrap();
+    assert_eq!((c.generation, committer.generation()), (g, g));
+    assert_eq!(committer.publisher().current().id, g, "nothing published");
+    assert!(matches!(c.results[..], [OpResult::Rule { added: false, .. }]));
+    let c = committer.commit(&ensure("tcp dport 23 drop")).unwrap();
+    assert_eq!(c.generation, g + 1);
+    assert!(matches!(c.results[..], [OpResult::Rule { added: true, .. }]));
+}
