@@ -659,6 +659,13 @@ pub struct Worker<P: PortIo> {
     now_ns: u64,
     /// Requests from the control thread (conntrack dumps).
     requests: Option<crossbeam_channel::Receiver<WorkerRequest>>,
+    /// The packets of a burst this worker owns, staged so conntrack can prepare them all
+    /// (hash, then prefetch each flow's index bucket and entry) before any is tracked.
+    staged: Vec<(P::Buf, Option<FrameInfo>)>,
+    /// The prepared burst, and the index in it of the packet being admitted (None: not from
+    /// a prepared burst, e.g. a hand-off).
+    ct_burst: Box<levee_conntrack::Burst>,
+    ct_hint: Option<usize>,
 }
 
 impl<P: PortIo> Worker<P> {
@@ -700,6 +707,9 @@ impl<P: PortIo> Worker<P> {
             wall_ns: 0,
             now_ns: 0,
             requests: None,
+            staged: Vec::with_capacity(cfg.burst),
+            ct_burst: Box::default(),
+            ct_hint: None,
         }
     }
 
@@ -793,14 +803,48 @@ impl<P: PortIo> Worker<P> {
             self.totals.rx_packets[s] += n as u64;
             // Take the burst out so `self` can be borrowed while dispatching.
             let mut burst = std::mem::take(&mut self.rx);
+            if self.conntrack.is_none() {
+                for pkt in burst.drain(..) {
+                    self.totals.rx_bytes[s] += pkt.data().len() as u64;
+                    match classify(pkt.data(), pkt.rss_hash(), &self.steering, self.id) {
+                        Disposition::Mine(info) => self.admit(side, pkt, info.as_ref(), now),
+                        Disposition::HandOff(owner) => self.hand_off(owner, side, pkt),
+                        Disposition::Drop(reason) => self.drop_pkt(reason, pkt),
+                    }
+                }
+                self.rx = burst;
+                continue;
+            }
+            let mut staged = std::mem::take(&mut self.staged);
             for pkt in burst.drain(..) {
                 self.totals.rx_bytes[s] += pkt.data().len() as u64;
                 match classify(pkt.data(), pkt.rss_hash(), &self.steering, self.id) {
-                    Disposition::Mine(info) => self.admit(side, pkt, info.as_ref(), now),
+                    Disposition::Mine(info) => staged.push((pkt, info)),
                     Disposition::HandOff(owner) => self.hand_off(owner, side, pkt),
                     Disposition::Drop(reason) => self.drop_pkt(reason, pkt),
                 }
             }
+            // Conntrack's staged lookup: every flow of the burst hashed and its bucket and
+            // entry prefetched first, so the cache misses of a large table overlap.
+            let prepared = match self.conntrack.as_deref() {
+                Some(ct) if staged.len() > 1 => {
+                    ct.prepare(
+                        &mut self.ct_burst,
+                        staged
+                            .iter()
+                            .take(levee_conntrack::BURST_MAX)
+                            .map(|(p, i)| i.as_ref().map(|i| (p.data(), i))),
+                    );
+                    staged.len().min(levee_conntrack::BURST_MAX)
+                }
+                _ => 0,
+            };
+            for (bi, (pkt, info)) in staged.drain(..).enumerate() {
+                self.ct_hint = (bi < prepared).then_some(bi);
+                self.admit(side, pkt, info.as_ref(), now);
+            }
+            self.ct_hint = None;
+            self.staged = staged;
             self.rx = burst;
         }
         seen += self.drain_handoffs(now);
@@ -894,7 +938,7 @@ impl<P: PortIo> Worker<P> {
     fn admit(&mut self, side: Side, pkt: P::Buf, info: Option<&FrameInfo>, now: u64) {
         let mut pkt = pkt;
         if let (Some(_), Some(i)) = (self.proxy.as_ref(), info) {
-            if let Some((id, dir, state)) = self.proxied(i) {
+            if let Some((id, dir, state)) = self.proxied(pkt.data(), i) {
                 if dir == CtDirection::Original {
                     // Client to server: into the server's sequence space first, so conntrack
                     // and the ruleset see what the server will (Linux: seqadj before conntrack
@@ -974,7 +1018,10 @@ impl<P: PortIo> Worker<P> {
         // Conntrack (the kernel's hooks at priority -200): existing flows are updated now, a
         // new one is only pending.
         let tracked = match (self.conntrack.as_deref_mut(), info) {
-            (Some(ct), Some(info)) if !notrack => Some(ct.track(pkt.data(), info, now_ns)),
+            (Some(ct), Some(info)) if !notrack => Some(match self.ct_hint {
+                Some(bi) => ct.track_prepared(&self.ct_burst, bi, pkt.data(), info, now_ns),
+                None => ct.track(pkt.data(), info, now_ns),
+            }),
             _ => None,
         };
         let Some(f) = self.filter.as_mut() else {
@@ -1057,10 +1104,13 @@ impl<P: PortIo> Worker<P> {
     /// The proxy state of the segment's connection, if the SYN proxy set it up: (entry,
     /// direction of the segment, state).
     #[inline]
-    fn proxied(&self, info: &FrameInfo) -> Option<(EntryId, CtDirection, ProxyState)> {
+    fn proxied(&self, frame: &[u8], info: &FrameInfo) -> Option<(EntryId, CtDirection, ProxyState)> {
         tcp_flags(info)?;
         let ct = self.conntrack.as_deref()?;
-        let (id, dir) = ct.lookup_tuple(&info.flow_tuple()?, self.now_ns)?;
+        let (id, dir) = match self.ct_hint {
+            Some(bi) => ct.lookup_prepared(&self.ct_burst, bi, frame, info, self.now_ns)?,
+            None => ct.lookup_tuple(&info.flow_tuple()?, self.now_ns)?,
+        };
         let state = ct.ext(id).ok()?.proxy?;
         Some((id, dir, state))
     }
