@@ -140,6 +140,10 @@ fn synproxy_counters(c: &levee_synproxy::Counters) -> [u64; SYNPROXY_COUNTERS.le
     ]
 }
 
+/// Conntrack entries from which a worker stages each burst and prepares its lookups together
+/// (about 2 MB of entries: beyond the caches that a smaller table stays in).
+const STAGE_MIN_ENTRIES: u32 = 16_384;
+
 /// Worker tuning.
 #[derive(Clone, Copy, Debug)]
 pub struct WorkerConfig {
@@ -666,6 +670,8 @@ pub struct Worker<P: PortIo> {
     /// a prepared burst, e.g. a hand-off).
     ct_burst: Box<levee_conntrack::Burst>,
     ct_hint: Option<usize>,
+    /// Conntrack entries from which bursts are staged ([`STAGE_MIN_ENTRIES`]).
+    stage_min: u32,
 }
 
 impl<P: PortIo> Worker<P> {
@@ -710,7 +716,15 @@ impl<P: PortIo> Worker<P> {
             staged: Vec::with_capacity(cfg.burst),
             ct_burst: Box::default(),
             ct_hint: None,
+            stage_min: STAGE_MIN_ENTRIES,
         }
+    }
+
+    /// Stages bursts from `entries` conntrack entries on instead of [`STAGE_MIN_ENTRIES`]
+    /// (tests and fuzzing use 0 to run the staged path on small tables).
+    pub fn with_stage_min(mut self, entries: u32) -> Self {
+        self.stage_min = entries;
+        self
     }
 
     /// Answers `requests` from the control thread between bursts.
@@ -803,7 +817,13 @@ impl<P: PortIo> Worker<P> {
             self.totals.rx_packets[s] += n as u64;
             // Take the burst out so `self` can be borrowed while dispatching.
             let mut burst = std::mem::take(&mut self.rx);
-            if self.conntrack.is_none() {
+            // Staging pays off once the table outgrows the caches; below that (and for a SYN
+            // flood that raw chains keep out of a small table) the direct loop is cheaper.
+            if self
+                .conntrack
+                .as_deref()
+                .is_none_or(|ct| ct.len() < self.stage_min)
+            {
                 for pkt in burst.drain(..) {
                     self.totals.rx_bytes[s] += pkt.data().len() as u64;
                     match classify(pkt.data(), pkt.rss_hash(), &self.steering, self.id) {
@@ -1817,10 +1837,16 @@ mod proxy_tests {
         .with_synproxy(proxy)
     }
 
+    /// One connection through the direct path and one through the staged (prepared-burst)
+    /// path.
     fn connection(c_isn: u32, s_isn: u32, timestamps: bool, c_ts0: u32, s_ts0: u32) -> Result<(), String> {
-        let mut w = proxy_worker();
-        let mut now = 1_000_000_000u64;
-        run_connection(&mut w, &mut now, c_isn, s_isn, timestamps, c_ts0, s_ts0)
+        for stage_min in [u32::MAX, 0] {
+            let mut w = proxy_worker().with_stage_min(stage_min);
+            let mut now = 1_000_000_000u64;
+            run_connection(&mut w, &mut now, c_isn, s_isn, timestamps, c_ts0, s_ts0)
+                .map_err(|e| format!("stage_min {stage_min}: {e}"))?;
+        }
+        Ok(())
     }
 
     /// One proxied connection through `w` (time goes on from `now`): handshake, four rounds
@@ -2061,7 +2087,12 @@ mod proxy_tests {
     /// conntrack work: no lookup, no pending entry, nothing in the table.
     #[test]
     fn notracked_syns_never_touch_conntrack() {
-        let mut w = proxy_worker();
+        for stage_min in [u32::MAX, 0] {
+            notracked_syns_with(proxy_worker().with_stage_min(stage_min));
+        }
+    }
+
+    fn notracked_syns_with(mut w: Worker<MemPort>) {
         let mut answered = 0;
         for i in 0..200u32 {
             let mut p = seg(
@@ -2158,7 +2189,7 @@ mod proxy_tests {
             (0xffff_fff0, 0x10),
         ] {
             for ts in [true, false] {
-                let mut w = proxy_worker();
+                let mut w = proxy_worker().with_stage_min(if ts { 0 } else { u32::MAX });
                 let mut now = 1_000_000_000u64;
                 run_connection(&mut w, &mut now, a, 77, ts, 100, 200)
                     .unwrap_or_else(|e| panic!("first connection (ISN {a:#x}, ts {ts}): {e}"));

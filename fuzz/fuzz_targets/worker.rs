@@ -149,7 +149,13 @@ fuzz_target!(|data: &[u8]| {
     )
     .with_filter(WorkerFilter::new(compiled(), 0))
     .with_conntrack(shard)
-    .with_synproxy(proxy);
+    .with_synproxy(proxy)
+    // The first byte picks the direct or the staged (prepared-burst) path.
+    .with_stage_min(if data.first().is_some_and(|b| b & 1 == 1) {
+        0
+    } else {
+        u32::MAX
+    });
     let mut clients = [Client::default(); 4];
     let mut now = 1_000_000_000u64;
     let mut last: Vec<u8> = Vec::new();
