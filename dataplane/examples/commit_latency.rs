@@ -17,10 +17,10 @@ use levee_dataplane::{DataplaneSpec, Running};
 use levee_filter_vm::incremental::Position;
 use std::time::{Duration, Instant};
 
-/// Source address of rule `i` (198.18.0.0/15).
-fn addr(i: usize) -> String {
-    format!("198.{}.{}.{}", 18 + (i >> 16) % 2, (i >> 8) & 0xff, i & 0xff)
-}
+// The benchmark rulesets' addresses (shared with the control benches and `kernel_compare.sh`).
+#[path = "../../control/benches/common/ruleset.rs"]
+mod ruleset;
+use ruleset::addr;
 
 /// `n` rules in a prerouting chain (every worker evaluates it), each with a counter so no
 /// two rules merge.

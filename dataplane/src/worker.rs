@@ -441,7 +441,14 @@ fn tcp_flags(info: &FrameInfo) -> Option<TcpFlags> {
 #[inline]
 fn set_ct_meta(meta: &mut PacketMeta, tracked: Option<&Tracked>) {
     let Some(t) = tracked else {
+        // No entry: nothing of an earlier packet's flow may show through.
         meta.ct_state = FilterCtState::Untracked;
+        meta.ct_status = 0;
+        meta.ct_mark = 0;
+        meta.ct_label = 0;
+        meta.ct_direction = 0;
+        meta.ct_expiration_ms = 0;
+        meta.ct_zone = 0;
         return;
     };
     let i = t.info();
@@ -818,28 +825,17 @@ impl<P: PortIo> Worker<P> {
             // Take the burst out so `self` can be borrowed while dispatching.
             let mut burst = std::mem::take(&mut self.rx);
             // Staging pays off once the table outgrows the caches; below that (and for a SYN
-            // flood that raw chains keep out of a small table) the direct loop is cheaper.
-            if self
+            // flood that raw chains keep out of a small table) packets are admitted directly.
+            let stage = self
                 .conntrack
                 .as_deref()
-                .is_none_or(|ct| ct.len() < self.stage_min)
-            {
-                for pkt in burst.drain(..) {
-                    self.totals.rx_bytes[s] += pkt.data().len() as u64;
-                    match classify(pkt.data(), pkt.rss_hash(), &self.steering, self.id) {
-                        Disposition::Mine(info) => self.admit(side, pkt, info.as_ref(), now),
-                        Disposition::HandOff(owner) => self.hand_off(owner, side, pkt),
-                        Disposition::Drop(reason) => self.drop_pkt(reason, pkt),
-                    }
-                }
-                self.rx = burst;
-                continue;
-            }
+                .is_some_and(|ct| ct.len() >= self.stage_min);
             let mut staged = std::mem::take(&mut self.staged);
             for pkt in burst.drain(..) {
                 self.totals.rx_bytes[s] += pkt.data().len() as u64;
                 match classify(pkt.data(), pkt.rss_hash(), &self.steering, self.id) {
-                    Disposition::Mine(info) => staged.push((pkt, info)),
+                    Disposition::Mine(info) if stage => staged.push((pkt, info)),
+                    Disposition::Mine(info) => self.admit(side, pkt, info.as_ref(), now),
                     Disposition::HandOff(owner) => self.hand_off(owner, side, pkt),
                     Disposition::Drop(reason) => self.drop_pkt(reason, pkt),
                 }
@@ -2176,6 +2172,50 @@ mod proxy_tests {
             .map(|c| c.3)
             .collect();
         assert_eq!(counts, vec![1, 0, 0, 1], "raw: invalid; filter: new");
+    }
+
+    /// A chain before conntrack sees no flow's mark, not even the one the previous packet of
+    /// the same flow carried (nothing of an earlier packet's entry shows through).
+    #[test]
+    fn raw_chains_see_no_stale_ct_mark() {
+        let text = "table inet t {
+ chain raw { type filter hook prerouting priority raw; policy accept;
+  ct mark 7 counter
+ }
+ chain f { type filter hook prerouting priority filter; policy accept;
+  ct mark set 7
+ }
+}";
+        let compiled = Arc::new(levee_filter_vm::compile_ruleset(text).unwrap().compiled);
+        let shard = CtShard::new(Default::default(), levee_conntrack::HashKey([5, 6])).unwrap();
+        let mut w = Worker::new(
+            0,
+            MemPort::new(64, 64),
+            MemPort::new(64, 64),
+            WorkerConfig::default(),
+            Steering::new(1, 128),
+            HandoffMesh::new(1, 16),
+        )
+        .with_filter(WorkerFilter::new(compiled, 0))
+        .with_conntrack(shard);
+        // Three segments: the second is tracked with the mark the first set, the third must
+        // not see it before conntrack.
+        for (i, seq) in [1u32, 1, 1].into_iter().enumerate() {
+            w.port_mut(Side::Outside)
+                .wire_in
+                .push(seg(true, SYN, seq, 0, 64240, &[2, 4, 5, 180], &[]))
+                .unwrap();
+            w.poll_once(1_000 * (i as u64 + 1));
+        }
+        assert_eq!(drain(&mut w, Side::Inside).len(), 3);
+        let f = w.filter().unwrap();
+        let counted: u64 = f
+            .compiled
+            .rule_counter_totals(&[&f.counters()])
+            .iter()
+            .map(|c| c.3)
+            .sum();
+        assert_eq!(counted, 0, "the raw chain saw a ct mark");
     }
 
     /// Port reuse: a tuple still in TIME_WAIT in the proxy's conntrack opens again (new
