@@ -20,7 +20,10 @@
 //! Memory: an entry is 112 bytes for `X = ()` (key 38, status and policy 2, expiry, wheel links
 //! and mark 16, TCP state 56); the flow index adds 12.8 bytes per entry of capacity (a 64-byte
 //! line per five entries: it is at most half full); labels, when enabled, 16 bytes per entry
-//! in a parallel array; the wheel 16.9 kB per shard. 124.8 bytes per flow at 1 M.
+//! in a parallel array; the wheel 16.9 kB per shard. 124.8 bytes per flow at 1 M. Once an
+//! owner flags an entry ([`Shard::flag`]: the SYN proxy flags its connections) a presence
+//! filter of flagged entries is allocated: a byte counter for every quarter entry of
+//! capacity, at most 1 Mi of them (4 bytes per flow for small tables, 1 byte at 1 M).
 //!
 //! Time: callers pass a monotonic `now_ns`. Entries keep their expiry as a wrapping 32-bit
 //! millisecond clock, so `expire` must run at least every few days (the dataplane calls it every
@@ -67,6 +70,79 @@ const ST_ASSURED: u8 = 2;
 const ST_ORIG_SIDE1: u8 = 4;
 /// The slot is free (on the free list).
 const ST_FREE: u8 = 8;
+/// The owner flagged the entry ([`Shard::flag`]); it is counted in the presence filter.
+const ST_FLAGGED: u8 = 16;
+
+/// Counters in the presence filter of flagged entries, at most (one byte each).
+const FLAG_FILTER_MAX: usize = 1 << 20;
+
+/// A counting filter over the keys of flagged entries: "certainly not flagged" for most keys
+/// at the cost of a multiply-shift hash and one byte load, where the table itself costs a
+/// SipHash and a probe. The hash is keyed (multipliers from the shard's secret) but not a
+/// PRF: a key an attacker steers into a busy counter only costs the full lookup the caller
+/// would have made anyway. Counters saturate at 255 and then never go down (still no false
+/// negatives).
+#[derive(Debug)]
+struct FlagFilter {
+    counts: Vec<u8>,
+    shift: u32,
+    mult: [u64; 3],
+    live: u32,
+}
+
+impl FlagFilter {
+    fn new(capacity: u32, key: &HashKey) -> FlagFilter {
+        // Four counters per entry the shard may hold, so a full table of flagged flows
+        // still answers "no" for most other keys; allocated on the first flag.
+        let n = (capacity as usize * 4)
+            .next_power_of_two()
+            .clamp(1024, FLAG_FILTER_MAX);
+        let odd = |x: u64| x | 1;
+        FlagFilter {
+            counts: Vec::new(),
+            shift: 64 - n.trailing_zeros(),
+            mult: [
+                odd(key.0[0] ^ 0x9e37_79b9_7f4a_7c15),
+                odd(key.0[1] ^ 0xc2b2_ae3d_27d4_eb4f),
+                odd(key.0[0].rotate_left(29) ^ key.0[1] ^ 0x1656_67b1_9e37_79f9),
+            ],
+            live: 0,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, key: &Key) -> usize {
+        let [a, b] = key.addr;
+        let x = ((a >> 64) as u64 ^ a as u64).wrapping_mul(self.mult[0]);
+        let y = ((b >> 64) as u64 ^ b as u64 ^ x).wrapping_mul(self.mult[1]);
+        let rest = u64::from(key.port[0]) | u64::from(key.port[1]) << 16 | u64::from(key.proto) << 32;
+        ((y ^ rest).wrapping_mul(self.mult[2]) >> self.shift) as usize
+    }
+
+    fn add(&mut self, key: &Key) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; 1usize << (64 - self.shift)];
+        }
+        let i = self.slot(key);
+        self.counts[i] = self.counts[i].saturating_add(1);
+        self.live += 1;
+    }
+
+    fn remove(&mut self, key: &Key) {
+        let i = self.slot(key);
+        if let Some(c) = self.counts.get_mut(i) {
+            if *c != u8::MAX {
+                *c = c.saturating_sub(1);
+            }
+        }
+        self.live = self.live.saturating_sub(1);
+    }
+
+    #[inline]
+    fn may_hold(&self, key: &Key) -> bool {
+        self.live != 0 && self.counts.get(self.slot(key)).is_some_and(|&c| c != 0)
+    }
+}
 
 /// Configuration of one shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -592,6 +668,7 @@ pub struct Shard<X = ()> {
     counters: Counters,
     events: Option<Sender<Event>>,
     event_seq: u64,
+    flagged: FlagFilter,
 }
 
 impl<X> fmt::Debug for Shard<X> {
@@ -765,6 +842,7 @@ impl<X: Default> Shard<X> {
             counters: Counters::default(),
             events: None,
             event_seq: 0,
+            flagged: FlagFilter::new(cfg.capacity, &key),
             cfg,
         })
     }
@@ -842,6 +920,7 @@ impl<X: Default> Shard<X> {
             + self.labels.capacity() * 16
             + SLOTS * 4
             + SLOTS / 8
+            + self.flagged.counts.capacity()
     }
 
     /// Size of one entry of this shard, in bytes.
@@ -1493,6 +1572,10 @@ impl<X: Default> Shard<X> {
     /// Unlinks, counts, reports and frees entry `idx`.
     fn destroy(&mut self, idx: u32, reason: DestroyReason, now: Now) {
         self.emit(idx, EventKind::Destroy(reason), now);
+        if self.entries[idx as usize].status & ST_FLAGGED != 0 {
+            let key = self.entries[idx as usize].key.unpack();
+            self.flagged.remove(&key);
+        }
         let hash = self.entries[idx as usize].key.hash(&self.hash_key);
         self.index.remove(hash, idx);
         self.wheel.unlink(&mut self.entries, idx);
@@ -1615,6 +1698,44 @@ impl<X: Default> Shard<X> {
     pub fn ext_mut(&mut self, id: EntryId) -> Result<&mut X, EntryError> {
         self.check(id)?;
         Ok(&mut self.entries[id.0 as usize].ext)
+    }
+
+    /// Flags an entry for its owner (the SYN proxy flags the connections it set up), so that
+    /// [`Shard::may_be_flagged`] can rule most other packets out without a lookup. Idempotent;
+    /// the flag goes with the entry.
+    pub fn flag(&mut self, id: EntryId) -> Result<(), EntryError> {
+        self.check(id)?;
+        let e = &mut self.entries[id.0 as usize];
+        if e.status & ST_FLAGGED == 0 {
+            e.status |= ST_FLAGGED;
+            let key = e.key.unpack();
+            self.flagged.add(&key);
+        }
+        Ok(())
+    }
+
+    /// Whether the entry is flagged.
+    pub fn is_flagged(&self, id: EntryId) -> Result<bool, EntryError> {
+        Ok(self.check(id)?.status & ST_FLAGGED != 0)
+    }
+
+    /// Live flagged entries.
+    pub fn flagged_len(&self) -> u32 {
+        self.flagged.live
+    }
+
+    /// False when the flow of the packet in `frame` (parsed as `info`) certainly has no
+    /// flagged entry: no SipHash, no probe of the table (a multiply-shift hash and one byte,
+    /// nothing at all while no entry is flagged). True means "look it up".
+    #[inline]
+    pub fn may_be_flagged(&self, frame: &[u8], info: &FrameInfo) -> bool {
+        if self.flagged.live == 0 {
+            return false;
+        }
+        match Pkt::of(frame, info).ok().and_then(|p| p.own_key()) {
+            Some((key, _)) => self.flagged.may_hold(&key),
+            None => false,
+        }
     }
 
     /// Finds the entry of a flow by either direction's tuple, with the tuple's direction.

@@ -80,7 +80,13 @@ proptest! {
                         Tracked::New(p) if confirm => { let _ = sh.confirm(p, now); }
                         Tracked::Known(i) => {
                             prop_assert!(i.state != CtState::Invalid);
-                            if let Some(id) = i.entry { prop_assert!(sh.snapshot(id, now).is_ok()); }
+                            if let Some(id) = i.entry {
+                                prop_assert!(sh.snapshot(id, now).is_ok());
+                                // Flag some flows (as the SYN proxy flags its own): a flagged
+                                // flow's packets are never ruled out by the presence filter.
+                                if host % 2 == 0 { sh.flag(id).unwrap(); }
+                                if sh.is_flagged(id).unwrap() { prop_assert!(sh.may_be_flagged(&f, &info)); }
+                            }
                         }
                         _ => {}
                     }
@@ -89,9 +95,16 @@ proptest! {
                 Action::Expire(budget) => { sh.expire(now, u32::from(budget)); }
             }
             prop_assert!(sh.len() <= cap);
+            prop_assert!(sh.flagged_len() <= sh.len());
             prop_assert_eq!(sh.recount(), sh.state_counts());
             prop_assert_eq!(sh.state_counts().total(), sh.len());
         }
+        // Every flow expired: the presence filter's count of flagged entries went with them.
+        for _ in 0..8 {
+            now += 6 * 86_400 * 1_000_000_000;
+            sh.expire(now, u32::MAX);
+        }
+        prop_assert_eq!((sh.len(), sh.flagged_len()), (0, 0));
     }
 
     /// An assured flow is never evicted, however many half-open flows arrive.

@@ -505,6 +505,16 @@ fn commit_flow(ct: &mut CtShard, t: Tracked, actions: Option<&Actions>, now_ns: 
     }
 }
 
+/// Stores the proxy's state in a conntrack entry and flags the entry, so that `proxied` rules
+/// out every other packet without a lookup (every entry that carries proxy state is flagged).
+fn attach_proxy(ct: &mut CtShard, id: EntryId, state: ProxyState) -> bool {
+    match ct.ext_mut(id) {
+        Ok(ext) => ext.proxy = Some(state),
+        Err(_) => return false,
+    }
+    ct.flag(id).is_ok()
+}
+
 /// One fired `log` statement, as the control thread prints it (the kernel's nf_log line:
 /// prefix, interfaces, addresses, protocol, ports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1123,6 +1133,10 @@ impl<P: PortIo> Worker<P> {
     fn proxied(&self, frame: &[u8], info: &FrameInfo) -> Option<(EntryId, CtDirection, ProxyState)> {
         tcp_flags(info)?;
         let ct = self.conntrack.as_deref()?;
+        // Most packets (a SYN flood's, other flows') are ruled out here, before any SipHash.
+        if !ct.may_be_flagged(frame, info) {
+            return None;
+        }
         let (id, dir) = match self.ct_hint {
             Some(bi) => ct.lookup_prepared(&self.ct_burst, bi, frame, info, self.now_ns)?,
             None => ct.lookup_tuple(&info.flow_tuple()?, self.now_ns)?,
@@ -1168,8 +1182,8 @@ impl<P: PortIo> Worker<P> {
                         Tracked::Known(i) => i.entry,
                         _ => None,
                     };
-                    if let Some(ext) = id2.and_then(|id2| ct.ext_mut(id2).ok()) {
-                        ext.proxy = Some(state);
+                    if let Some(id2) = id2 {
+                        attach_proxy(ct, id2, state);
                     }
                 }
                 self.enqueue_tx(side.other(), pkt, now);
@@ -1296,14 +1310,9 @@ impl<P: PortIo> Worker<P> {
                     },
                     Err(_) => None,
                 };
-                let Some(id) = opened.filter(|id| {
-                    ct.ext_mut(*id)
-                        .map(|e| e.proxy = Some(ProxyState { conn, rule }))
-                        .is_ok()
-                }) else {
+                if !opened.is_some_and(|id| attach_proxy(ct, id, ProxyState { conn, rule })) {
                     return self.drop_pkt(DropReason::ConntrackFull, pkt);
-                };
-                let _ = id;
+                }
                 self.totals.ct_confirmed += 1;
                 self.enqueue_tx(side.other(), pkt, now);
             }

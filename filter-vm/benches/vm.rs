@@ -97,6 +97,63 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // The SYN proxy's ruleset (perf/bench-synproxy.sh) on a bare SYN, as the worker runs it:
+    // the raw-priority chain before conntrack (it notracks the SYN), the rest after.
+    {
+        let mut f = compile_ruleset(
+            "table inet bench {
+  chain raw { type filter hook prerouting priority raw; policy accept;
+    tcp flags & (syn | ack) == syn notrack
+  }
+  chain pre { type filter hook prerouting priority filter; policy accept;
+    ip daddr 198.18.255.1 tcp dport 443 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+    ct state invalid drop
+  }
+}",
+        )
+        .expect("synproxy ruleset");
+        let syns: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|fr| {
+                let mut s = fr.clone();
+                s[47] = 0x02;
+                s
+            })
+            .collect();
+        let parsed: Vec<_> = syns.iter().map(|f| parse_frame(f).ok()).collect();
+        let raw_meta = PacketMeta {
+            ct_state: CtState::Invalid,
+            ..Default::default()
+        };
+        let hooks = [Hook::Prerouting];
+        g.bench_function("synproxy_syn_two_stages", |b| {
+            let mut actions = levee_filter_vm::vm::Actions::default();
+            b.iter(|| {
+                for (fr, info) in syns.iter().zip(&parsed) {
+                    let v = f.compiled.evaluate_stage_into(
+                        &mut f.state,
+                        &hooks,
+                        fr,
+                        info.as_ref(),
+                        &raw_meta,
+                        &mut actions,
+                        levee_filter_vm::Stage::BeforeConntrack,
+                    );
+                    let v2 = f.compiled.evaluate_stage_into(
+                        &mut f.state,
+                        &hooks,
+                        fr,
+                        info.as_ref(),
+                        &raw_meta,
+                        &mut actions,
+                        levee_filter_vm::Stage::AfterConntrack,
+                    );
+                    assert!(actions.synproxy.is_some());
+                    black_box((v, v2));
+                }
+            })
+        });
+    }
     // Set lookups: the packet's source against a named set of N host addresses (exact) and of
     // N prefixes (prefix store).
     for n in [1_000usize, 100_000, 1_000_000] {
