@@ -22,8 +22,8 @@
 //! line per five entries: it is at most half full); labels, when enabled, 16 bytes per entry
 //! in a parallel array; the wheel 16.9 kB per shard. 124.8 bytes per flow at 1 M. Once an
 //! owner flags an entry ([`Shard::flag`]: the SYN proxy flags its connections) a presence
-//! filter of flagged entries is allocated: a byte counter for every quarter entry of
-//! capacity, at most 1 Mi of them (4 bytes per flow for small tables, 1 byte at 1 M).
+//! filter of flagged entries is allocated: four one-byte counters per entry of capacity,
+//! at most 1 Mi of them (4 bytes per flow for small tables, 1 byte at 1 M).
 //!
 //! Time: callers pass a monotonic `now_ns`. Entries keep their expiry as a wrapping 32-bit
 //! millisecond clock, so `expire` must run at least every few days (the dataplane calls it every

@@ -426,6 +426,18 @@ enum Judgement {
     Answer,
 }
 
+/// What follows a stage of the ruleset (a small value: returned in a register, where the
+/// judgement with its tracking result would go through memory).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Not dropped: go on.
+    Go,
+    /// Dropped.
+    Drop,
+    /// A reject answer was written over the packet.
+    Answer,
+}
+
 /// TCP flags of a TCP segment.
 #[inline]
 fn tcp_flags(info: &FrameInfo) -> Option<TcpFlags> {
@@ -1035,8 +1047,10 @@ impl<P: PortIo> Worker<P> {
                     &mut f.actions,
                     Stage::BeforeConntrack,
                 );
-                if let Some(j) = self.after_filter(verdict, side, pkt, info, None) {
-                    return j;
+                match self.after_filter(verdict, side, pkt, info) {
+                    After::Go => {}
+                    After::Drop => return Judgement::Drop(None),
+                    After::Answer => return Judgement::Answer,
                 }
                 notrack = self.filter.as_ref().is_some_and(|f| f.actions.notrack);
             }
@@ -1066,8 +1080,10 @@ impl<P: PortIo> Worker<P> {
             &mut f.actions,
             if staged { Stage::AfterConntrack } else { Stage::All },
         );
-        if let Some(j) = self.after_filter(verdict, side, pkt, info, tracked) {
-            return j;
+        match self.after_filter(verdict, side, pkt, info) {
+            After::Go => {}
+            After::Drop => return Judgement::Drop(tracked),
+            After::Answer => return Judgement::Answer,
         }
         if let Some(f) = self.filter.as_ref().filter(|f| !f.state.writes.is_empty()) {
             // `… set …` statements: rewrite the frame, checksums fixed incrementally.
@@ -1077,8 +1093,8 @@ impl<P: PortIo> Worker<P> {
         Judgement::Pass(tracked)
     }
 
-    /// After a stage of the ruleset: delivers fired `log` statements, and for a drop the
-    /// judgement (a reject answer written over the packet, or a drop). None: go on.
+    /// After a stage of the ruleset: delivers fired `log` statements, and for a drop its
+    /// outcome (a reject answer written over the packet, or a drop), or go on.
     #[inline]
     fn after_filter(
         &mut self,
@@ -1086,9 +1102,10 @@ impl<P: PortIo> Worker<P> {
         side: Side,
         pkt: &mut P::Buf,
         info: Option<&FrameInfo>,
-        tracked: Option<Tracked>,
-    ) -> Option<Judgement> {
-        let f = self.filter.as_mut()?;
+    ) -> After {
+        let Some(f) = self.filter.as_mut() else {
+            return After::Go;
+        };
         if !f.state.log_events.is_empty() {
             self.totals.logs += f.state.log_events.len() as u64;
             if let Some(q) = &f.logs {
@@ -1109,7 +1126,7 @@ impl<P: PortIo> Worker<P> {
             f.state.log_events.clear();
         }
         if verdict != Verdict::Drop {
-            return None;
+            return After::Go;
         }
         // A dropped packet never creates a flow (its pending entry is discarded). A reject
         // answers from the same buffer, back out of the port it came in on.
@@ -1121,10 +1138,10 @@ impl<P: PortIo> Worker<P> {
             if pkt.set_data(&self.scratch[..n]) {
                 self.totals.drops[DropReason::Filter as usize] += 1;
                 self.totals.rejects += 1;
-                return Some(Judgement::Answer);
+                return After::Answer;
             }
         }
-        Some(Judgement::Drop(tracked))
+        After::Drop
     }
 
     /// The proxy state of the segment's connection, if the SYN proxy set it up: (entry,

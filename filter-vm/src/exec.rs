@@ -1082,9 +1082,27 @@ pub fn evaluate_into(
     p: &PacketCtx<'_>,
     actions: &mut vm::Actions,
 ) -> Verdict {
+    // The call stack lives in the state: moved out and back (a pointer), not zeroed per chain.
+    let mut stack = state
+        .calls
+        .take()
+        .unwrap_or_else(|| Box::new([(0, 0, 0); MAX_CALL_DEPTH]));
+    let v = run_chain(exec, prog, state, &mut stack, entry, p, actions);
+    state.calls = Some(stack);
+    v
+}
+
+#[inline(always)]
+fn run_chain(
+    exec: &Exec,
+    prog: &Program,
+    state: &mut State,
+    stack: &mut vm::CallStack,
+    entry: usize,
+    p: &PacketCtx<'_>,
+    actions: &mut vm::Actions,
+) -> Verdict {
     let mut regs = Regs::new();
-    // (chain, segment, rule within the segment) to resume after a jump returns.
-    let mut stack: [(u16, u32, u32); MAX_CALL_DEPTH] = [(0, 0, 0); MAX_CALL_DEPTH];
     let mut depth = 0usize;
     let len = p.len as u64;
     let pkt_key = (p.nfproto as u32) << 8 | p.l4proto as u32;

@@ -575,7 +575,13 @@ pub struct State {
     /// (the caller applies them with [`crate::rewrite::apply_writes`]; later loads of the same
     /// evaluation already see them). The caller clears it before each packet.
     pub writes: Vec<PendingWrite>,
+    /// The lowered program's call stack (jumps), kept here so that an evaluation does not
+    /// initialise one on the stack per chain: allocated at the first evaluation.
+    pub(crate) calls: Option<Box<CallStack>>,
 }
+
+/// Where to resume after a jump returns: (chain, segment, rule within the segment) per level.
+pub(crate) type CallStack = [(u16, u32, u32); MAX_CALL_DEPTH];
 
 /// One payload write: `len` bytes at `offset` from the frame start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
