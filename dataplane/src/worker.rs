@@ -479,6 +479,14 @@ fn set_ct_meta(meta: &mut PacketMeta, tracked: Option<&Tracked>) {
     meta.ct_zone = i.zone;
 }
 
+/// The conntrack facts the ruleset sees for a tracking result (None: untracked, no entry).
+#[inline]
+fn ct_view(tracked: Option<&Tracked>) -> levee_filter_vm::vm::CtView {
+    let mut meta = PacketMeta::default();
+    set_ct_meta(&mut meta, tracked);
+    levee_filter_vm::vm::CtView::of(&meta)
+}
+
 /// After an accept: create the flow of a NEW packet (unless the ruleset said `notrack`), and
 /// store the `ct mark set` / `ct label set` results. False when the shard is full.
 #[inline]
@@ -1029,7 +1037,6 @@ impl<P: PortIo> Worker<P> {
     fn judge(&mut self, side: Side, pkt: &mut P::Buf, info: Option<&FrameInfo>) -> Judgement {
         let now_ns = self.now_ns;
         let staged = self.conntrack.is_some() && self.filter.as_ref().is_some_and(|f| f.pre_conntrack);
-        let mut notrack = false;
         if staged {
             if let Some(f) = self.filter.as_mut() {
                 let meta = &mut f.meta[side as usize];
@@ -1038,27 +1045,36 @@ impl<P: PortIo> Worker<P> {
                 // No entry yet: `ct state` reads invalid here, as in the kernel's raw table.
                 set_ct_meta(meta, None);
                 meta.ct_state = FilterCtState::Invalid;
-                let verdict = f.compiled.evaluate_stage_into(
+                // Raw chains, conntrack (the kernel's hooks at priority -200: existing flows
+                // updated now, a new one only pending; nothing for a `notrack`ed packet), the
+                // rest of the ruleset: one pass of the interpreter.
+                let mut tracked = None;
+                let (ct, burst, hint) = (&mut self.conntrack, &self.ct_burst, self.ct_hint);
+                let frame = pkt.data();
+                let verdict = f.compiled.evaluate_tracked_into(
                     &mut f.state,
                     &f.hooks,
-                    pkt.data(),
+                    frame,
                     info,
                     meta,
                     &mut f.actions,
-                    Stage::BeforeConntrack,
+                    |actions| {
+                        if let (Some(ct), Some(info), false) = (ct.as_deref_mut(), info, actions.notrack) {
+                            tracked = Some(match hint {
+                                Some(bi) => ct.track_prepared(burst, bi, frame, info, now_ns),
+                                None => ct.track(frame, info, now_ns),
+                            });
+                        }
+                        Some(ct_view(tracked.as_ref()))
+                    },
                 );
-                match self.after_filter(verdict, side, pkt, info) {
-                    After::Go => {}
-                    After::Drop => return Judgement::Drop(None),
-                    After::Answer => return Judgement::Answer,
-                }
-                notrack = self.filter.as_ref().is_some_and(|f| f.actions.notrack);
+                return self.after_judging(verdict, side, pkt, info, tracked);
             }
         }
         // Conntrack (the kernel's hooks at priority -200): existing flows are updated now, a
         // new one is only pending.
         let tracked = match (self.conntrack.as_deref_mut(), info) {
-            (Some(ct), Some(info)) if !notrack => Some(match self.ct_hint {
+            (Some(ct), Some(info)) => Some(match self.ct_hint {
                 Some(bi) => ct.track_prepared(&self.ct_burst, bi, pkt.data(), info, now_ns),
                 None => ct.track(pkt.data(), info, now_ns),
             }),
@@ -1078,8 +1094,22 @@ impl<P: PortIo> Worker<P> {
             info,
             meta,
             &mut f.actions,
-            if staged { Stage::AfterConntrack } else { Stage::All },
+            Stage::All,
         );
+        self.after_judging(verdict, side, pkt, info, tracked)
+    }
+
+    /// The judgement of a packet the ruleset gave `verdict` (payload writes applied to an
+    /// accepted frame).
+    #[inline]
+    fn after_judging(
+        &mut self,
+        verdict: Verdict,
+        side: Side,
+        pkt: &mut P::Buf,
+        info: Option<&FrameInfo>,
+        tracked: Option<Tracked>,
+    ) -> Judgement {
         match self.after_filter(verdict, side, pkt, info) {
             After::Go => {}
             After::Drop => return Judgement::Drop(tracked),

@@ -160,6 +160,85 @@ pub struct Compiled {
     /// Base chains, sorted by hook, then priority, then declaration order.
     pub entries: Vec<Entry>,
     pub rule_counters: RuleCounters,
+    /// `entries` laid out for the per-packet path (see [`StagePlans`]).
+    pub(crate) plans: StagePlans,
+}
+
+/// The base chains of each [`Stage`] and hook, decided once per generation instead of per
+/// packet: which chains a stage runs, which address families each takes, its device.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StagePlans {
+    /// Per stage (`All`, `BeforeConntrack`, `AfterConntrack`): its chains in `entries` order.
+    chains: [Vec<PlanEntry>; 3],
+    /// Per stage and hook rank: the range of `chains` that hook runs.
+    ranges: [[(u32, u32); 6]; 3],
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PlanEntry {
+    chain: u32,
+    /// Runs before connection tracking ([`Stage::BeforeConntrack`]).
+    before: bool,
+    /// Bit set of [`nf_bit`] of the packets the chain's family sees.
+    families: u8,
+    device: Option<IfName>,
+}
+
+/// Applies what earlier chains decided to the context later chains see: `notrack` (untracked
+/// from then on, as after the kernel's notrack), the packet mark, the ct mark.
+#[inline(always)]
+fn carry_actions(ctx: &mut vm::PacketCtx<'_>, actions: &vm::Actions) {
+    if actions.notrack {
+        ctx.ct.state = vm::CtView::UNTRACKED;
+    }
+    if let Some(m) = actions.mark {
+        ctx.mark = m;
+    }
+    if let Some(m) = actions.ct_mark {
+        ctx.ct.mark = m;
+    }
+}
+
+/// The family class of a packet for [`PlanEntry::families`]: 1 no IP, 2 IPv4, 4 IPv6.
+#[inline(always)]
+fn nf_bit(nfproto: u8) -> u8 {
+    match nfproto {
+        2 => 2,
+        10 => 4,
+        _ => 1,
+    }
+}
+
+impl StagePlans {
+    pub(crate) fn of(entries: &[Entry]) -> StagePlans {
+        let mut p = StagePlans::default();
+        for (si, stage) in [Stage::All, Stage::BeforeConntrack, Stage::AfterConntrack]
+            .into_iter()
+            .enumerate()
+        {
+            for rank in 0..6u8 {
+                let start = p.chains[si].len() as u32;
+                for e in entries
+                    .iter()
+                    .filter(|e| hook_rank(e.hook) == rank && stage.runs(e))
+                {
+                    p.chains[si].push(PlanEntry {
+                        chain: e.chain as u32,
+                        before: Stage::BeforeConntrack.runs(e),
+                        families: match e.family {
+                            ast::Family::Ip => 2,
+                            ast::Family::Ip6 => 4,
+                            ast::Family::Inet => 2 | 4,
+                            ast::Family::Netdev | ast::Family::Bridge => 1 | 2 | 4,
+                        },
+                        device: e.device.as_deref().map(IfName::from),
+                    });
+                }
+                p.ranges[si][rank as usize] = (start, p.chains[si].len() as u32);
+            }
+        }
+        p
+    }
 }
 
 /// A per-rule compile context.
@@ -1739,8 +1818,18 @@ impl Compiled {
             *actions = vm::Actions::default();
             state.writes.clear();
         }
+        let si = match stage {
+            Stage::All => 0,
+            Stage::BeforeConntrack => 1,
+            Stage::AfterConntrack => 2,
+        };
+        let plan = &self.plans.chains[si];
         let mut verdict = Verdict::Accept;
         for &h in hooks {
+            let (a, b) = self.plans.ranges[si][hook_rank(h) as usize];
+            let Some(chains) = plan.get(a as usize..b as usize).filter(|c| !c.is_empty()) else {
+                continue;
+            };
             let kind = if h == ast::Hook::Ingress {
                 HookKind::Ingress
             } else {
@@ -1750,53 +1839,114 @@ impl Compiled {
             if kind == HookKind::Ip && ctx.nfproto == 0 {
                 continue;
             }
-            if carry {
-                if actions.notrack {
-                    ctx.ct.state = vm::CtView::UNTRACKED;
-                }
-                if let Some(m) = actions.mark {
-                    ctx.mark = m;
-                }
-                if let Some(m) = actions.ct_mark {
-                    ctx.ct.mark = m;
-                }
-            }
-            for e in &self.entries {
-                if e.hook != h || !stage.runs(e) {
-                    continue;
-                }
-                let applies = match e.family {
-                    ast::Family::Ip => ctx.nfproto == 2,
-                    ast::Family::Ip6 => ctx.nfproto == 10,
-                    ast::Family::Inet => ctx.nfproto != 0,
-                    ast::Family::Netdev | ast::Family::Bridge => true,
-                };
-                if !applies
-                    || e.device
-                        .as_deref()
-                        .is_some_and(|d| IfName::from(d) != meta.iifname)
-                {
+            // What earlier chains (of an earlier hook, or the stage before conntrack) changed
+            // is what this hook's chains see.
+            carry_actions(&mut ctx, actions);
+            let family = nf_bit(ctx.nfproto);
+            for e in chains {
+                if e.families & family == 0 || e.device.is_some_and(|d| d != meta.iifname) {
                     continue;
                 }
                 // Actions accumulate over the chains: a later chain's mark, ct mark, label,
                 // reject or synproxy replaces an earlier one's, `notrack` sticks.
-                verdict =
-                    crate::exec::evaluate_into(&self.exec, &self.program, state, e.chain, &ctx, actions);
+                verdict = crate::exec::evaluate_into(
+                    &self.exec,
+                    &self.program,
+                    state,
+                    e.chain as usize,
+                    &ctx,
+                    actions,
+                );
                 if verdict == Verdict::Drop {
                     return verdict;
                 }
                 // What a chain changed is what later chains see.
-                if actions.notrack {
-                    // As after the kernel's notrack: untracked from now on.
-                    ctx.ct.state = vm::CtView::UNTRACKED;
-                }
-                if let Some(m) = actions.mark {
-                    ctx.mark = m;
-                }
-                if let Some(m) = actions.ct_mark {
-                    ctx.ct.mark = m;
-                }
+                carry_actions(&mut ctx, actions);
             }
+        }
+        verdict
+    }
+
+    /// The whole ruleset around connection tracking in one pass, as the kernel runs it: the
+    /// chains before conntrack ([`Stage::BeforeConntrack`]), then `track` (called exactly
+    /// once, with the actions so far, unless a chain before it dropped the packet), then the
+    /// rest with the conntrack facts `track` returned (None: the facts in `meta`, e.g. after
+    /// `notrack`). The same verdict, actions and state changes as the two
+    /// [`Compiled::evaluate_stage_into`] calls with the tracking between them, for one
+    /// interpreter entry per packet instead of two. `meta` holds the facts before tracking (no
+    /// entry yet: `ct state invalid`); `hooks` must be in hook order (ingress, prerouting,
+    /// forward), as a packet meets them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn evaluate_tracked_into<F>(
+        &self,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+        track: F,
+    ) -> Verdict
+    where
+        F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
+    {
+        debug_assert!(hooks.windows(2).all(|w| hook_rank(w[0]) < hook_rank(w[1])));
+        *actions = vm::Actions::default();
+        state.writes.clear();
+        let plan = &self.plans.chains[0];
+        let mut track = Some(track);
+        // The facts after tracking, for the contexts of later hooks.
+        let mut tracked_ct: Option<vm::CtView> = None;
+        let mut verdict = Verdict::Accept;
+        for &h in hooks {
+            let (a, b) = self.plans.ranges[0][hook_rank(h) as usize];
+            let Some(chains) = plan.get(a as usize..b as usize).filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let kind = if h == ast::Hook::Ingress {
+                HookKind::Ingress
+            } else {
+                HookKind::Ip
+            };
+            let mut ctx = crate::ctx::packet_ctx_from(frame, info, meta, kind);
+            if kind == HookKind::Ip && ctx.nfproto == 0 {
+                continue;
+            }
+            if let Some(ct) = tracked_ct {
+                ctx.ct = ct;
+            }
+            carry_actions(&mut ctx, actions);
+            let family = nf_bit(ctx.nfproto);
+            for e in chains {
+                if !e.before {
+                    if let Some(t) = track.take() {
+                        if let Some(ct) = t(actions) {
+                            ctx.ct = ct;
+                            tracked_ct = Some(ct);
+                        }
+                        carry_actions(&mut ctx, actions);
+                    }
+                }
+                if e.families & family == 0 || e.device.is_some_and(|d| d != meta.iifname) {
+                    continue;
+                }
+                verdict = crate::exec::evaluate_into(
+                    &self.exec,
+                    &self.program,
+                    state,
+                    e.chain as usize,
+                    &ctx,
+                    actions,
+                );
+                if verdict == Verdict::Drop {
+                    return verdict;
+                }
+                carry_actions(&mut ctx, actions);
+            }
+        }
+        if let Some(t) = track.take() {
+            t(actions);
         }
         verdict
     }

@@ -393,3 +393,189 @@ table inet t {
     assert_eq!(v6[14..18], want.to_be_bytes());
     assert_eq!(counts(&f), [1, 1], "later rules saw the rewritten fields");
 }
+
+mod tracked_pass {
+    //! `evaluate_tracked_into` (one pass around conntrack) against the two stage calls with
+    //! the tracking between them: same verdict, actions, tracking calls and counters.
+    use super::*;
+    use crate::nft::ast::Hook;
+    use crate::vm::{Actions, CtView, Verdict};
+    use crate::Stage;
+    use proptest::prelude::*;
+
+    fn stmt() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "counter",
+            "notrack",
+            "meta mark set 7",
+            "ct mark set 9",
+            "meta mark 7 counter drop",
+            "ct mark 9 counter accept",
+            "ct state invalid counter",
+            "ct state untracked counter drop",
+            "ct state established counter accept",
+            "ct state new counter",
+            "tcp dport 80 counter drop",
+            "tcp flags & (syn | ack) == syn notrack",
+            "meta l4proto udp meta mark set 3",
+            "ip saddr 198.18.0.1 counter accept",
+            "ip6 saddr 2001:2::1 counter drop",
+            "meta mark 3 ct mark set 4",
+            "ct mark 4 counter drop",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn chain() -> impl Strategy<Value = (String, String, i32, Vec<String>)> {
+        (
+            prop::sample::select(vec!["ip", "ip6", "inet"]),
+            prop::sample::select(vec!["prerouting", "forward"]),
+            prop::sample::select(vec![-300i32, -250, -200, 0, 10]),
+            prop::collection::vec(stmt(), 0..4),
+        )
+            .prop_map(|(f, h, p, r)| (f.to_owned(), h.to_owned(), p, r))
+    }
+
+    fn ruleset(chains: &[(String, String, i32, Vec<String>)]) -> String {
+        let mut s = String::new();
+        for (i, (family, hook, prio, rules)) in chains.iter().enumerate() {
+            s += &format!(
+                "table {family} t{i} {{\n chain c {{\n  type filter hook {hook} priority {prio}; policy accept;\n{}\n }}\n}}\n",
+                rules.join("\n")
+            );
+        }
+        s
+    }
+
+    fn frame(kind: u8, flags: u8) -> Vec<u8> {
+        match kind {
+            0 => ipv4([198, 18, 0, 1], [198, 19, 0, 1], 6, &tcp(1234, 80, flags)),
+            1 => ipv4([198, 18, 0, 2], [198, 19, 0, 1], 17, &udp(53, 53)),
+            _ => {
+                let mut f = vec![0u8; 14];
+                f[12] = 0x86;
+                f[13] = 0xdd;
+                let l4 = tcp(1234, 443, flags);
+                let mut ip = [0u8; 40];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+                ip[6] = 6;
+                ip[7] = 64;
+                ip[8..24].copy_from_slice(&"2001:2::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+                ip[24..40].copy_from_slice(&"2001:2::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+                f.extend_from_slice(&ip);
+                f.extend_from_slice(&l4);
+                f
+            }
+        }
+    }
+
+    /// The tracker both sides use: untracked after `notrack`, else an established flow with a
+    /// ct mark that depends on the mark the raw chains set.
+    fn track(actions: &Actions, calls: &mut u32) -> CtView {
+        *calls += 1;
+        if actions.notrack {
+            CtView::default()
+        } else {
+            CtView {
+                state: CtView::ESTABLISHED,
+                status: 8,
+                direction: 0,
+                mark: 100 + actions.mark.unwrap_or(0),
+                label: 1,
+                expiration_ms: 5000,
+                zone: 0,
+            }
+        }
+    }
+
+    /// What the raw chains set is what the chains after tracking see, in the same hook and
+    /// in later hooks.
+    #[test]
+    fn raw_chain_changes_reach_later_chains() {
+        let text = "table inet t {
+ chain raw { type filter hook prerouting priority raw; policy accept; ct mark set 9; meta mark set 7; }
+ chain pre { type filter hook prerouting priority 0; policy accept; ct mark 9 meta mark 7 counter; }
+ chain fw { type filter hook forward priority 0; policy accept; ct mark 9 meta mark 7 counter drop; }
+}";
+        let mut f = compile_ruleset(text).unwrap();
+        let frame = frame(0, 0x10);
+        let info = levee_packet::parse::parse_frame(&frame).ok();
+        let meta = PacketMeta {
+            ct_state: CtState::Invalid,
+            ..Default::default()
+        };
+        let mut actions = Actions::default();
+        let mut calls = 0;
+        let v = f.compiled.evaluate_tracked_into(
+            &mut f.state,
+            &[Hook::Prerouting, Hook::Forward],
+            &frame,
+            info.as_ref(),
+            &meta,
+            &mut actions,
+            |a| Some(track(a, &mut calls)),
+        );
+        assert_eq!((v, calls), (Verdict::Drop, 1));
+        let counted: Vec<u64> = f
+            .compiled
+            .rule_counter_totals(&[&f.state.counters])
+            .iter()
+            .map(|c| c.3)
+            .collect();
+        assert_eq!(counted, vec![1, 1], "both later chains matched once");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn one_pass_equals_two_stages(
+            chains in prop::collection::vec(chain(), 1..5),
+            kind in 0u8..3,
+            flags in prop::sample::select(vec![0x02u8, 0x10, 0x12, 0x04]),
+        ) {
+            let text = ruleset(&chains);
+            // Only statements of another family are refused (`ip6 saddr` in an `ip` table).
+            let Ok(mut a) = compile_ruleset(&text) else { return Ok(()) };
+            let mut b = compile_ruleset(&text).unwrap();
+            let f = frame(kind, flags);
+            let info = levee_packet::parse::parse_frame(&f).ok();
+            let hooks = [Hook::Prerouting, Hook::Forward];
+            let meta = PacketMeta { ct_state: CtState::Invalid, ..Default::default() };
+
+            let (mut act_a, mut calls_a) = (Actions::default(), 0);
+            let mut verdict_a = a.compiled.evaluate_stage_into(
+                &mut a.state, &hooks, &f, info.as_ref(), &meta, &mut act_a, Stage::BeforeConntrack,
+            );
+            if verdict_a != Verdict::Drop {
+                let v = track(&act_a, &mut calls_a);
+                let meta2 = PacketMeta {
+                    ct_state: match v.state {
+                        CtView::ESTABLISHED => CtState::Established,
+                        _ => CtState::Untracked,
+                    },
+                    ct_status: v.status,
+                    ct_mark: v.mark,
+                    ct_label: v.label,
+                    ct_expiration_ms: v.expiration_ms,
+                    ..meta
+                };
+                verdict_a = a.compiled.evaluate_stage_into(
+                    &mut a.state, &hooks, &f, info.as_ref(), &meta2, &mut act_a, Stage::AfterConntrack,
+                );
+            }
+
+            let (mut act_b, mut calls_b) = (Actions::default(), 0);
+            let verdict_b = b.compiled.evaluate_tracked_into(
+                &mut b.state, &hooks, &f, info.as_ref(), &meta, &mut act_b,
+                |act| Some(track(act, &mut calls_b)),
+            );
+            prop_assert_eq!(verdict_a, verdict_b, "{}", text);
+            prop_assert_eq!(act_a, act_b, "{}", text);
+            prop_assert_eq!(calls_a, calls_b, "{}", text);
+            let ca = a.compiled.rule_counter_totals(&[&a.state.counters]);
+            let cb = b.compiled.rule_counter_totals(&[&b.state.counters]);
+            prop_assert_eq!(ca, cb, "{}", text);
+        }
+    }
+}

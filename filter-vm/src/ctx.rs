@@ -112,15 +112,7 @@ pub fn packet_ctx_from<'a>(
     meta: &PacketMeta,
     hook: HookKind,
 ) -> PacketCtx<'a> {
-    let ct = CtView {
-        state: meta.ct_state.bit(),
-        status: meta.ct_status,
-        direction: meta.ct_direction,
-        mark: meta.ct_mark,
-        label: meta.ct_label,
-        expiration_ms: meta.ct_expiration_ms,
-        zone: meta.ct_zone,
-    };
+    let ct = CtView::of(meta);
     let mut p = PacketCtx {
         frame,
         l3_offset: 14.min(frame.len()),

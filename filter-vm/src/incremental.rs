@@ -979,6 +979,7 @@ impl Image {
         Ok(Compiled {
             program: self.program.clone(),
             exec,
+            plans: crate::compile::StagePlans::of(&entries),
             entries,
             rule_counters: RuleCounters::new(counted),
         })

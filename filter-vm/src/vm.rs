@@ -375,6 +375,19 @@ pub struct CtView {
 }
 
 impl CtView {
+    /// The conntrack facts in `meta` (what [`crate::ctx::packet_ctx`] puts in a context).
+    pub fn of(meta: &crate::ctx::PacketMeta) -> CtView {
+        CtView {
+            state: meta.ct_state.bit(),
+            status: meta.ct_status,
+            direction: meta.ct_direction,
+            mark: meta.ct_mark,
+            label: meta.ct_label,
+            expiration_ms: meta.ct_expiration_ms,
+            zone: meta.ct_zone,
+        }
+    }
+
     pub const INVALID: u32 = 1;
     pub const ESTABLISHED: u32 = 2;
     pub const RELATED: u32 = 4;
