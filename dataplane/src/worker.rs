@@ -1059,7 +1059,12 @@ impl<P: PortIo> Worker<P> {
                     meta,
                     &mut f.actions,
                     |actions| {
-                        if let (Some(ct), Some(info), false) = (ct.as_deref_mut(), info, actions.notrack) {
+                        if actions.notrack {
+                            // Untracked (the evaluation marks it so), no entry: nothing to add
+                            // to what the chains before saw.
+                            return None;
+                        }
+                        if let (Some(ct), Some(info)) = (ct.as_deref_mut(), info) {
                             tracked = Some(match hint {
                                 Some(bi) => ct.track_prepared(burst, bi, frame, info, now_ns),
                                 None => ct.track(frame, info, now_ns),
