@@ -4,7 +4,8 @@
 //! - `syn`: one worker with the ruleset of `perf/bench-synproxy.sh` answering bare SYNs from
 //!   random sources (prints SYNs answered);
 //! - `ct`: one worker with conntrack on and no ruleset forwarding ACKs of 2048 established
-//!   flows (prints packets forwarded).
+//!   flows (prints packets forwarded);
+//! - `plain`: the same ACKs with conntrack off.
 //!
 //! Instruction counts, unlike times, do not depend on what else this shared machine runs.
 
@@ -68,8 +69,8 @@ fn ack(i: u32) -> MemPacket {
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "syn".into());
     let batches: u32 = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(20);
-    if mode == "ct" {
-        return conntrack(batches);
+    if mode == "ct" || mode == "plain" {
+        return forward(batches, mode == "ct");
     }
     let compiled = Arc::new(
         levee_filter_vm::compile_ruleset(RULESET)
@@ -116,7 +117,7 @@ fn main() {
     println!("{answered}");
 }
 
-fn conntrack(batches: u32) {
+fn forward(batches: u32, conntrack: bool) {
     let shard = CtShard::new(
         ShardConfig {
             capacity: 4096,
@@ -125,15 +126,15 @@ fn conntrack(batches: u32) {
         HashKey([7, 11]),
     )
     .expect("shard");
-    let mut w = Worker::new(
+    let w = Worker::new(
         0,
         MemPort::new(4096, 4096),
         MemPort::new(4096, 4096),
         WorkerConfig::default(),
         Steering::new(1, 128),
         HandoffMesh::new(1, 4096),
-    )
-    .with_conntrack(shard);
+    );
+    let mut w = if conntrack { w.with_conntrack(shard) } else { w };
     let mut forwarded = 0u64;
     for _ in 0..=batches {
         for i in 0..2048 {
