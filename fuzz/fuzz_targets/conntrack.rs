@@ -10,7 +10,7 @@
 
 use std::net::Ipv4Addr;
 
-use levee_conntrack::{Burst, HashKey, Shard, ShardConfig, Tracked, BURST_MAX};
+use levee_conntrack::{Burst, CtState, HashKey, Shard, ShardConfig, Tracked, BURST_MAX};
 use levee_packet::checksum::PseudoHeader;
 use levee_packet::ipv4::Ipv4Repr;
 use levee_packet::parse::parse_frame;
@@ -119,6 +119,21 @@ fn flush(
         let a = one.track(frame, info, now);
         let b = many.track_prepared(burst, i, frame, info, now);
         assert_eq!(a, b, "packet {i} of a burst of {n}");
+        if let Tracked::Known(k) = a {
+            if let Some(id) = k.entry {
+                // Flag every other flow (as the SYN proxy flags its own): the presence
+                // filter never rules a flagged flow's packet out.
+                if frame.len() % 2 == 0 {
+                    one.flag(id).unwrap();
+                }
+                // (An ICMP error is RELATED to the flow it quotes; the filter answers for the
+                // packet's own flow, which is what the proxy asks about.)
+                if one.is_flagged(id).unwrap() && k.state != CtState::Related {
+                    assert!(one.may_be_flagged(frame, info), "flagged flow ruled out");
+                }
+                assert!(one.flagged_len() <= one.len());
+            }
+        }
         if let (Tracked::New(a), Tracked::New(b)) = (a, b) {
             if *confirm {
                 assert_eq!(one.confirm(a, now), many.confirm(b, now));
