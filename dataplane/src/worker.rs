@@ -419,12 +419,15 @@ pub struct ProxyState {
 /// Bytes of the worker's scratch buffer: a reject answer or the proxy's ACK to a server.
 const SCRATCH: usize = if REJECT_MAX > 256 { REJECT_MAX } else { 256 };
 
-/// What conntrack and the ruleset decided about a packet.
+/// What conntrack and the ruleset decided about a packet (its tracking result goes into a
+/// slot the caller owns: a one-byte value comes back in a register, where the result inside
+/// it went through memory and stalled the caller's match on store forwarding).
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Judgement {
-    /// Accepted (payload writes applied), with its tracking result.
-    Pass(Option<Tracked>),
-    /// Dropped (a `synproxy` statement's packets too), with its tracking result.
-    Drop(Option<Tracked>),
+    /// Accepted (payload writes applied).
+    Pass,
+    /// Dropped (a `synproxy` statement's packets too).
+    Drop,
     /// A reject was written over the packet: send it back out of the port it came in on.
     Answer,
 }
@@ -1002,9 +1005,10 @@ impl<P: PortIo> Worker<P> {
                 }
             }
         }
-        let (verdict, tracked) = match self.judge(side, &mut pkt, info) {
-            Judgement::Pass(t) => (Verdict::Accept, t),
-            Judgement::Drop(t) => (Verdict::Drop, t),
+        let mut tracked = None;
+        let verdict = match self.judge(side, &mut pkt, info, &mut tracked) {
+            Judgement::Pass => Verdict::Accept,
+            Judgement::Drop => Verdict::Drop,
             Judgement::Answer => {
                 // A reject written over the packet: back out of the port it came in on.
                 self.enqueue_tx(side, pkt, now);
@@ -1032,13 +1036,20 @@ impl<P: PortIo> Worker<P> {
         self.enqueue_tx(side.other(), pkt, now);
     }
 
-    /// Conntrack, then the ruleset: the verdict with the flow's tracking result (payload
-    /// writes applied to an accepted frame), or a reject written over the packet. As in the
+    /// Conntrack, then the ruleset: the verdict (payload writes applied to an accepted
+    /// frame), or a reject written over the packet; the flow's tracking result goes into
+    /// `tracked` (None when the packet was not tracked). As in the
     /// kernel, chains that hook before conntrack (ingress, prerouting below priority -200:
     /// `raw`) run first; a packet they drop or `notrack` is never looked up in the table
     /// (a SYN flood that a raw chain notracks costs no conntrack work at all).
     #[inline]
-    fn judge(&mut self, side: Side, pkt: &mut P::Buf, info: Option<&FrameInfo>) -> Judgement {
+    fn judge(
+        &mut self,
+        side: Side,
+        pkt: &mut P::Buf,
+        info: Option<&FrameInfo>,
+        tracked: &mut Option<Tracked>,
+    ) -> Judgement {
         let now_ns = self.now_ns;
         let staged = self.conntrack.is_some() && self.filter.as_ref().is_some_and(|f| f.pre_conntrack);
         if staged {
@@ -1052,7 +1063,6 @@ impl<P: PortIo> Worker<P> {
                 // Raw chains, conntrack (the kernel's hooks at priority -200: existing flows
                 // updated now, a new one only pending; nothing for a `notrack`ed packet), the
                 // rest of the ruleset: one pass of the interpreter.
-                let mut tracked = None;
                 let (ct, burst, hint) = (&mut self.conntrack, &self.ct_burst, self.ct_hint);
                 let frame = pkt.data();
                 let verdict = f.compiled.evaluate_tracked_into(
@@ -1069,7 +1079,7 @@ impl<P: PortIo> Worker<P> {
                             return None;
                         }
                         if let (Some(ct), Some(info)) = (ct.as_deref_mut(), info) {
-                            tracked = Some(match hint {
+                            *tracked = Some(match hint {
                                 Some(bi) => ct.track_prepared(burst, bi, frame, info, now_ns),
                                 None => ct.track(frame, info, now_ns),
                             });
@@ -1077,20 +1087,19 @@ impl<P: PortIo> Worker<P> {
                         Some(ct_view(tracked.as_ref()))
                     },
                 );
-                return self.after_judging(verdict, side, pkt, info, tracked);
+                return self.after_judging(verdict, side, pkt, info);
             }
         }
         // Conntrack (the kernel's hooks at priority -200): existing flows are updated now, a
         // new one is only pending.
-        let tracked = match (self.conntrack.as_deref_mut(), info) {
-            (Some(ct), Some(info)) => Some(match self.ct_hint {
+        if let (Some(ct), Some(info)) = (self.conntrack.as_deref_mut(), info) {
+            *tracked = Some(match self.ct_hint {
                 Some(bi) => ct.track_prepared(&self.ct_burst, bi, pkt.data(), info, now_ns),
                 None => ct.track(pkt.data(), info, now_ns),
-            }),
-            _ => None,
-        };
+            });
+        }
         let Some(f) = self.filter.as_mut() else {
-            return Judgement::Pass(tracked);
+            return Judgement::Pass;
         };
         let meta = &mut f.meta[side as usize];
         meta.now_ns = now_ns;
@@ -1105,7 +1114,7 @@ impl<P: PortIo> Worker<P> {
             &mut f.actions,
             Stage::All,
         );
-        self.after_judging(verdict, side, pkt, info, tracked)
+        self.after_judging(verdict, side, pkt, info)
     }
 
     /// The judgement of a packet the ruleset gave `verdict` (payload writes applied to an
@@ -1117,11 +1126,10 @@ impl<P: PortIo> Worker<P> {
         side: Side,
         pkt: &mut P::Buf,
         info: Option<&FrameInfo>,
-        tracked: Option<Tracked>,
     ) -> Judgement {
         match self.after_filter(verdict, side, pkt, info) {
             After::Go => {}
-            After::Drop => return Judgement::Drop(tracked),
+            After::Drop => return Judgement::Drop,
             After::Answer => return Judgement::Answer,
         }
         if let Some(f) = self.filter.as_ref().filter(|f| !f.state.writes.is_empty()) {
@@ -1129,7 +1137,7 @@ impl<P: PortIo> Worker<P> {
             levee_filter_vm::rewrite::apply_writes(pkt.data_mut(), &f.state.writes, info);
         }
         self.totals.filter_accepted += 1;
-        Judgement::Pass(tracked)
+        Judgement::Pass
     }
 
     /// After a stage of the ruleset: delivers fired `log` statements, and for a drop its
@@ -1271,11 +1279,12 @@ impl<P: PortIo> Worker<P> {
         now: u64,
     ) {
         let mut pkt = pkt;
-        let tracked = match self.judge(side, &mut pkt, Some(info)) {
-            Judgement::Pass(t) => t,
-            Judgement::Drop(_) => return self.drop_pkt(DropReason::Filter, pkt),
+        let mut tracked = None;
+        match self.judge(side, &mut pkt, Some(info), &mut tracked) {
+            Judgement::Pass => {}
+            Judgement::Drop => return self.drop_pkt(DropReason::Filter, pkt),
             Judgement::Answer => return self.enqueue_tx(side, pkt, now),
-        };
+        }
         let (Some(proxy), Some(ct)) = (self.proxy.as_deref_mut(), self.conntrack.as_deref_mut()) else {
             return self.drop_pkt(DropReason::Synproxy, pkt);
         };
