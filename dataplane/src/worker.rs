@@ -432,8 +432,7 @@ enum Judgement {
     Answer,
 }
 
-/// What follows a stage of the ruleset (a small value: returned in a register, where the
-/// judgement with its tracking result would go through memory).
+/// What follows an evaluation of the ruleset (a small value, returned in a register).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum After {
     /// Not dropped: go on.
