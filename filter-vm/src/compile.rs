@@ -1813,58 +1813,24 @@ impl Compiled {
         actions: &mut vm::Actions,
         stage: Stage,
     ) -> Verdict {
-        let carry = stage == Stage::AfterConntrack;
-        if !carry {
-            *actions = vm::Actions::default();
-            state.writes.clear();
-        }
         let si = match stage {
             Stage::All => 0,
             Stage::BeforeConntrack => 1,
+            // Keeps what the stage before conntrack put in `actions`.
             Stage::AfterConntrack => 2,
         };
-        let plan = &self.plans.chains[si];
-        let mut verdict = Verdict::Accept;
-        for &h in hooks {
-            let (a, b) = self.plans.ranges[si][hook_rank(h) as usize];
-            let Some(chains) = plan.get(a as usize..b as usize).filter(|c| !c.is_empty()) else {
-                continue;
-            };
-            let kind = if h == ast::Hook::Ingress {
-                HookKind::Ingress
-            } else {
-                HookKind::Ip
-            };
-            let mut ctx = crate::ctx::packet_ctx_from(frame, info, meta, kind);
-            if kind == HookKind::Ip && ctx.nfproto == 0 {
-                continue;
-            }
-            // What earlier chains (of an earlier hook, or the stage before conntrack) changed
-            // is what this hook's chains see.
-            carry_actions(&mut ctx, actions);
-            let family = nf_bit(ctx.nfproto);
-            for e in chains {
-                if e.families & family == 0 || e.device.is_some_and(|d| d != meta.iifname) {
-                    continue;
-                }
-                // Actions accumulate over the chains: a later chain's mark, ct mark, label,
-                // reject or synproxy replaces an earlier one's, `notrack` sticks.
-                verdict = crate::exec::evaluate_into(
-                    &self.exec,
-                    &self.program,
-                    state,
-                    e.chain as usize,
-                    &ctx,
-                    actions,
-                );
-                if verdict == Verdict::Drop {
-                    return verdict;
-                }
-                // What a chain changed is what later chains see.
-                carry_actions(&mut ctx, actions);
-            }
-        }
-        verdict
+        let untracked: Option<fn(&vm::Actions) -> Option<vm::CtView>> = None;
+        self.run_plan(
+            si,
+            stage != Stage::AfterConntrack,
+            state,
+            hooks,
+            frame,
+            info,
+            meta,
+            actions,
+            untracked,
+        )
     }
 
     /// The whole ruleset around connection tracking in one pass, as the kernel runs it: the
@@ -1892,15 +1858,40 @@ impl Compiled {
         F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
     {
         debug_assert!(hooks.windows(2).all(|w| hook_rank(w[0]) < hook_rank(w[1])));
-        *actions = vm::Actions::default();
-        state.writes.clear();
-        let plan = &self.plans.chains[0];
-        let mut track = Some(track);
+        self.run_plan(0, true, state, hooks, frame, info, meta, actions, Some(track))
+    }
+
+    /// The base chains of plan `si` for each hook in `hooks` (actions and payload writes
+    /// reset first with `reset`), stopping at the first drop. With `track`, it is called once,
+    /// before the first chain that runs after conntrack (or at the end), and the conntrack
+    /// facts it returns are what that chain and every later one see.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn run_plan<F>(
+        &self,
+        si: usize,
+        reset: bool,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+        mut track: Option<F>,
+    ) -> Verdict
+    where
+        F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
+    {
+        if reset {
+            *actions = vm::Actions::default();
+            state.writes.clear();
+        }
+        let plan = &self.plans.chains[si];
         // The facts after tracking, for the contexts of later hooks.
         let mut tracked_ct: Option<vm::CtView> = None;
         let mut verdict = Verdict::Accept;
         for &h in hooks {
-            let (a, b) = self.plans.ranges[0][hook_rank(h) as usize];
+            let (a, b) = self.plans.ranges[si][hook_rank(h) as usize];
             let Some(chains) = plan.get(a as usize..b as usize).filter(|c| !c.is_empty()) else {
                 continue;
             };
@@ -1916,6 +1907,8 @@ impl Compiled {
             if let Some(ct) = tracked_ct {
                 ctx.ct = ct;
             }
+            // What earlier chains (of an earlier hook, or the stage before conntrack) changed
+            // is what this hook's chains see.
             carry_actions(&mut ctx, actions);
             let family = nf_bit(ctx.nfproto);
             for e in chains {
@@ -1931,6 +1924,8 @@ impl Compiled {
                 if e.families & family == 0 || e.device.is_some_and(|d| d != meta.iifname) {
                     continue;
                 }
+                // Actions accumulate over the chains: a later chain's mark, ct mark, label,
+                // reject or synproxy replaces an earlier one's, `notrack` sticks.
                 verdict = crate::exec::evaluate_into(
                     &self.exec,
                     &self.program,
@@ -1942,6 +1937,7 @@ impl Compiled {
                 if verdict == Verdict::Drop {
                     return verdict;
                 }
+                // What a chain changed is what later chains see.
                 carry_actions(&mut ctx, actions);
             }
         }
