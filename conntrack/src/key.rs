@@ -121,7 +121,8 @@ impl Key {
             | u64::from(self.port[1]) << 16
             | u64::from(self.proto) << 32
             | u64::from(self.v6) << 40;
-        let mut s = Sip13::new(key);
+        // SipHash-1-3 over whole words; the length goes in the top byte of the last one.
+        let mut s = levee_packet::siphash::Sip13::new(key.0[0], key.0[1]);
         if self.v6 {
             s.compress((a >> 64) as u64);
             s.compress(a as u64);
@@ -214,58 +215,6 @@ impl PackedKey {
     /// See [`Key::tuple`].
     pub fn tuple(&self, from: u8) -> FlowTuple {
         self.unpack().tuple(from)
-    }
-}
-
-/// SipHash-1-3 over whole 64-bit words (one compression round per word, three finalisation
-/// rounds); the caller puts the message length in the top byte of the last word.
-struct Sip13 {
-    v: [u64; 4],
-}
-
-impl Sip13 {
-    #[inline(always)]
-    fn new(key: &HashKey) -> Sip13 {
-        let [k0, k1] = key.0;
-        Sip13 {
-            v: [
-                k0 ^ 0x736f_6d65_7073_6575,
-                k1 ^ 0x646f_7261_6e64_6f6d,
-                k0 ^ 0x6c79_6765_6e65_7261,
-                k1 ^ 0x7465_6462_7974_6573,
-            ],
-        }
-    }
-
-    #[inline(always)]
-    fn round(&mut self) {
-        let v = &mut self.v;
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-
-    #[inline(always)]
-    fn compress(&mut self, m: u64) {
-        self.v[3] ^= m;
-        self.round();
-        self.v[0] ^= m;
-    }
-
-    #[inline(always)]
-    fn finish(mut self) -> u64 {
-        self.v[2] ^= 0xff;
-        self.round();
-        self.round();
-        self.round();
-        self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3]
     }
 }
 

@@ -24,6 +24,7 @@ pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 pub mod parse;
+pub mod siphash;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;

@@ -64,6 +64,7 @@
 
 use core::fmt;
 
+use levee_packet::siphash::Sip24;
 use siphasher::sip::SipHasher24;
 use thiserror::Error;
 
@@ -573,14 +574,14 @@ impl CookieJar {
                 b[0..4].copy_from_slice(&client);
                 b[4..8].copy_from_slice(&server);
                 fill_common(&mut b[8..], t, isn, counter, mss_index, ts);
-                sip24(key.keys(), &b)
+                Sip24::hash(key.keys(), &b)
             }
             CookieAddrs::V6 { client, server } => {
                 let mut b = [0u8; 46];
                 b[0..16].copy_from_slice(&client);
                 b[16..32].copy_from_slice(&server);
                 fill_common(&mut b[32..], t, isn, counter, mss_index, ts);
-                sip24(key.keys(), &b)
+                Sip24::hash(key.keys(), &b)
             }
         };
         (h >> (64 - MAC_BITS)) as u32
@@ -609,53 +610,6 @@ impl CookieJar {
         let mac = self.mac(&key, tuple, isn, counter, mss_index, ts);
         (mac << MAC_SHIFT) | ((counter & 1) << COUNTER_BIT_SHIFT) | (u32::from(mss_index) & MSS_INDEX_MASK)
     }
-}
-
-/// SipHash-2-4 of `msg` under `(k0, k1)`: the same value as `SipHasher24::hash`, for a message
-/// whose length the compiler knows, so the words are loaded straight from the buffer and the
-/// rounds unrolled (no streaming state, no tail loop).
-#[inline(always)]
-fn sip24<const N: usize>((k0, k1): (u64, u64), msg: &[u8; N]) -> u64 {
-    #[inline(always)]
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let mut compress = |m: u64| {
-        v[3] ^= m;
-        round(&mut v);
-        round(&mut v);
-        v[0] ^= m;
-    };
-    let mut chunks = msg.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        compress(u64::from_le_bytes(w));
-    }
-    let mut last = [0u8; 8];
-    let tail = chunks.remainder();
-    last[..tail.len()].copy_from_slice(tail);
-    compress(u64::from_le_bytes(last) | (N as u64) << 56);
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// Ports, ISN, counter, MSS index, option byte: 14 bytes after the addresses.
