@@ -3,6 +3,10 @@
 //! conntrack on (established flows picked at random out of 2k, 100k and 1M tracked flows).
 //! The DPDK figure including the driver is `perf/bench-forward.sh`.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{syn_frame, SYNPROXY_RULESET};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use levee_conntrack::{HashKey, ShardConfig};
 use levee_dataplane::flow::Steering;
@@ -173,7 +177,9 @@ fn bench(c: &mut Criterion) {
     .with_filter(levee_dataplane::worker::WorkerFilter::new(compiled, 0))
     .with_conntrack(shard)
     .with_synproxy(proxy);
-    let syns: Vec<MemPacket> = (0..frames.len() as u32).map(syn_frame).collect();
+    let syns: Vec<MemPacket> = (0..frames.len() as u32)
+        .map(|i| MemPacket(syn_frame(i)))
+        .collect();
     g.bench_function("poll_once_64B_syn_1_worker_synproxy", |b| {
         b.iter_batched(
             // Room for the SYN-ACK's options, as an mbuf has (no reallocation timed).
@@ -205,41 +211,6 @@ fn bench(c: &mut Criterion) {
         );
     });
     g.finish();
-}
-
-const SYNPROXY_RULESET: &str = "table inet bench {
-  chain raw { type filter hook prerouting priority raw; policy accept;
-    tcp flags & (syn | ack) == syn notrack
-  }
-  chain pre { type filter hook prerouting priority filter; policy accept;
-    ip daddr 198.19.255.1 tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
-    ct state invalid drop
-  }
-}";
-
-/// A bare SYN (no options) from a random-looking source in 198.18.0.0/15 to 198.19.255.1:80,
-/// checksums right.
-fn syn_frame(i: u32) -> MemPacket {
-    let x = i.wrapping_mul(2_654_435_761);
-    let mut p = frame(0);
-    p.0[26..30].copy_from_slice(&[198, 18 | (x >> 31) as u8, (x >> 8) as u8, x as u8]);
-    p.0[34..36].copy_from_slice(&(1024 + (x >> 16) as u16).to_be_bytes());
-    p.0[38..42].copy_from_slice(&x.rotate_left(7).to_be_bytes());
-    p.0[47] = 0x02;
-    p.0[48..50].copy_from_slice(&64240u16.to_be_bytes());
-    p.0[24..26].copy_from_slice(&[0, 0]);
-    let ipsum = levee_packet::checksum::checksum(&p.0[14..34]);
-    p.0[24..26].copy_from_slice(&ipsum.to_be_bytes());
-    p.0[50..52].copy_from_slice(&[0, 0]);
-    let ph = levee_packet::checksum::pseudo_header_v4(
-        [p.0[26], p.0[27], p.0[28], p.0[29]].into(),
-        [198, 19, 255, 1].into(),
-        6,
-        20,
-    );
-    let c = !levee_packet::checksum::add(ph, levee_packet::checksum::sum(&p.0[34..54]));
-    p.0[50..52].copy_from_slice(&c.to_be_bytes());
-    MemPacket(p.0[..54].to_vec())
 }
 
 criterion_group!(benches, bench);

@@ -15,55 +15,17 @@ use levee_dataplane::worker::WorkerFilter;
 use levee_dataplane::{CtShard, HandoffMesh, MemPacket, MemPort, Side, Worker, WorkerConfig};
 use std::sync::Arc;
 
-const RULESET: &str = "table inet bench {
-  chain raw { type filter hook prerouting priority raw; policy accept;
-    tcp flags & (syn | ack) == syn notrack
-  }
-  chain pre { type filter hook prerouting priority filter; policy accept;
-    ip daddr 198.19.255.1 tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
-    ct state invalid drop
-  }
-}";
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use common::{ack_frame, syn_frame, SYNPROXY_RULESET};
 
 fn syn(i: u32) -> MemPacket {
-    let x = i.wrapping_mul(2_654_435_761);
-    let mut f = vec![0u8; 54];
-    f.reserve(74);
-    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    f[12] = 0x08;
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&40u16.to_be_bytes());
-    f[22] = 64;
-    f[23] = 6;
-    f[26..30].copy_from_slice(&[198, 18 | (x >> 31) as u8, (x >> 8) as u8, x as u8]);
-    f[30..34].copy_from_slice(&[198, 19, 255, 1]);
-    let sum = levee_packet::checksum::checksum(&f[14..34]);
-    f[24..26].copy_from_slice(&sum.to_be_bytes());
-    f[34..36].copy_from_slice(&(1024 + (x >> 16) as u16).to_be_bytes());
-    f[36..38].copy_from_slice(&80u16.to_be_bytes());
-    f[38..42].copy_from_slice(&x.rotate_left(7).to_be_bytes());
-    f[46] = 0x50;
-    f[47] = 0x02;
-    f[48..50].copy_from_slice(&64240u16.to_be_bytes());
-    let ph = levee_packet::checksum::pseudo_header_v4(
-        [f[26], f[27], f[28], f[29]].into(),
-        [198, 19, 255, 1].into(),
-        6,
-        20,
-    );
-    let c = !levee_packet::checksum::add(ph, levee_packet::checksum::sum(&f[34..54]));
-    f[50..52].copy_from_slice(&c.to_be_bytes());
-    MemPacket(f)
+    MemPacket(syn_frame(i))
 }
 
-/// An ACK of flow `i` (198.18.x.y:1024+i -> 198.19.255.1:80).
 fn ack(i: u32) -> MemPacket {
-    let mut p = syn(i);
-    p.0[26..30].copy_from_slice(&[198, 18, (i >> 8) as u8, i as u8]);
-    p.0[34..36].copy_from_slice(&(1024 + i as u16).to_be_bytes());
-    p.0[47] = 0x10;
-    p
+    MemPacket(ack_frame(i))
 }
 
 fn main() {
@@ -73,7 +35,7 @@ fn main() {
         return forward(batches, mode == "ct");
     }
     let compiled = Arc::new(
-        levee_filter_vm::compile_ruleset(RULESET)
+        levee_filter_vm::compile_ruleset(SYNPROXY_RULESET)
             .expect("ruleset")
             .compiled,
     );
