@@ -597,23 +597,26 @@ impl Exporter {
     }
 }
 
+/// The SYN-proxy counters a worker publishes (Linux's `/proc/net/stat/synproxy` columns
+/// first), in the order of the dataplane's `WorkerTotals::synproxy`; exported as
+/// `levee_synproxy_<name>_total`.
+pub const SYNPROXY_COUNTERS: [&str; 11] = [
+    "syn_received",
+    "cookie_invalid",
+    "cookie_valid",
+    "cookie_retrans",
+    "conn_reopened",
+    "reply_ratelimited",
+    "ack_flood_dropped",
+    "synack_sent",
+    "handshakes_completed",
+    "server_refused",
+    "probe_recovered",
+];
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    pub(crate) const SYNPROXY: [&str; 11] = [
-        "syn_received",
-        "cookie_invalid",
-        "cookie_valid",
-        "cookie_retrans",
-        "conn_reopened",
-        "reply_ratelimited",
-        "ack_flood_dropped",
-        "synack_sent",
-        "handshakes_completed",
-        "server_refused",
-        "probe_recovered",
-    ];
 
     /// A two-worker snapshot with every counter set.
     pub(crate) fn sample() -> Snapshot {
@@ -646,7 +649,7 @@ pub(crate) mod tests {
             .collect(),
             filter_accepted: 7 * k,
             filter_dropped: k,
-            synproxy: SYNPROXY.iter().map(|n| (n.to_string(), k)).collect(),
+            synproxy: SYNPROXY_COUNTERS.iter().map(|n| (n.to_string(), k)).collect(),
             ct_entries: 3,
             ct_limit: 100,
             generation: 4,

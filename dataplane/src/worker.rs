@@ -108,21 +108,9 @@ impl DropReason {
     }
 }
 
-/// The SYN-proxy counters a worker publishes (Linux's `/proc/net/stat/synproxy` columns first),
-/// in the order of [`WorkerTotals::synproxy`].
-pub const SYNPROXY_COUNTERS: [&str; 11] = [
-    "syn_received",
-    "cookie_invalid",
-    "cookie_valid",
-    "cookie_retrans",
-    "conn_reopened",
-    "reply_ratelimited",
-    "ack_flood_dropped",
-    "synack_sent",
-    "handshakes_completed",
-    "server_refused",
-    "probe_recovered",
-];
+/// The SYN-proxy counters a worker publishes, in the order of [`WorkerTotals::synproxy`]
+/// (named where the metrics are, so the exporter and the workers share one list).
+pub use levee_control::metrics::SYNPROXY_COUNTERS;
 
 fn synproxy_counters(c: &levee_synproxy::Counters) -> [u64; SYNPROXY_COUNTERS.len()] {
     [
