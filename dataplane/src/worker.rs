@@ -22,6 +22,7 @@ use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
 use levee_conntrack::{Direction as CtDirection, EntryId, Tracked};
 use levee_control::generation::GenerationReader;
+use levee_filter_vm::cache::{CacheStats, VerdictCache};
 use levee_filter_vm::nft::ast::Hook;
 use levee_filter_vm::reject::{build_reject_into, REJECT_MAX};
 use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
@@ -571,6 +572,9 @@ pub struct WorkerFilter {
     actions: Actions,
     /// Where fired `log` statements go (None: only counted).
     logs: Option<LogQueue>,
+    /// Outcomes of this worker's packets under the current generation, when its rules allow
+    /// (see `levee_filter_vm::cache`).
+    cache: VerdictCache,
 }
 
 impl WorkerFilter {
@@ -595,6 +599,10 @@ impl WorkerFilter {
             meta: [side_meta(Side::Outside), side_meta(Side::Inside)],
             actions: Actions::default(),
             logs: None,
+            cache: VerdictCache::new(std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                cpu,
+            )),
         }
     }
 
@@ -621,6 +629,11 @@ impl WorkerFilter {
             }
         }
         self.generation
+    }
+
+    /// What the outcome cache did so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats
     }
 
     /// The generation this worker runs (0: a fixed ruleset).
@@ -1052,14 +1065,16 @@ impl<P: PortIo> Worker<P> {
                 // rest of the ruleset: one pass of the interpreter.
                 let (ct, burst, hint) = (&mut self.conntrack, &self.ct_burst, self.ct_hint);
                 let frame = pkt.data();
-                let verdict = f.compiled.evaluate_tracked_into(
+                let verdict = f.compiled.evaluate_cached_into(
+                    &mut f.cache,
+                    side as u8,
                     &mut f.state,
                     &f.hooks,
                     frame,
                     info,
                     meta,
                     &mut f.actions,
-                    |actions| {
+                    Some(|actions: &Actions| {
                         if actions.notrack {
                             // Untracked (the evaluation marks it so), no entry: nothing to add
                             // to what the chains before saw.
@@ -1072,7 +1087,7 @@ impl<P: PortIo> Worker<P> {
                             });
                         }
                         Some(ct_view(tracked.as_ref()))
-                    },
+                    }),
                 );
                 return self.after_judging(verdict, side, pkt, info);
             }
@@ -1092,15 +1107,30 @@ impl<P: PortIo> Worker<P> {
         meta.now_ns = now_ns;
         meta.wall_ns = self.wall_ns;
         set_ct_meta(meta, tracked.as_ref());
-        let verdict = f.compiled.evaluate_stage_into(
-            &mut f.state,
-            &f.hooks,
-            pkt.data(),
-            info,
-            meta,
-            &mut f.actions,
-            Stage::All,
-        );
+        let verdict = if tracked.is_some() {
+            // Facts from the table: not what the outcome cache keys on.
+            f.compiled.evaluate_stage_into(
+                &mut f.state,
+                &f.hooks,
+                pkt.data(),
+                info,
+                meta,
+                &mut f.actions,
+                Stage::All,
+            )
+        } else {
+            f.compiled.evaluate_cached_into(
+                &mut f.cache,
+                side as u8,
+                &mut f.state,
+                &f.hooks,
+                pkt.data(),
+                info,
+                meta,
+                &mut f.actions,
+                None::<fn(&Actions) -> Option<levee_filter_vm::vm::CtView>>,
+            )
+        };
         self.after_judging(verdict, side, pkt, info)
     }
 

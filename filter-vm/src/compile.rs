@@ -162,6 +162,9 @@ pub struct Compiled {
     pub rule_counters: RuleCounters,
     /// `entries` laid out for the per-packet path (see [`StagePlans`]).
     pub(crate) plans: StagePlans,
+    /// What the outcome depends on, when the rules only match and decide (see
+    /// [`crate::cache`]); `None`: every packet is interpreted.
+    pub cache_plan: Option<std::sync::Arc<crate::cache::CachePlan>>,
 }
 
 /// The base chains of each [`Stage`] and hook, decided once per generation instead of per
@@ -1859,6 +1862,62 @@ impl Compiled {
     {
         debug_assert!(hooks.windows(2).all(|w| hook_rank(w[0]) < hook_rank(w[1])));
         self.run_plan(0, true, state, hooks, frame, info, meta, actions, Some(track))
+    }
+
+    /// [`Compiled::evaluate_tracked_into`] (with `track`) or [`Compiled::evaluate_stage_into`]
+    /// of [`Stage::All`] (without), answered from `cache` when this generation can be cached
+    /// and a packet with the same key was evaluated before: the same verdict and actions.
+    /// `side` names which of the caller's per-side metadata `meta` is: apart from the time and
+    /// the conntrack facts, `meta` must be the same for every packet of a side (the key holds
+    /// the side, not the interface names), and `hooks` the same for every packet. A packet
+    /// whose `track` returned facts (conntrack consulted) is evaluated, not cached.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn evaluate_cached_into<F>(
+        &self,
+        cache: &mut crate::cache::VerdictCache,
+        side: u8,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+        track: Option<F>,
+    ) -> Verdict
+    where
+        F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
+    {
+        let Some(plan) = self.cache_plan.as_ref().filter(|p| cache.active(p)) else {
+            return match track {
+                Some(t) => self.evaluate_tracked_into(state, hooks, frame, info, meta, actions, t),
+                None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
+            };
+        };
+        let mut key = crate::cache::Key::default();
+        plan.key_into(side, frame, info, meta, &mut key);
+        if let Some(&(verdict, ref cached)) = cache.get(&key) {
+            // What the evaluation would have reset (a cacheable ruleset writes no payload).
+            *actions = *cached;
+            state.writes.clear();
+            return verdict;
+        }
+        let mut consulted = false;
+        let verdict = match track {
+            Some(t) => {
+                let t = |a: &vm::Actions| {
+                    let facts = t(a);
+                    consulted = facts.is_some();
+                    facts
+                };
+                self.evaluate_tracked_into(state, hooks, frame, info, meta, actions, t)
+            }
+            None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
+        };
+        if !consulted {
+            cache.put(&key, verdict, *actions);
+        }
+        verdict
     }
 
     /// The base chains of plan `si` for each hook in `hooks` (actions and payload writes

@@ -579,3 +579,393 @@ mod tracked_pass {
         }
     }
 }
+
+mod outcome_cache {
+    //! `evaluate_cached_into` (the outcome cache) against plain evaluation over sequences of
+    //! packets: same verdicts, actions, tracking calls and counters, whatever the ruleset
+    //! (uncacheable ones just run uncached) and whichever packets repeat.
+    use super::*;
+    use crate::cache::{Probe, VerdictCache, BYPASS};
+    use crate::nft::ast::Hook;
+    use crate::vm::{Actions, Base, CtKey, CtView, Verdict};
+    use crate::Stage;
+    use proptest::prelude::*;
+
+    fn stmt() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            // Cacheable: matches, verdicts, actions.
+            "tcp dport 80 accept",
+            "tcp dport 443 drop",
+            "ip daddr 198.19.0.1 notrack",
+            "tcp flags & (syn | ack) == syn notrack",
+            "ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm",
+            "ct state established accept",
+            "ct state new drop",
+            "ct state untracked tcp dport 22 drop",
+            "ct mark 105 drop",
+            "ct mark 5 accept",
+            "meta mark set 7",
+            "ct mark set 5",
+            "meta mark 7 tcp dport 80 drop",
+            "meta l4proto udp drop",
+            "ip saddr 198.18.0.0/30 drop",
+            "ip6 daddr 2001:2::2 accept",
+            "udp dport 53 reject",
+            "tcp dport { 22, 80, 8080 } accept",
+            "meta iifname \"outside\" tcp dport 8080 drop",
+            "meta length 40 drop",
+            "tcp sport 1000-1003 drop",
+            // Not cacheable: the whole ruleset is then evaluated every time.
+            "counter",
+            "tcp dport 80 limit rate 1/second accept",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn chain() -> impl Strategy<Value = (String, String, i32, Vec<String>)> {
+        (
+            prop::sample::select(vec!["ip", "ip6", "inet"]),
+            prop::sample::select(vec!["prerouting", "forward"]),
+            prop::sample::select(vec![-300i32, -200, 0]),
+            prop::collection::vec(stmt(), 0..4),
+        )
+            .prop_map(|(f, h, p, r)| (f.to_owned(), h.to_owned(), p, r))
+    }
+
+    fn ruleset(chains: &[(String, String, i32, Vec<String>)]) -> String {
+        let mut s = String::new();
+        for (i, (family, hook, prio, rules)) in chains.iter().enumerate() {
+            s += &format!(
+                "table {family} t{i} {{\n chain c {{\n  type filter hook {hook} priority {prio}; policy accept;\n{}\n }}\n}}\n",
+                rules.join("\n")
+            );
+        }
+        s
+    }
+
+    /// A packet from a small space (so keys repeat): TCP/UDP over IPv4 or IPv6, a few
+    /// sources, ports and flags, sometimes cut short.
+    fn packet() -> impl Strategy<Value = Vec<u8>> {
+        (
+            0u8..4,
+            0u8..4,
+            0u16..6,
+            prop::sample::select(vec![0x02u8, 0x10, 0x12, 0x04]),
+            0u8..8,
+        )
+            .prop_map(|(kind, src, port, flags, cut)| {
+                let dport = [22u16, 80, 443, 53, 8080, 9][port as usize];
+                let sport = 1000 + u16::from(src);
+                let mut f = match kind {
+                    0 | 1 => ipv4(
+                        [198, 18, 0, src],
+                        [198, 19, 0, 1 + kind],
+                        6,
+                        &tcp(sport, dport, flags),
+                    ),
+                    2 => ipv4([198, 18, 0, src], [198, 19, 0, 1], 17, &udp(sport, dport)),
+                    _ => {
+                        let l4 = tcp(sport, dport, flags);
+                        let mut f = vec![0u8; 14];
+                        f[12] = 0x86;
+                        f[13] = 0xdd;
+                        let mut ip = [0u8; 40];
+                        ip[0] = 0x60;
+                        ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+                        ip[6] = 6;
+                        ip[7] = 64;
+                        ip[8..24].copy_from_slice(&[0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, src]);
+                        ip[24..40].copy_from_slice(&[0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+                        f.extend_from_slice(&ip);
+                        f.extend_from_slice(&l4);
+                        f
+                    }
+                };
+                if cut == 0 {
+                    f.truncate(30);
+                }
+                f
+            })
+    }
+
+    /// Conntrack as the worker does it: nothing after `notrack`, else facts that depend on
+    /// the packet (so a cached outcome that had consulted them would be wrong for others).
+    fn track(frame: &[u8], actions: &Actions, calls: &mut u32) -> Option<CtView> {
+        *calls += 1;
+        if actions.notrack {
+            return None;
+        }
+        let odd = frame.len() > 35 && frame[35] & 1 == 1;
+        Some(CtView {
+            state: if odd { CtView::ESTABLISHED } else { CtView::NEW },
+            status: 8,
+            direction: 0,
+            mark: if odd { 105 } else { 5 },
+            label: 1,
+            expiration_ms: 5000,
+            zone: 0,
+        })
+    }
+
+    fn meta(side: u8) -> PacketMeta {
+        meta_with(side, CtState::Invalid)
+    }
+
+    fn meta_with(side: u8, ct_state: CtState) -> PacketMeta {
+        PacketMeta {
+            ct_state,
+            iifname: if side == 0 { "outside" } else { "inside" }.into(),
+            iif: u32::from(side) + 1,
+            ..Default::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn cached_equals_interpreted(
+            chains in prop::collection::vec(chain(), 1..4),
+            packets in prop::collection::vec((packet(), 0u8..2, 0usize..3), 1..40),
+            tracking in any::<bool>(),
+        ) {
+            let text = ruleset(&chains);
+            let Ok(mut a) = compile_ruleset(&text) else { return Ok(()) };
+            let mut b = compile_ruleset(&text).unwrap();
+            let mut cache = VerdictCache::new(42);
+            let hooks = [Hook::Prerouting, Hook::Forward];
+            for (f, side, ct) in &packets {
+                let info = levee_packet::parse::parse_frame(f).ok();
+                // Without tracking the caller's facts are what the rules see (the key holds
+                // them); with it, the facts before tracking are always "no entry".
+                let ct = if tracking {
+                    CtState::Invalid
+                } else {
+                    [CtState::Invalid, CtState::New, CtState::Established][*ct]
+                };
+                let m = meta_with(*side, ct);
+                let (mut act_a, mut calls_a) = (Actions::default(), 0);
+                let verdict_a = if tracking {
+                    a.compiled.evaluate_tracked_into(
+                        &mut a.state, &hooks, f, info.as_ref(), &m, &mut act_a,
+                        |act| track(f, act, &mut calls_a),
+                    )
+                } else {
+                    a.compiled.evaluate_stage_into(
+                        &mut a.state, &hooks, f, info.as_ref(), &m, &mut act_a, Stage::All,
+                    )
+                };
+                let (mut act_b, mut calls_b) = (Actions::default(), 0);
+                let verdict_b = b.compiled.evaluate_cached_into(
+                    &mut cache, *side, &mut b.state, &hooks, f, info.as_ref(), &m, &mut act_b,
+                    tracking.then_some(|act: &Actions| track(f, act, &mut calls_b)),
+                );
+                prop_assert_eq!(verdict_a, verdict_b, "{}", text);
+                prop_assert_eq!(act_a, act_b, "{}", text);
+                // A hit skips the tracking call only where it was for a notracked packet.
+                prop_assert!(calls_b <= calls_a, "{}", text);
+            }
+            let ca = a.compiled.rule_counter_totals(&[&a.state.counters]);
+            let cb = b.compiled.rule_counter_totals(&[&b.state.counters]);
+            prop_assert_eq!(ca, cb, "{}", text);
+            if b.compiled.cache_plan.is_none() {
+                prop_assert_eq!(cache.stats.hits + cache.stats.misses, 0);
+            }
+        }
+    }
+
+    const SYNPROXY: &str = "table inet t {
+ chain raw { type filter hook prerouting priority raw; policy accept; tcp flags & (syn | ack) == syn notrack; }
+ chain pre { type filter hook prerouting priority filter; policy accept;
+  ip daddr 198.19.0.1 tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale 7
+  ct state invalid drop
+ }
+}";
+
+    /// The SYN proxy's ruleset reads four fields; a SYN flood from random sources hits the
+    /// one outcome after the first SYN, and tracked packets (ACKs) are never cached.
+    #[test]
+    fn a_syn_flood_is_answered_from_one_entry() {
+        let mut f = compile_ruleset(SYNPROXY).unwrap();
+        let plan = f.compiled.cache_plan.clone().expect("cacheable");
+        let probes: Vec<Probe> = plan.probes().collect();
+        assert_eq!(probes.len(), 4, "{probes:?}");
+        assert!(probes.contains(&Probe::Ct(CtKey::State)));
+        assert!(probes.contains(&Probe::Payload {
+            base: Base::Network,
+            offset: 16,
+            len: 4
+        }));
+        let mut cache = VerdictCache::new(7);
+        let hooks = [Hook::Prerouting];
+        let m = meta(0);
+        for i in 0..1000u32 {
+            let syn = ipv4(
+                [198, 18, (i >> 8) as u8, i as u8],
+                [198, 19, 0, 1],
+                6,
+                &tcp(i as u16, 80, 0x02),
+            );
+            let info = levee_packet::parse::parse_frame(&syn).ok();
+            let mut actions = Actions::default();
+            let mut calls = 0;
+            let v = f.compiled.evaluate_cached_into(
+                &mut cache,
+                0,
+                &mut f.state,
+                &hooks,
+                &syn,
+                info.as_ref(),
+                &m,
+                &mut actions,
+                Some(|a: &Actions| track(&syn, a, &mut calls)),
+            );
+            assert_eq!(v, Verdict::Drop);
+            assert!(actions.notrack);
+            assert_eq!(actions.synproxy, Some((1460, 7, false, false)));
+            assert_eq!(calls, u32::from(i == 0), "tracking ran only for the first SYN");
+        }
+        assert_eq!((cache.stats.hits, cache.stats.misses), (999, 1));
+        let ack = ipv4([198, 18, 0, 1], [198, 19, 0, 1], 6, &tcp(1, 80, 0x10));
+        let info = levee_packet::parse::parse_frame(&ack).ok();
+        for _ in 0..3 {
+            let (mut actions, mut calls) = (Actions::default(), 0);
+            f.compiled.evaluate_cached_into(
+                &mut cache,
+                0,
+                &mut f.state,
+                &hooks,
+                &ack,
+                info.as_ref(),
+                &m,
+                &mut actions,
+                Some(|a: &Actions| track(&ack, a, &mut calls)),
+            );
+            assert_eq!(calls, 1, "a tracked packet is evaluated every time");
+        }
+        assert_eq!(cache.stats.hits, 999);
+    }
+
+    /// What makes a ruleset uncacheable, and what does not.
+    #[test]
+    fn impure_rules_turn_the_cache_off() {
+        let plan = |rules: &str| {
+            let text = format!(
+                "table inet t {{ set tm {{ type ipv4_addr; flags timeout; elements = {{ 198.18.0.1 timeout 1h }}; }}
+ set st {{ type ipv4_addr; flags timeout; }}
+ chain c {{ type filter hook prerouting priority 0; policy accept; {rules} }} }}"
+            );
+            compile_ruleset(&text)
+                .unwrap_or_else(|e| panic!("{rules}: {e}"))
+                .compiled
+                .cache_plan
+                .is_some()
+        };
+        for pure in [
+            "tcp dport 80 drop",
+            "ip saddr { 198.18.0.1, 198.18.0.2 } drop",
+            "meta mark set 1",
+            "ct state established accept",
+            // A timeout set with no element that expires answers the same at any time.
+            "ip saddr @st drop",
+        ] {
+            assert!(plan(pure), "{pure}");
+        }
+        for impure in [
+            "counter",
+            "tcp dport 80 counter drop",
+            "limit rate 5/second accept",
+            "log prefix \"x\"",
+            "meta hour \"10:00\"-\"11:00\" drop",
+            "ip saddr @tm drop",
+            "tcp dport set 81",
+            "quota 10 mbytes drop",
+        ] {
+            assert!(!plan(impure), "{impure}");
+        }
+    }
+
+    /// Keys that never repeat (a rule on the source address under a random-source flood):
+    /// after a window of misses the worker stops looking for a while.
+    #[test]
+    fn a_cache_that_does_not_hit_steps_aside() {
+        let mut f = compile_ruleset(
+            "table ip t { chain c { type filter hook prerouting priority 0; policy accept; ip saddr 198.18.0.0/16 drop; } }",
+        )
+        .unwrap();
+        let mut cache = VerdictCache::new(1);
+        let m = meta(0);
+        let n = 5000u32;
+        for i in 0..n {
+            let p = ipv4(
+                [198, 19, (i >> 8) as u8, i as u8],
+                [198, 19, 0, 1],
+                6,
+                &tcp(1, 80, 0x10),
+            );
+            let info = levee_packet::parse::parse_frame(&p).ok();
+            let mut actions = Actions::default();
+            let v = f.compiled.evaluate_cached_into(
+                &mut cache,
+                0,
+                &mut f.state,
+                &[Hook::Prerouting],
+                &p,
+                info.as_ref(),
+                &m,
+                &mut actions,
+                None::<fn(&Actions) -> Option<CtView>>,
+            );
+            assert_eq!(v, Verdict::Accept);
+        }
+        assert_eq!(cache.stats.hits, 0);
+        assert_eq!(cache.stats.misses, 1024, "one window of misses");
+        assert_eq!(cache.stats.bypassed, u64::from(n) - 1024);
+        assert!(u64::from(n) - 1024 < u64::from(BYPASS));
+    }
+
+    /// A new generation (another plan) starts from an empty cache.
+    #[test]
+    fn a_new_generation_starts_empty() {
+        let mut old = compile_ruleset(
+            "table ip t { chain c { type filter hook prerouting priority 0; policy accept; tcp dport 80 drop; } }",
+        )
+        .unwrap();
+        let mut new = compile_ruleset(
+            "table ip t { chain c { type filter hook prerouting priority 0; policy accept; tcp dport 80 accept; } }",
+        )
+        .unwrap();
+        let mut cache = VerdictCache::new(3);
+        let m = meta(0);
+        let p = ipv4([198, 18, 0, 1], [198, 19, 0, 1], 6, &tcp(1, 80, 0x10));
+        let info = levee_packet::parse::parse_frame(&p).ok();
+        let none = None::<fn(&Actions) -> Option<CtView>>;
+        let mut a = Actions::default();
+        for _ in 0..2 {
+            let v = old.compiled.evaluate_cached_into(
+                &mut cache,
+                0,
+                &mut old.state,
+                &[Hook::Prerouting],
+                &p,
+                info.as_ref(),
+                &m,
+                &mut a,
+                none,
+            );
+            assert_eq!(v, Verdict::Drop);
+        }
+        let v = new.compiled.evaluate_cached_into(
+            &mut cache,
+            0,
+            &mut new.state,
+            &[Hook::Prerouting],
+            &p,
+            info.as_ref(),
+            &m,
+            &mut a,
+            none,
+        );
+        assert_eq!(v, Verdict::Accept);
+        assert_eq!((cache.stats.hits, cache.stats.misses), (1, 2));
+    }
+}

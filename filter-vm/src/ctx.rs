@@ -112,16 +112,16 @@ pub fn packet_ctx_from<'a>(
     meta: &PacketMeta,
     hook: HookKind,
 ) -> PacketCtx<'a> {
-    let ct = CtView::of(meta);
-    let mut p = PacketCtx {
+    let l = Layout::of(frame.len(), info, hook);
+    PacketCtx {
         frame,
-        l3_offset: 14.min(frame.len()),
-        l4_offset: None,
-        l3_end: frame.len(),
-        nfproto: 0,
-        l4proto: 0,
-        ethertype: 0,
-        len: frame.len().saturating_sub(14) as u32,
+        l3_offset: l.l3_offset,
+        l4_offset: l.l4_offset,
+        l3_end: l.l3_end,
+        nfproto: l.nfproto,
+        l4proto: l.l4proto,
+        ethertype: l.ethertype,
+        len: l.len,
         iif: meta.iif,
         oif: meta.oif,
         iifname: meta.iifname.0,
@@ -131,26 +131,77 @@ pub fn packet_ctx_from<'a>(
         wall_ns: meta.wall_ns,
         now_ns: meta.now_ns,
         pkttype: meta.pkttype,
-        ct,
-    };
-    let Some(info) = info else { return p };
-    p.ethertype = info.ethertype;
-    p.l3_offset = info.l3_offset as usize;
-    p.len = (frame.len() - p.l3_offset) as u32;
-    let (nfproto, proto, l4_offset, l4_len, frag) = match info.l3 {
-        L3Info::Ipv4(ip) => (2u8, ip.protocol, ip.l4_offset, ip.l4_len, ip.frag),
-        L3Info::Ipv6(ip) => (10u8, ip.protocol, ip.l4_offset, ip.l4_len, ip.frag),
-        L3Info::Arp | L3Info::Other => return p,
-    };
-    p.nfproto = nfproto;
-    p.l4proto = proto;
-    p.l3_end = l4_offset as usize + l4_len as usize;
-    // Non-first fragments have no transport header (nft: pkt->tprot_set is false).
-    if frag != FragKind::NonFirst {
-        p.l4_offset = Some(l4_offset as usize);
+        ct: CtView::of(meta),
     }
-    if hook == HookKind::Ip {
-        p.len = (p.l3_end - p.l3_offset) as u32;
+}
+
+/// Where a frame's headers are as the VM sees them: the packet-derived part of a
+/// [`PacketCtx`] (what payload loads and the family and protocol guards use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub l3_offset: usize,
+    pub l4_offset: Option<usize>,
+    pub l3_end: usize,
+    pub nfproto: u8,
+    pub l4proto: u8,
+    pub ethertype: u16,
+    pub len: u32,
+}
+
+impl Layout {
+    /// The layout of a `frame_len`-byte frame parsed as `info`, at a hook of kind `hook`.
+    #[inline(always)]
+    pub(crate) fn of(frame_len: usize, info: Option<&FrameInfo>, hook: HookKind) -> Layout {
+        let mut l = Layout {
+            l3_offset: 14.min(frame_len),
+            l4_offset: None,
+            l3_end: frame_len,
+            nfproto: 0,
+            l4proto: 0,
+            ethertype: 0,
+            len: frame_len.saturating_sub(14) as u32,
+        };
+        let Some(info) = info else { return l };
+        l.ethertype = info.ethertype;
+        l.l3_offset = info.l3_offset as usize;
+        l.len = (frame_len - l.l3_offset) as u32;
+        let (nfproto, proto, l4_offset, l4_len, frag) = match info.l3 {
+            L3Info::Ipv4(ip) => (2u8, ip.protocol, ip.l4_offset, ip.l4_len, ip.frag),
+            L3Info::Ipv6(ip) => (10u8, ip.protocol, ip.l4_offset, ip.l4_len, ip.frag),
+            L3Info::Arp | L3Info::Other => return l,
+        };
+        l.nfproto = nfproto;
+        l.l4proto = proto;
+        l.l3_end = l4_offset as usize + l4_len as usize;
+        // Non-first fragments have no transport header (nft: pkt->tprot_set is false).
+        if frag != FragKind::NonFirst {
+            l.l4_offset = Some(l4_offset as usize);
+        }
+        if hook == HookKind::Ip {
+            l.len = (l.l3_end - l.l3_offset) as u32;
+        }
+        l
     }
-    p
+
+    /// Where `len` bytes at `offset` from `base` start in a `frame_len`-byte frame, if the
+    /// packet has them ([`crate::vm::field_at`] on a context with this layout).
+    #[inline(always)]
+    pub(crate) fn field(
+        &self,
+        frame_len: usize,
+        base: crate::vm::Base,
+        offset: u16,
+        len: u8,
+    ) -> Option<usize> {
+        crate::vm::field_span(
+            base,
+            self.nfproto,
+            self.l3_offset,
+            self.l4_offset,
+            self.l3_end,
+            frame_len,
+            offset,
+            len,
+        )
+    }
 }

@@ -224,6 +224,90 @@ impl Exec {
             .unwrap_or(0)
     }
 
+    /// What the program reads of a packet, when its outcome depends on nothing else: every
+    /// chain (jump targets too) holds only matches (payload, meta, ct, lookups in sets that are
+    /// neither dynamic nor timed), verdicts and the statements that only set actions (`notrack`,
+    /// `synproxy`, `reject`, mark and ct mark/label). `None` when some rule counts, limits,
+    /// logs, writes the packet, updates a set or reads the time. See [`crate::cache`].
+    pub(crate) fn pure_reads(&self, prog: &Program) -> Option<Vec<crate::cache::Probe>> {
+        use crate::cache::Probe;
+        let mut out: Vec<Probe> = Vec::new();
+        let mut add = |p: Probe| {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        let set_ok = |set: &Set, dynamic: bool| !dynamic && !set.is_timed();
+        for c in &self.chains {
+            for seg in c.segs.iter() {
+                for op in &seg.ops {
+                    match *op {
+                        Op::MetaCmp { key, .. } => add(Probe::meta(key)?),
+                        Op::Load {
+                            base, offset, len, ..
+                        }
+                        | Op::LoadCmp {
+                            base, offset, len, ..
+                        }
+                        | Op::LoadMaskCmp {
+                            base, offset, len, ..
+                        }
+                        | Op::LoadLookup {
+                            base, offset, len, ..
+                        } => add(Probe::Payload { base, offset, len }),
+                        Op::CtState { .. } => add(Probe::Ct(CtKey::State)),
+                        Op::Cmp { .. }
+                        | Op::Notrack
+                        | Op::Synproxy { .. }
+                        | Op::Verdict(_)
+                        | Op::Lookup(_) => {}
+                        // Generic ops: their instructions are in `seg.generic`, below.
+                        Op::Generic(_) => {}
+                        Op::Counter { .. } => return None,
+                    }
+                }
+                for l in &seg.lookups {
+                    if !set_ok(&l.set, l.dynamic) {
+                        return None;
+                    }
+                }
+                for insn in &seg.generic {
+                    match *insn {
+                        Insn::PayloadLoad {
+                            base, offset, len, ..
+                        } => add(Probe::Payload { base, offset, len }),
+                        Insn::Meta { key, .. } => add(Probe::meta(key)?),
+                        Insn::Ct { key, .. } => add(Probe::Ct(key)),
+                        Insn::Lookup { set, .. } => {
+                            let dynamic = prog.dynamic_sets.get(set.0 as usize).copied().unwrap_or(false);
+                            if !prog.sets.get(set).is_some_and(|s| set_ok(s, dynamic)) {
+                                return None;
+                            }
+                        }
+                        Insn::Cmp { .. }
+                        | Insn::Bitwise { .. }
+                        | Insn::Byteorder { .. }
+                        | Insn::Range { .. }
+                        | Insn::Immediate { .. }
+                        | Insn::MetaSetMark { .. }
+                        | Insn::CtSet { .. }
+                        | Insn::Reject(_)
+                        | Insn::Synproxy { .. }
+                        | Insn::Notrack
+                        | Insn::Verdict(_) => {}
+                        Insn::PayloadWrite { .. }
+                        | Insn::Dynset { .. }
+                        | Insn::Counter { .. }
+                        | Insn::Limit { .. }
+                        | Insn::Quota { .. }
+                        | Insn::Log { .. } => return None,
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// Number of segments lowered for this value that the previous one did not have (what
     /// an incremental step cost), counted against `prev`.
     pub fn segments_not_in(&self, prev: &Exec) -> usize {

@@ -976,10 +976,15 @@ impl Image {
         }
         // Stable sort keeps declaration order among equal priorities.
         entries.sort_by_key(|e| (hook_rank(e.hook), e.priority));
+        let cache_plan = crate::cache::CachePlan::of(
+            exec.pure_reads(&self.program),
+            entries.iter().any(|e| e.hook == ast::Hook::Ingress),
+        );
         Ok(Compiled {
             program: self.program.clone(),
             exec,
             plans: crate::compile::StagePlans::of(&entries),
+            cache_plan,
             entries,
             rule_counters: RuleCounters::new(counted),
         })

@@ -11,6 +11,7 @@
 //! read-modify-write atomics.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod compile;
 #[cfg(test)]
 mod compile_tests;

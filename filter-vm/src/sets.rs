@@ -206,6 +206,8 @@ pub struct Set {
     pub size: usize,
     /// Default element timeout (ns), for sets with `flags timeout`.
     pub timeout_ns: Option<u64>,
+    /// Some element expires: what a lookup finds depends on the time.
+    timed: bool,
     store: Store,
 }
 
@@ -533,8 +535,15 @@ impl Set {
             verdict_map: spec.verdict_map,
             size,
             timeout_ns: spec.timeout_ns,
+            timed: spec.timeout_ns.is_some() || elems.iter().any(|e| e.timeout_ns.is_some()),
             store,
         })
+    }
+
+    /// Whether a lookup's answer can change with the time (some element expires): the outcome
+    /// cache ([`crate::cache`]) does not hold rules that look such sets up.
+    pub fn is_timed(&self) -> bool {
+        self.timed
     }
 
     /// Number of stored elements (expired ones included until replaced).
@@ -693,6 +702,7 @@ impl Set {
             verdict_map: false,
             size: 0,
             timeout_ns: None,
+            timed: false,
             store: Store::Exact(FastMap::new()),
         }
     }
@@ -712,6 +722,7 @@ impl Set {
             verdict_map: self.verdict_map,
             size: self.size,
             timeout_ns: self.timeout_ns,
+            timed: self.timed,
             store: Store::Dynamic(SipMap::new()),
         }
     }

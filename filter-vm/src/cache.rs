@@ -1,0 +1,347 @@
+//! The outcome cache: whole-ruleset verdicts remembered by what the ruleset reads of a packet
+//! (Open vSwitch's "megaflows", for an nftables-style ruleset).
+//!
+//! A generation whose rules only match and decide ([`crate::exec::Exec::pure_reads`]: no
+//! counter, limit, quota, log, payload write, set update, time key, or lookup in a set whose
+//! elements expire) gives every packet an outcome (verdict and actions) that is a function of a
+//! few packet fields: the payload ranges, meta keys and ct keys its rules load, the packet's
+//! family and transport protocol, and the side it arrived on (whose interface names, indexes
+//! and mark the worker's per-side metadata fixes). [`CachePlan`] lists those fields; a worker's
+//! [`VerdictCache`] maps their values to the outcome the interpreter gave the first packet
+//! that had them, so a flood of packets that differ only in fields the rules never read (a SYN
+//! flood from random sources, against rules on destination and port) costs a key build and one
+//! probe per packet instead of an interpretation.
+//!
+//! Conntrack: the ct keys are part of the key, read from the facts the caller passes in
+//! (before tracking: none). An evaluation whose tracking callback consulted the table (returned
+//! facts) is not cached, because later chains saw facts that are not in the key; one the
+//! ruleset dropped before tracking, or `notrack`ed, is.
+//!
+//! Cost control: a direct-mapped table of [`SLOTS`] outcomes; when fewer than a quarter of a
+//! window's lookups hit (the rules read a field that varies per packet, e.g. a source address
+//! blocklist under a random-source flood), the worker stops looking for [`BYPASS`] packets and
+//! then tries again, so a cache that does not help costs about one failed probe per
+//! thousand packets.
+//!
+//! Threads: a [`CachePlan`] is immutable and shared with the generation; each worker owns its
+//! [`VerdictCache`].
+
+use std::sync::Arc;
+
+use crate::ctx::{HookKind, Layout};
+use crate::vm::{self, Actions, Base, CtKey, MetaKey, Verdict};
+
+/// Words of a key: a header (side, family, transport protocol, which probes found their
+/// field), then each probed value in one word (two for one longer than 8 bytes).
+const KEY_WORDS: usize = 8;
+/// Most probes a plan can have.
+const MAX_PROBES: usize = KEY_WORDS - 1;
+/// Outcomes a worker keeps.
+pub const SLOTS: usize = 256;
+/// Lookups per hit-rate window.
+const WINDOW: u32 = 1024;
+/// Packets evaluated without looking after a window with too few hits.
+pub const BYPASS: u32 = 1 << 16;
+
+/// One field a ruleset reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Probe {
+    /// `len` bytes at `offset` from `base` (absent when the packet has no such bytes).
+    Payload { base: Base, offset: u16, len: u8 },
+    /// A meta key (never a time key: see [`Probe::meta`]).
+    Meta(MetaKey),
+    /// A ct key, from the facts the caller passes in.
+    Ct(CtKey),
+}
+
+impl Probe {
+    /// The probe of meta `key`; `None` for the keys that read the clock (a ruleset that uses
+    /// them is not cached).
+    pub(crate) fn meta(key: MetaKey) -> Option<Probe> {
+        match key {
+            MetaKey::TimeNs | MetaKey::Day | MetaKey::Hour => None,
+            k => Some(Probe::Meta(k)),
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Probe::Payload { len, .. } => usize::from(len),
+            Probe::Meta(k) => k.data_len(),
+            Probe::Ct(k) => k.data_len(),
+        }
+    }
+}
+
+/// The fields a generation's outcome depends on, each with its first word in the key.
+#[derive(Debug)]
+pub struct CachePlan {
+    probes: Vec<(Probe, u8)>,
+    /// Key words in use (the rest stay zero).
+    words: usize,
+    /// Some probe is a meta key (the key build then needs the whole packet context).
+    meta: bool,
+}
+
+impl CachePlan {
+    /// The plan for a program that reads `reads` (from [`crate::exec::Exec::pure_reads`]);
+    /// `None` when they do not fit a key, or when a chain hooks ingress (whose packets the
+    /// key does not describe: `meta len` differs there).
+    pub(crate) fn of(reads: Option<Vec<Probe>>, hooks_ingress: bool) -> Option<Arc<CachePlan>> {
+        let reads = reads?;
+        if hooks_ingress || reads.len() > MAX_PROBES {
+            return None;
+        }
+        let mut at = 1;
+        let mut probes = Vec::with_capacity(reads.len());
+        for p in reads {
+            let words = p.len().div_ceil(8);
+            if words == 0 || words > 2 || at + words > KEY_WORDS {
+                return None;
+            }
+            probes.push((p, at as u8));
+            at += words;
+        }
+        Some(Arc::new(CachePlan {
+            meta: probes.iter().any(|(p, _)| matches!(p, Probe::Meta(_))),
+            probes,
+            words: at,
+        }))
+    }
+
+    /// The fields probed, in key order.
+    pub fn probes(&self) -> impl Iterator<Item = Probe> + '_ {
+        self.probes.iter().map(|&(p, _)| p)
+    }
+
+    /// The key of a packet: `side` (which per-side metadata `meta` is), the frame and its
+    /// parse, and `meta` (with the conntrack facts before tracking). Each value is read as
+    /// the interpreter reads it: payload through the same layout and bounds
+    /// ([`crate::ctx::Layout`]), meta and ct keys from the same context.
+    ///
+    /// The key is written into `out` (zeroed first) word by word, and the cache reads it back
+    /// word by word: a copy or a comparison in wider pieces would wait for the word stores to
+    /// retire (store forwarding does not merge them), which cost more than the rest together.
+    #[inline]
+    pub fn key_into(
+        &self,
+        side: u8,
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &crate::ctx::PacketMeta,
+        out: &mut Key,
+    ) {
+        let l = Layout::of(frame.len(), info, HookKind::Ip);
+        let ctx = self
+            .meta
+            .then(|| crate::ctx::packet_ctx_from(frame, info, meta, HookKind::Ip));
+        // Where each base's fields may lie (as `Layout::field` decides, once per base, not per
+        // probe); an absent header gets an empty span.
+        let none = (1usize, 0usize);
+        let spans = [
+            l.field(frame.len(), Base::Link, 0, 0)
+                .map_or(none, |s| (s, frame.len())),
+            l.field(frame.len(), Base::Network, 0, 0)
+                .map_or(none, |s| (s, l.l3_end)),
+            l.field(frame.len(), Base::Transport, 0, 0)
+                .map_or(none, |s| (s, l.l3_end)),
+        ];
+        out.0 = [0u64; KEY_WORDS];
+        let k = &mut out.0;
+        let mut present = 0u64;
+        for (i, &(probe, at)) in self.probes.iter().enumerate() {
+            let at = usize::from(at);
+            let mut v = [0u8; 16];
+            let n = match probe {
+                Probe::Payload { base, offset, len } => {
+                    let (start, end) = spans[base as usize];
+                    let (from, n) = (start + usize::from(offset), usize::from(len));
+                    let Some(src) = frame.get(from..from + n).filter(|_| from + n <= end) else {
+                        continue;
+                    };
+                    present |= 1 << i;
+                    match *src {
+                        // The common widths without a variable-length copy.
+                        [a] => k[at] = u64::from(a),
+                        [a, b] => k[at] = u64::from(u16::from_le_bytes([a, b])),
+                        [a, b, c, d] => k[at] = u64::from(u32::from_le_bytes([a, b, c, d])),
+                        _ => {
+                            v[..n].copy_from_slice(src);
+                            let w = u128::from_le_bytes(v);
+                            k[at] = w as u64;
+                            if n > 8 {
+                                k[at + 1] = (w >> 64) as u64;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Probe::Ct(CtKey::State) => {
+                    k[at] = u64::from(meta.ct_state.bit());
+                    continue;
+                }
+                Probe::Ct(key) => {
+                    vm::ct_value(key, &vm::CtView::of(meta), &mut v);
+                    key.data_len()
+                }
+                Probe::Meta(key) => {
+                    if let Some(p) = &ctx {
+                        vm::meta_value(key, p, &mut v);
+                    }
+                    key.data_len()
+                }
+            };
+            let w = u128::from_le_bytes(v);
+            k[at] = w as u64;
+            if n > 8 {
+                k[at + 1] = (w >> 64) as u64;
+            }
+        }
+        k[0] = u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32;
+    }
+}
+
+/// A packet's key under a [`CachePlan`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Key([u64; KEY_WORDS]);
+
+impl Key {
+    /// Whether the first `words` words are `other`'s, read one word at a time (an early exit
+    /// keeps the compiler from comparing in vector pieces: see [`CachePlan::key_into`]).
+    #[inline]
+    fn same(&self, other: &Key, words: usize) -> bool {
+        for i in 0..words.min(KEY_WORDS) {
+            if self.0[i] != other.0[i] {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: Key,
+    outcome: (Verdict, Actions),
+}
+
+/// What a worker's cache did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Packets answered from the cache.
+    pub hits: u64,
+    /// Packets looked up and interpreted.
+    pub misses: u64,
+    /// Packets interpreted without a lookup (bypass after a window of few hits).
+    pub bypassed: u64,
+}
+
+/// One worker's outcomes under one generation's [`CachePlan`] (it empties itself when handed
+/// another generation's plan).
+#[derive(Debug)]
+pub struct VerdictCache {
+    slots: Box<[Option<Slot>]>,
+    /// The plan the slots were filled under (held, so its address is not reused meanwhile).
+    plan: Option<Arc<CachePlan>>,
+    /// Key words the plan uses (the slot hash reads only these).
+    words: usize,
+    seed: u64,
+    window: u32,
+    window_hits: u32,
+    bypass: u32,
+    pub stats: CacheStats,
+}
+
+impl VerdictCache {
+    /// An empty cache; `seed` keys its slot hash (a per-worker secret, so that which packets
+    /// share a slot is not predictable from outside).
+    pub fn new(seed: u64) -> VerdictCache {
+        VerdictCache {
+            slots: vec![None; SLOTS].into_boxed_slice(),
+            plan: None,
+            words: KEY_WORDS,
+            seed: seed | 1,
+            window: 0,
+            window_hits: 0,
+            bypass: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Whether to look this packet up (false while bypassing), for generation plan `plan`
+    /// (a new plan empties the cache).
+    #[inline]
+    pub(crate) fn active(&mut self, plan: &Arc<CachePlan>) -> bool {
+        if self.bypass > 0 {
+            self.bypass -= 1;
+            self.stats.bypassed += 1;
+            return false;
+        }
+        if !self.plan.as_ref().is_some_and(|p| Arc::ptr_eq(p, plan)) {
+            self.slots.iter_mut().for_each(|s| *s = None);
+            self.plan = Some(plan.clone());
+            self.words = plan.words;
+        }
+        true
+    }
+
+    /// The slot of `key`: each word multiplied on its own (no chain of dependent multiplies
+    /// from one word to the next), the products folded, then one final mix.
+    #[inline]
+    fn slot(&self, key: &Key) -> usize {
+        const M: [u64; KEY_WORDS] = [
+            0x9e37_79b9_7f4a_7c15,
+            0xc2b2_ae3d_27d4_eb4f,
+            0x1656_67b1_9e37_79f9,
+            0xd6e8_feb8_6659_fd93,
+            0xff51_afd7_ed55_8ccd,
+            0xc4ce_b9fe_1a85_ec53,
+            0x8cb9_2ba7_2f3d_8dd7,
+            0xa076_1d64_78bd_642f,
+        ];
+        let mut h = self.seed;
+        for (i, (&w, &m)) in key.0.iter().zip(&M).enumerate().take(self.words) {
+            h ^= (w ^ self.seed.rotate_left(i as u32 * 8)).wrapping_mul(m);
+        }
+        h ^= h >> 32;
+        h = h.wrapping_mul(M[0]);
+        (h >> (64 - SLOTS.trailing_zeros())) as usize
+    }
+
+    /// The outcome cached for `key`.
+    #[inline]
+    pub(crate) fn get(&mut self, key: &Key) -> Option<&(Verdict, Actions)> {
+        let i = self.slot(key);
+        let hit = self.slots[i]
+            .as_ref()
+            .is_some_and(|s| s.key.same(key, self.words));
+        self.window += 1;
+        if hit {
+            self.stats.hits += 1;
+            self.window_hits += 1;
+        } else {
+            self.stats.misses += 1;
+        }
+        if self.window == WINDOW {
+            if self.window_hits < WINDOW / 4 {
+                self.bypass = BYPASS;
+            }
+            self.window = 0;
+            self.window_hits = 0;
+        }
+        match &self.slots[i] {
+            Some(s) if hit => Some(&s.outcome),
+            _ => None,
+        }
+    }
+
+    /// Remembers the outcome of `key`'s packet.
+    #[inline]
+    pub(crate) fn put(&mut self, key: &Key, verdict: Verdict, actions: Actions) {
+        let i = self.slot(key);
+        self.slots[i] = Some(Slot {
+            key: *key,
+            outcome: (verdict, actions),
+        });
+    }
+}
