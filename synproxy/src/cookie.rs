@@ -414,6 +414,12 @@ pub struct CookieJar {
     /// Keys of the check counter's epoch and of the one before it (the same epoch except right
     /// after a rotation); `counter` is one of the two.
     keys: [EpochKey; 2],
+    /// Which of `keys` makes cookies at `counter` (decided when the counters move: the epoch
+    /// of a counter is a division, too slow for every SYN).
+    make_slot: usize,
+    /// Per counter parity bit of a cookie: the check counter it names, its epoch and which of
+    /// `keys` holds that epoch (decided when the counters move, as `make_slot`).
+    check_by_parity: [(u32, u32, Option<usize>); 2],
     #[cfg(test)]
     macs: core::cell::Cell<u64>,
 }
@@ -441,6 +447,8 @@ impl CookieJar {
             counter: 0,
             check_counter: 0,
             keys: [EpochKey { epoch: 0, key }, EpochKey { epoch: 0, key }],
+            make_slot: 0,
+            check_by_parity: [(0, 0, Some(0)); 2],
             #[cfg(test)]
             macs: core::cell::Cell::new(0),
         };
@@ -486,6 +494,18 @@ impl CookieJar {
                 self.keys[slot] = EpochKey { epoch, key };
             }
         }
+        let slot_of = |epoch: u32| self.keys.iter().position(|k| k.epoch == epoch);
+        // `counter` is `check_counter` or the one before, whose epochs the two slots hold.
+        self.make_slot = slot_of(self.schedule.epoch_of(self.counter)).unwrap_or(1);
+        for parity in 0..2u32 {
+            let counter = if check & 1 == parity {
+                check
+            } else {
+                check.wrapping_sub(1)
+            };
+            let epoch = self.schedule.epoch_of(counter);
+            self.check_by_parity[parity as usize] = (counter, epoch, slot_of(epoch));
+        }
     }
 
     /// The counter new cookies are made at.
@@ -493,13 +513,9 @@ impl CookieJar {
         self.counter
     }
 
+    #[inline]
     fn make_key(&self) -> &SipHasher24 {
-        // `counter` is `check_counter` or the one before, whose epochs the two slots hold.
-        if self.schedule.epoch_of(self.counter) == self.keys[0].epoch {
-            &self.keys[0].key
-        } else {
-            &self.keys[1].key
-        }
+        &self.keys[self.make_slot & 1].key
     }
 
     /// The cookie for a client's SYN on `tuple` with ISN `isn`, at the current counter.
@@ -534,14 +550,9 @@ impl CookieJar {
     ) -> Result<DecodedCookie, CookieError> {
         let mss_index = (cookie & MSS_INDEX_MASK) as u8;
         let parity = (cookie >> COUNTER_BIT_SHIFT) & 1;
-        let counter = if self.check_counter & 1 == parity {
-            self.check_counter
-        } else {
-            self.check_counter.wrapping_sub(1)
-        };
-        let epoch = self.schedule.epoch_of(counter);
-        let key = match self.keys.iter().find(|k| k.epoch == epoch) {
-            Some(k) => &k.key,
+        let (counter, epoch, slot) = self.check_by_parity[parity as usize];
+        let key = match slot {
+            Some(i) => &self.keys[i & 1].key,
             None => return Err(CookieError::EpochNotHeld { counter, epoch }),
         };
         let ts_bits = ts_echo.map(|tsecr| tsecr & TS_OPTION_MASK);

@@ -309,9 +309,14 @@ pub fn pad(buf: &mut [u8], end: usize) -> usize {
 
 /// Exchanges the destination and source MAC addresses, for a reply out of the incoming port.
 pub fn swap_macs(buf: &mut [u8]) {
-    if buf.len() >= 12 {
-        let (dst, rest) = buf.split_at_mut(6);
-        dst.swap_with_slice(&mut rest[..6]);
+    if let Some(macs) = buf.get_mut(..12) {
+        // Both read before either is written (interleaved loads and stores of the two halves
+        // stalled the SYN path).
+        let (mut dst, mut src) = ([0u8; 6], [0u8; 6]);
+        dst.copy_from_slice(&macs[..6]);
+        src.copy_from_slice(&macs[6..]);
+        macs[..6].copy_from_slice(&src);
+        macs[6..].copy_from_slice(&dst);
     }
 }
 
