@@ -75,6 +75,11 @@ pub struct WorkerSnapshot {
     pub filter_accepted: u64,
     /// Packets the ruleset dropped (also in `drops`, reason `filter`).
     pub filter_dropped: u64,
+    /// The outcome cache: packets answered from it, looked up and interpreted, interpreted
+    /// without a lookup (while a cache that does not hit stands aside).
+    pub filter_cache_hits: u64,
+    pub filter_cache_misses: u64,
+    pub filter_cache_bypassed: u64,
     pub rejects: u64,
     pub logs: u64,
     pub logs_dropped: u64,
@@ -194,6 +199,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "levee_worker_generation",
     "levee_drops_total",
     "levee_filter_packets_total",
+    "levee_filter_cache_packets_total",
     "levee_filter_rejects_total",
     "levee_filter_logs_total",
     "levee_filter_logs_dropped_total",
@@ -441,6 +447,16 @@ impl Exporter {
         );
         set_counter(&verdicts, &["accepted"], s.total(|w| w.filter_accepted));
         set_counter(&verdicts, &["dropped"], s.total(|w| w.filter_dropped));
+        let cache = counter(
+            &r,
+            "levee_filter_cache_packets_total",
+            "Packets by what the ruleset's outcome cache did: hit (answered from it), miss \
+             (looked up, then interpreted), bypass (interpreted without a lookup).",
+            &["result"],
+        );
+        set_counter(&cache, &["hit"], s.total(|w| w.filter_cache_hits));
+        set_counter(&cache, &["miss"], s.total(|w| w.filter_cache_misses));
+        set_counter(&cache, &["bypass"], s.total(|w| w.filter_cache_bypassed));
         let plain = |name: &str, help: &str, v: u64| {
             let c = prometheus::IntCounter::new(name, help).expect("valid metric");
             c.inc_by(v);
@@ -649,6 +665,9 @@ pub(crate) mod tests {
             .collect(),
             filter_accepted: 7 * k,
             filter_dropped: k,
+            filter_cache_hits: 5 * k,
+            filter_cache_misses: 2,
+            filter_cache_bypassed: 0,
             synproxy: SYNPROXY_COUNTERS.iter().map(|n| (n.to_string(), k)).collect(),
             ct_entries: 3,
             ct_limit: 100,
@@ -710,6 +729,14 @@ pub(crate) mod tests {
         assert_eq!(value(&t, "levee_port_tx_bytes_total{port=\"inside\"}"), 1200.0);
         assert_eq!(value(&t, "levee_drops_total{reason=\"filter\"}"), 3.0);
         assert_eq!(value(&t, "levee_filter_packets_total{result=\"accepted\"}"), 21.0);
+        assert_eq!(
+            value(&t, "levee_filter_cache_packets_total{result=\"hit\"}"),
+            15.0
+        );
+        assert_eq!(
+            value(&t, "levee_filter_cache_packets_total{result=\"miss\"}"),
+            4.0
+        );
         assert_eq!(
             value(&t, "levee_worker_rx_packets_total{lcore=\"2\",worker=\"1\"}"),
             30.0

@@ -201,6 +201,9 @@ pub struct WorkerStats {
     pub ct_early_drops: AtomicU64,
     /// Packets the ruleset accepted.
     pub filter_accepted: AtomicU64,
+    /// Outcome cache: packets answered from it, looked up and interpreted, interpreted
+    /// without a lookup (bypass).
+    pub filter_cache: [AtomicU64; 3],
     /// The conntrack shard's capacity (a gauge; 0 without conntrack).
     pub ct_limit: AtomicU64,
     /// Conntrack events dropped because the channel to the control thread was full.
@@ -230,6 +233,8 @@ pub struct WorkerTotals {
     pub ct_expired: u64,
     pub ct_early_drops: u64,
     pub filter_accepted: u64,
+    /// Outcome cache hits, misses, bypassed packets.
+    pub filter_cache: [u64; 3],
     /// A gauge (summed: the total capacity).
     pub ct_limit: u64,
     pub ct_events_dropped: u64,
@@ -264,6 +269,9 @@ impl WorkerTotals {
         self.ct_expired += o.ct_expired;
         self.ct_early_drops += o.ct_early_drops;
         self.filter_accepted += o.filter_accepted;
+        for i in 0..self.filter_cache.len() {
+            self.filter_cache[i] += o.filter_cache[i];
+        }
         self.ct_limit += o.ct_limit;
         self.ct_events_dropped += o.ct_events_dropped;
         // The oldest generation any worker still runs (0 means none reported).
@@ -297,6 +305,7 @@ impl WorkerStats {
             ct_expired: ld(&self.ct_expired),
             ct_early_drops: ld(&self.ct_early_drops),
             filter_accepted: ld(&self.filter_accepted),
+            filter_cache: std::array::from_fn(|i| ld(&self.filter_cache[i])),
             ct_limit: ld(&self.ct_limit),
             ct_events_dropped: ld(&self.ct_events_dropped),
             generation: ld(&self.generation),
@@ -330,6 +339,9 @@ impl WorkerStats {
         st(&self.ct_expired, t.ct_expired);
         st(&self.ct_early_drops, t.ct_early_drops);
         st(&self.filter_accepted, t.filter_accepted);
+        for i in 0..self.filter_cache.len() {
+            st(&self.filter_cache[i], t.filter_cache[i]);
+        }
         st(&self.ct_limit, t.ct_limit);
         st(&self.ct_events_dropped, t.ct_events_dropped);
         st(&self.generation, t.generation);
@@ -914,6 +926,10 @@ impl<P: PortIo> Worker<P> {
         }
         if let Some(p) = self.proxy.as_deref() {
             self.totals.synproxy = synproxy_counters(p.counters());
+        }
+        if let Some(f) = &self.filter {
+            let c = f.cache.stats;
+            self.totals.filter_cache = [c.hits, c.misses, c.bypassed];
         }
         if let Some(rx) = &self.requests {
             if let Ok(req) = rx.try_recv() {
@@ -1922,6 +1938,38 @@ mod proxy_tests {
         .with_filter(WorkerFilter::new(compiled, 0))
         .with_conntrack(shard)
         .with_synproxy(proxy)
+    }
+
+    /// A SYN flood from many client ports: every SYN answered, all but the first from the
+    /// outcome cache (the ruleset only matches and decides); the ACK of a real client is
+    /// still tracked and proxied (never answered from the cache).
+    #[test]
+    fn a_syn_flood_is_judged_from_the_outcome_cache() {
+        let mut w = proxy_worker();
+        let n = 40u16;
+        for i in 0..n {
+            let mut f = seg(true, SYN, 1000 + u32::from(i), 0, 64240, &[2, 4, 0x05, 0xb4], &[]).0;
+            let (old, new) = (CPORT, 20000 + i);
+            f[34..36].copy_from_slice(&new.to_be_bytes());
+            let c = u16::from_be_bytes([f[50], f[51]]);
+            let c = levee_packet::checksum::update_u16(c, old, new);
+            f[50..52].copy_from_slice(&c.to_be_bytes());
+            w.port_mut(Side::Outside).wire_in.push(MemPacket(f)).unwrap();
+        }
+        w.poll_once(1_000_000_000);
+        w.poll_once(1_001_000_000);
+        let replies = drain(&mut w, Side::Outside);
+        assert_eq!(replies.len(), usize::from(n), "every SYN answered");
+        assert!(replies.iter().all(|r| fields(r).0 == 0x12));
+        let t = w.stats().totals();
+        assert_eq!(t.filter_cache, [u64::from(n) - 1, 1, 0], "hits, misses, bypassed");
+        // A handshake still goes through tracking and the proxy.
+        let mut now = 2_000_000_000u64;
+        run_connection(&mut w, &mut now, 7, 9, true, 100, 200).unwrap();
+        assert!(
+            w.stats().totals().filter_cache[1] > 1,
+            "tracked packets are interpreted"
+        );
     }
 
     /// One connection through the direct path and one through the staged (prepared-burst)

@@ -32,10 +32,11 @@ use crate::ctx::{HookKind, Layout};
 use crate::vm::{self, Actions, Base, CtKey, MetaKey, Verdict};
 
 /// Words of a key: a header (side, family, transport protocol, which probes found their
-/// field), then each probed value in one word (two for one longer than 8 bytes).
+/// field), then the probed values, packed (a value of up to 8 bytes within one word, a
+/// longer one in two words of its own).
 const KEY_WORDS: usize = 8;
-/// Most probes a plan can have.
-const MAX_PROBES: usize = KEY_WORDS - 1;
+/// Most probes a plan can have (one presence bit each in the header's upper half).
+const MAX_PROBES: usize = 32;
 /// Outcomes a worker keeps.
 pub const SLOTS: usize = 256;
 /// Lookups per hit-rate window.
@@ -48,7 +49,8 @@ pub const BYPASS: u32 = 1 << 16;
 pub enum Probe {
     /// `len` bytes at `offset` from `base` (absent when the packet has no such bytes).
     Payload { base: Base, offset: u16, len: u8 },
-    /// A meta key (never a time key: see [`Probe::meta`]).
+    /// A meta key (never a time key, nor the family or transport protocol, which every key
+    /// holds: see [`Probe::meta`]).
     Meta(MetaKey),
     /// A ct key, from the facts the caller passes in.
     Ct(CtKey),
@@ -57,10 +59,13 @@ pub enum Probe {
 impl Probe {
     /// The probe of meta `key`; `None` for the keys that read the clock (a ruleset that uses
     /// them is not cached).
-    pub(crate) fn meta(key: MetaKey) -> Option<Probe> {
+    pub(crate) fn meta(key: MetaKey) -> Option<Option<Probe>> {
         match key {
             MetaKey::TimeNs | MetaKey::Day | MetaKey::Hour => None,
-            k => Some(Probe::Meta(k)),
+            // In the key's header already (`meta32` reads them from the context, which has
+            // them from the same layout).
+            MetaKey::L4Proto | MetaKey::NfProto => Some(None),
+            k => Some(Some(Probe::Meta(k))),
         }
     }
 
@@ -73,10 +78,17 @@ impl Probe {
     }
 }
 
-/// The fields a generation's outcome depends on, each with its first word in the key.
+/// Where a probed value goes: key word, and bit shift within it (0 for a two-word value).
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    word: u8,
+    shift: u8,
+}
+
+/// The fields a generation's outcome depends on, each with its place in the key.
 #[derive(Debug)]
 pub struct CachePlan {
-    probes: Vec<(Probe, u8)>,
+    probes: Vec<(Probe, Place)>,
     /// Key words in use (the rest stay zero).
     words: usize,
     /// Some probe is a meta key (the key build then needs the whole packet context).
@@ -92,20 +104,50 @@ impl CachePlan {
         if hooks_ingress || reads.len() > MAX_PROBES {
             return None;
         }
-        let mut at = 1;
+        // Shorter values first, so that they share words.
+        let mut reads = reads;
+        reads.sort_by_key(|p| p.len());
+        // The next free word, and bytes used of the one before it (8: full).
+        let (mut word, mut used) = (1usize, 8usize);
         let mut probes = Vec::with_capacity(reads.len());
         for p in reads {
-            let words = p.len().div_ceil(8);
-            if words == 0 || words > 2 || at + words > KEY_WORDS {
+            let n = p.len();
+            let place = match n {
+                0 => return None,
+                1..=8 if used + n <= 8 => {
+                    used += n;
+                    Place {
+                        word: (word - 1) as u8,
+                        shift: ((used - n) * 8) as u8,
+                    }
+                }
+                1..=8 => {
+                    word += 1;
+                    used = n;
+                    Place {
+                        word: (word - 1) as u8,
+                        shift: 0,
+                    }
+                }
+                9..=16 => {
+                    word += 2;
+                    used = 8;
+                    Place {
+                        word: (word - 2) as u8,
+                        shift: 0,
+                    }
+                }
+                _ => return None,
+            };
+            if word > KEY_WORDS {
                 return None;
             }
-            probes.push((p, at as u8));
-            at += words;
+            probes.push((p, place));
         }
         Some(Arc::new(CachePlan {
             meta: probes.iter().any(|(p, _)| matches!(p, Probe::Meta(_))),
             probes,
-            words: at,
+            words: word,
         }))
     }
 
@@ -149,8 +191,8 @@ impl CachePlan {
         out.0 = [0u64; KEY_WORDS];
         let k = &mut out.0;
         let mut present = 0u64;
-        for (i, &(probe, at)) in self.probes.iter().enumerate() {
-            let at = usize::from(at);
+        for (i, &(probe, place)) in self.probes.iter().enumerate() {
+            let (at, shift) = (usize::from(place.word), u32::from(place.shift));
             let mut v = [0u8; 16];
             let n = match probe {
                 Probe::Payload { base, offset, len } => {
@@ -162,22 +204,18 @@ impl CachePlan {
                     present |= 1 << i;
                     match *src {
                         // The common widths without a variable-length copy.
-                        [a] => k[at] = u64::from(a),
-                        [a, b] => k[at] = u64::from(u16::from_le_bytes([a, b])),
-                        [a, b, c, d] => k[at] = u64::from(u32::from_le_bytes([a, b, c, d])),
+                        [a] => k[at] |= u64::from(a) << shift,
+                        [a, b] => k[at] |= u64::from(u16::from_le_bytes([a, b])) << shift,
+                        [a, b, c, d] => k[at] |= u64::from(u32::from_le_bytes([a, b, c, d])) << shift,
                         _ => {
                             v[..n].copy_from_slice(src);
-                            let w = u128::from_le_bytes(v);
-                            k[at] = w as u64;
-                            if n > 8 {
-                                k[at + 1] = (w >> 64) as u64;
-                            }
+                            put(k, at, shift, n, &v);
                         }
                     }
                     continue;
                 }
                 Probe::Ct(CtKey::State) => {
-                    k[at] = u64::from(meta.ct_state.bit());
+                    k[at] |= u64::from(meta.ct_state.bit()) << shift;
                     continue;
                 }
                 Probe::Ct(key) => {
@@ -191,13 +229,21 @@ impl CachePlan {
                     key.data_len()
                 }
             };
-            let w = u128::from_le_bytes(v);
-            k[at] = w as u64;
-            if n > 8 {
-                k[at + 1] = (w >> 64) as u64;
-            }
+            put(k, at, shift, n, &v);
         }
         k[0] = u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32;
+    }
+}
+
+/// Puts the `n` bytes of `v` at word `at`, bit `shift` (two words for more than 8 bytes).
+#[inline]
+fn put(k: &mut [u64; KEY_WORDS], at: usize, shift: u32, n: usize, v: &[u8; 16]) {
+    let w = u128::from_le_bytes(*v);
+    if n > 8 {
+        k[at] = w as u64;
+        k[at + 1] = (w >> 64) as u64;
+    } else {
+        k[at] |= (w as u64) << shift;
     }
 }
 

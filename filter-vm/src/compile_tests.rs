@@ -615,6 +615,9 @@ mod outcome_cache {
             "meta iifname \"outside\" tcp dport 8080 drop",
             "meta length 40 drop",
             "tcp sport 1000-1003 drop",
+            // Two one-byte fields that share a key word with the TCP flags.
+            "ip ttl 63 tcp flags syn drop",
+            "ip protocol udp ip ttl 64 accept",
             // Not cacheable: the whole ruleset is then evaluated every time.
             "counter",
             "tcp dport 80 limit rate 1/second accept",
@@ -681,6 +684,17 @@ mod outcome_cache {
                         f
                     }
                 };
+                if kind < 3 && cut & 2 == 2 {
+                    // TTL 63 instead of 64 (header checksum fixed).
+                    f[22] = 63;
+                    let c = u16::from_be_bytes([f[24], f[25]]);
+                    let c = levee_packet::checksum::update_u16(
+                        c,
+                        64 << 8 | u16::from(f[23]),
+                        63 << 8 | u16::from(f[23]),
+                    );
+                    f[24..26].copy_from_slice(&c.to_be_bytes());
+                }
                 if cut == 0 {
                     f.truncate(30);
                 }

@@ -232,8 +232,8 @@ impl Exec {
     pub(crate) fn pure_reads(&self, prog: &Program) -> Option<Vec<crate::cache::Probe>> {
         use crate::cache::Probe;
         let mut out: Vec<Probe> = Vec::new();
-        let mut add = |p: Probe| {
-            if !out.contains(&p) {
+        let mut add = |p: Option<Probe>| {
+            if let Some(p) = p.filter(|p| !out.contains(p)) {
                 out.push(p);
             }
         };
@@ -254,8 +254,8 @@ impl Exec {
                         }
                         | Op::LoadLookup {
                             base, offset, len, ..
-                        } => add(Probe::Payload { base, offset, len }),
-                        Op::CtState { .. } => add(Probe::Ct(CtKey::State)),
+                        } => add(Some(Probe::Payload { base, offset, len })),
+                        Op::CtState { .. } => add(Some(Probe::Ct(CtKey::State))),
                         Op::Cmp { .. }
                         | Op::Notrack
                         | Op::Synproxy { .. }
@@ -275,9 +275,9 @@ impl Exec {
                     match *insn {
                         Insn::PayloadLoad {
                             base, offset, len, ..
-                        } => add(Probe::Payload { base, offset, len }),
+                        } => add(Some(Probe::Payload { base, offset, len })),
                         Insn::Meta { key, .. } => add(Probe::meta(key)?),
-                        Insn::Ct { key, .. } => add(Probe::Ct(key)),
+                        Insn::Ct { key, .. } => add(Some(Probe::Ct(key))),
                         Insn::Lookup { set, .. } => {
                             let dynamic = prog.dynamic_sets.get(set.0 as usize).copied().unwrap_or(false);
                             if !prog.sets.get(set).is_some_and(|s| set_ok(s, dynamic)) {
