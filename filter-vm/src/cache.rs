@@ -219,7 +219,7 @@ impl CachePlan {
                     continue;
                 }
                 Probe::Ct(key) => {
-                    vm::ct_value(key, &vm::CtView::of(meta), &mut v);
+                    ct_probe(key, meta, &mut v);
                     key.data_len()
                 }
                 Probe::Meta(key) => {
@@ -233,6 +233,14 @@ impl CachePlan {
         }
         k[0] = u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32;
     }
+}
+
+/// Ct key `key` of the facts in `meta`. Out of line: inlined, LLVM computed every ct key's
+/// value before the probe loop (for a ruleset that reads only the state), reading fields
+/// the worker had just written in other widths (a store-forwarding stall per packet).
+#[inline(never)]
+fn ct_probe(key: CtKey, meta: &crate::ctx::PacketMeta, v: &mut [u8; 16]) {
+    vm::ct_value(key, &vm::CtView::of(meta), v);
 }
 
 /// Puts the `n` bytes of `v` at word `at`, bit `shift` (two words for more than 8 bytes).
