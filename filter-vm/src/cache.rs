@@ -89,6 +89,13 @@ struct Place {
 #[derive(Debug)]
 pub struct CachePlan {
     probes: Vec<(Probe, Place)>,
+    /// The payload probes of up to 4 bytes (the common ones), laid out for the key build's
+    /// tight loop: base, offset, length, word, shift, presence bit.
+    small: Vec<(u8, u16, u8, u8, u8, u8)>,
+    /// Where `ct state` goes, if read.
+    ct_state: Option<Place>,
+    /// The other probes, with their presence bit.
+    rest: Vec<(Probe, Place, u8)>,
     /// Key words in use (the rest stay zero).
     words: usize,
     /// Some probe is a meta key (the key build then needs the whole packet context).
@@ -144,9 +151,22 @@ impl CachePlan {
             }
             probes.push((p, place));
         }
+        let (mut small, mut ct_state, mut rest) = (Vec::new(), None, Vec::new());
+        for (i, &(p, place)) in probes.iter().enumerate() {
+            match p {
+                Probe::Payload { base, offset, len } if len <= 4 => {
+                    small.push((base as u8, offset, len, place.word, place.shift, i as u8))
+                }
+                Probe::Ct(CtKey::State) => ct_state = Some(place),
+                _ => rest.push((p, place, i as u8)),
+            }
+        }
         Some(Arc::new(CachePlan {
             meta: probes.iter().any(|(p, _)| matches!(p, Probe::Meta(_))),
             probes,
+            small,
+            ct_state,
+            rest,
             words: word,
         }))
     }
@@ -191,7 +211,26 @@ impl CachePlan {
         out.0 = [0u64; KEY_WORDS];
         let k = &mut out.0;
         let mut present = 0u64;
-        for (i, &(probe, place)) in self.probes.iter().enumerate() {
+        for &(base, offset, len, at, shift, bit) in &self.small {
+            let (start, end) = spans[usize::from(base)];
+            let (from, n) = (start + usize::from(offset), usize::from(len));
+            let Some(src) = frame.get(from..from + n).filter(|_| from + n <= end) else {
+                continue;
+            };
+            present |= 1 << bit;
+            let v = match *src {
+                [a] => u64::from(a),
+                [a, b] => u64::from(u16::from_le_bytes([a, b])),
+                [a, b, c] => u64::from(u32::from_le_bytes([a, b, c, 0])),
+                [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+                _ => 0,
+            };
+            k[usize::from(at) & (KEY_WORDS - 1)] |= v << shift;
+        }
+        if let Some(place) = self.ct_state {
+            k[usize::from(place.word) & (KEY_WORDS - 1)] |= u64::from(meta.ct_state.bit()) << place.shift;
+        }
+        for &(probe, place, bit) in &self.rest {
             let (at, shift) = (usize::from(place.word), u32::from(place.shift));
             let mut v = [0u8; 16];
             let n = match probe {
@@ -201,22 +240,9 @@ impl CachePlan {
                     let Some(src) = frame.get(from..from + n).filter(|_| from + n <= end) else {
                         continue;
                     };
-                    present |= 1 << i;
-                    match *src {
-                        // The common widths without a variable-length copy.
-                        [a] => k[at] |= u64::from(a) << shift,
-                        [a, b] => k[at] |= u64::from(u16::from_le_bytes([a, b])) << shift,
-                        [a, b, c, d] => k[at] |= u64::from(u32::from_le_bytes([a, b, c, d])) << shift,
-                        _ => {
-                            v[..n].copy_from_slice(src);
-                            put(k, at, shift, n, &v);
-                        }
-                    }
-                    continue;
-                }
-                Probe::Ct(CtKey::State) => {
-                    k[at] |= u64::from(meta.ct_state.bit()) << shift;
-                    continue;
+                    present |= 1 << bit;
+                    v[..n].copy_from_slice(src);
+                    n
                 }
                 Probe::Ct(key) => {
                     ct_probe(key, meta, &mut v);
