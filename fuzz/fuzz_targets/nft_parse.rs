@@ -2,7 +2,9 @@
 //! panic — and an accepted ruleset must survive its own listing: print, parse again, and get an
 //! equal tree (the `list ruleset` round trip). The JSON writer must not panic either. Then the
 //! compiler: it must compile the ruleset or refuse it with an error (never panic), and a
-//! compiled ruleset (which passed the verifier) must evaluate sample packets on every hook.
+//! compiled ruleset (which passed the verifier) must evaluate sample packets on every hook, and
+//! the outcome cache must give what the interpreter gives (the first time, a miss, and again,
+//! a hit when the ruleset can be cached).
 #![no_main]
 
 use levee_filter_vm::nft::{parse_ruleset, print_ruleset, ruleset_json};
@@ -19,14 +21,65 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("listing does not parse: {e}\n{listing}"),
     }
     let _ = ruleset_json(&first);
-    let Ok(compiled) = levee_filter_vm::compile(&first, 0) else { return };
-    let mut filter = levee_filter_vm::Filter { state: levee_filter_vm::vm::State::new(&compiled.program), compiled };
+    let Ok(compiled) = levee_filter_vm::compile(&first, 0) else {
+        return;
+    };
+    let mut filter = levee_filter_vm::Filter {
+        state: levee_filter_vm::vm::State::new(&compiled.program),
+        compiled,
+    };
     for frame in sample_frames() {
-        for hook in ["ingress", "prerouting", "input", "forward", "output", "postrouting"] {
+        for hook in [
+            "ingress",
+            "prerouting",
+            "input",
+            "forward",
+            "output",
+            "postrouting",
+        ] {
             let _ = filter.evaluate(hook, &frame, &levee_filter_vm::PacketMeta::default());
         }
     }
+    cache_agrees(&filter.compiled);
 });
+
+/// The outcome cache against the interpreter on the sample frames (each twice: miss, then
+/// hit), with fresh states so counters and limits start alike.
+fn cache_agrees(c: &levee_filter_vm::Compiled) {
+    use levee_filter_vm::nft::ast::Hook;
+    use levee_filter_vm::vm::{Actions, CtView, State};
+    let hooks = [Hook::Prerouting, Hook::Forward];
+    let meta = levee_filter_vm::PacketMeta::default();
+    let mut cache = levee_filter_vm::cache::VerdictCache::new(1);
+    let (mut sa, mut sb) = (State::new(&c.program), State::new(&c.program));
+    for frame in sample_frames() {
+        let info = levee_packet::parse::parse_frame(&frame).ok();
+        for _ in 0..2 {
+            let (mut aa, mut ab) = (Actions::default(), Actions::default());
+            let va = c.evaluate_stage_into(
+                &mut sa,
+                &hooks,
+                &frame,
+                info.as_ref(),
+                &meta,
+                &mut aa,
+                levee_filter_vm::Stage::All,
+            );
+            let vb = c.evaluate_cached_into(
+                &mut cache,
+                0,
+                &mut sb,
+                &hooks,
+                &frame,
+                info.as_ref(),
+                &meta,
+                &mut ab,
+                None::<fn(&Actions) -> Option<CtView>>,
+            );
+            assert_eq!((va, aa), (vb, ab), "cached outcome differs");
+        }
+    }
+}
 
 /// An IPv4 TCP SYN, an IPv6 ICMPv6 echo, a truncated IPv4 header and an ARP-ish frame.
 fn sample_frames() -> [Vec<u8>; 4] {
