@@ -1,9 +1,10 @@
 //! The outcome cache: whole-ruleset verdicts remembered by what the ruleset reads of a packet
 //! (Open vSwitch's "megaflows", for an nftables-style ruleset).
 //!
-//! A generation whose rules only match and decide ([`crate::exec::Exec::pure_reads`]: no
-//! counter, limit, quota, log, payload write, set update, time key, or lookup in a set whose
-//! elements expire) gives every packet an outcome (verdict and actions) that is a function of a
+//! A generation whose rules only match, count and decide ([`crate::exec::Exec::pure_reads`]:
+//! no limit, quota, log, payload write, set update, time key, or lookup in a set whose
+//! elements expire) gives every packet an outcome (verdict, actions, and which counters it
+//! bumps: bumped again, with the packet's length, on each hit) that is a function of a
 //! few packet fields: the payload ranges, meta keys and ct keys its rules load, the packet's
 //! family and transport protocol, and the side it arrived on (whose interface names, indexes
 //! and mark the worker's per-side metadata fixes). [`CachePlan`] lists those fields; a worker's
@@ -177,7 +178,8 @@ impl CachePlan {
     }
 
     /// The key of a packet: `side` (which per-side metadata `meta` is), the frame and its
-    /// parse, and `meta` (with the conntrack facts before tracking). Each value is read as
+    /// parse, and `meta` (with the conntrack facts before tracking); returns the packet
+    /// length the IP hooks' counters count. Each value is read as
     /// the interpreter reads it: payload through the same layout and bounds
     /// ([`crate::ctx::Layout`]), meta and ct keys from the same context.
     ///
@@ -192,7 +194,7 @@ impl CachePlan {
         info: Option<&levee_packet::parse::FrameInfo>,
         meta: &crate::ctx::PacketMeta,
         out: &mut Key,
-    ) {
+    ) -> u32 {
         let l = Layout::of(frame.len(), info, HookKind::Ip);
         let ctx = self
             .meta
@@ -258,6 +260,7 @@ impl CachePlan {
             put(k, at, shift, n, &v);
         }
         k[0] = u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32;
+        l.len
     }
 }
 
@@ -299,10 +302,29 @@ impl Key {
     }
 }
 
+/// Most counters one cached outcome bumps (an evaluation that bumps more is not cached).
+const MAX_COUNTED: usize = 8;
+
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     key: Key,
-    outcome: (Verdict, Actions),
+    outcome: Outcome,
+}
+
+/// A remembered outcome: verdict, actions, and the counters the evaluation bumped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outcome {
+    pub(crate) verdict: Verdict,
+    pub(crate) actions: Actions,
+    counted: [u32; MAX_COUNTED],
+    n_counted: u8,
+}
+
+impl Outcome {
+    /// The counters to bump again, in the order the evaluation bumped them.
+    pub(crate) fn counted(&self) -> &[u32] {
+        &self.counted[..usize::from(self.n_counted)]
+    }
 }
 
 /// What a worker's cache did.
@@ -329,6 +351,8 @@ pub struct VerdictCache {
     window: u32,
     window_hits: u32,
     bypass: u32,
+    /// The counter-id buffer of misses (see [`VerdictCache::take_log`]).
+    log: Vec<u32>,
     pub stats: CacheStats,
 }
 
@@ -344,6 +368,7 @@ impl VerdictCache {
             window: 0,
             window_hits: 0,
             bypass: 0,
+            log: Vec::with_capacity(MAX_COUNTED * 2),
             stats: CacheStats::default(),
         }
     }
@@ -390,7 +415,7 @@ impl VerdictCache {
 
     /// The outcome cached for `key`.
     #[inline]
-    pub(crate) fn get(&mut self, key: &Key) -> Option<&(Verdict, Actions)> {
+    pub(crate) fn get(&mut self, key: &Key) -> Option<&Outcome> {
         let i = self.slot(key);
         let hit = self.slots[i]
             .as_ref()
@@ -415,13 +440,36 @@ impl VerdictCache {
         }
     }
 
-    /// Remembers the outcome of `key`'s packet.
+    /// Remembers the outcome of `key`'s packet, which bumped `counted` (not remembered when
+    /// that is more than a slot holds).
     #[inline]
-    pub(crate) fn put(&mut self, key: &Key, verdict: Verdict, actions: Actions) {
+    pub(crate) fn put(&mut self, key: &Key, verdict: Verdict, actions: Actions, counted: &[u32]) {
+        if counted.len() > MAX_COUNTED {
+            return;
+        }
+        let mut ids = [0u32; MAX_COUNTED];
+        ids[..counted.len()].copy_from_slice(counted);
         let i = self.slot(key);
         self.slots[i] = Some(Slot {
             key: *key,
-            outcome: (verdict, actions),
+            outcome: Outcome {
+                verdict,
+                actions,
+                counted: ids,
+                n_counted: counted.len() as u8,
+            },
         });
+    }
+
+    /// A cleared buffer for a miss's counter ids (kept between misses: no allocation per
+    /// packet); hand it back with [`VerdictCache::give_back`].
+    pub(crate) fn take_log(&mut self) -> Vec<u32> {
+        let mut v = std::mem::take(&mut self.log);
+        v.clear();
+        v
+    }
+
+    pub(crate) fn give_back(&mut self, log: Vec<u32>) {
+        self.log = log;
     }
 }

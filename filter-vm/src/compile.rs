@@ -1895,14 +1895,21 @@ impl Compiled {
             };
         };
         let mut key = crate::cache::Key::default();
-        plan.key_into(side, frame, info, meta, &mut key);
-        if let Some(&(verdict, ref cached)) = cache.get(&key) {
-            // What the evaluation would have reset (a cacheable ruleset writes no payload).
-            *actions = *cached;
+        let len = plan.key_into(side, frame, info, meta, &mut key);
+        if let Some(hit) = cache.get(&key) {
+            // What the evaluation would have reset (a cacheable ruleset writes no payload),
+            // and the counters it would have bumped.
+            *actions = hit.actions;
             state.writes.clear();
-            return verdict;
+            for &id in hit.counted() {
+                if let Some(c) = state.counters.get(id as usize) {
+                    c.add(u64::from(len));
+                }
+            }
+            return hit.verdict;
         }
         let mut consulted = false;
+        state.counted = Some(cache.take_log());
         let verdict = match track {
             Some(t) => {
                 let t = |a: &vm::Actions| {
@@ -1914,9 +1921,11 @@ impl Compiled {
             }
             None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
         };
+        let counted = state.counted.take().unwrap_or_default();
         if !consulted {
-            cache.put(&key, verdict, *actions);
+            cache.put(&key, verdict, *actions, &counted);
         }
+        cache.give_back(counted);
         verdict
     }
 

@@ -582,7 +582,8 @@ mod tracked_pass {
 
 mod outcome_cache {
     //! `evaluate_cached_into` (the outcome cache) against plain evaluation over sequences of
-    //! packets: same verdicts, actions, tracking calls and counters, whatever the ruleset
+    //! packets: same verdicts, actions, tracking calls and counters (packets and bytes),
+    //! whatever the ruleset
     //! (uncacheable ones just run uncached) and whichever packets repeat.
     use super::*;
     use crate::cache::{Probe, VerdictCache, BYPASS};
@@ -618,8 +619,10 @@ mod outcome_cache {
             // Two one-byte fields that share a key word with the TCP flags.
             "ip ttl 63 tcp flags syn drop",
             "ip protocol udp ip ttl 64 accept",
-            // Not cacheable: the whole ruleset is then evaluated every time.
+            // Counted: cached, the counters bumped again on each hit.
             "counter",
+            "tcp dport 443 counter drop",
+            // Not cacheable: the whole ruleset is then evaluated every time.
             "tcp dport 80 limit rate 1/second accept",
         ])
         .prop_map(str::to_owned)
@@ -881,12 +884,13 @@ mod outcome_cache {
             "ct state established accept",
             // A timeout set with no element that expires answers the same at any time.
             "ip saddr @st drop",
+            // Counters are bumped again on each hit.
+            "counter",
+            "tcp dport 80 counter drop",
         ] {
             assert!(plan(pure), "{pure}");
         }
         for impure in [
-            "counter",
-            "tcp dport 80 counter drop",
             "limit rate 5/second accept",
             "log prefix \"x\"",
             "meta hour \"10:00\"-\"11:00\" drop",
@@ -935,6 +939,52 @@ mod outcome_cache {
         assert_eq!(cache.stats.misses, 1024, "one window of misses");
         assert_eq!(cache.stats.bypassed, u64::from(n) - 1024);
         assert!(u64::from(n) - 1024 < u64::from(BYPASS));
+    }
+
+    /// Counters stay exact: a hit bumps what the evaluation it stands for bumped, by the
+    /// packet's own length.
+    #[test]
+    fn hits_count_packets_and_bytes() {
+        let mut f = compile_ruleset(
+            "table ip t { chain c { type filter hook prerouting priority 0; policy accept; counter; tcp dport 80 counter drop; } }",
+        )
+        .unwrap();
+        let mut cache = VerdictCache::new(5);
+        let m = meta(0);
+        let mut bytes = 0u64;
+        for i in 0..100u32 {
+            // Different sources and lengths (options), one outcome.
+            let mut seg = tcp(1, 80, 0x10);
+            seg.resize(20 + 4 * (i as usize % 3), 1);
+            seg[12] = ((seg.len() / 4) as u8) << 4;
+            let p = ipv4([198, 18, 0, i as u8], [198, 19, 0, 1], 6, &seg);
+            bytes += 20 + seg.len() as u64;
+            let info = levee_packet::parse::parse_frame(&p).ok();
+            let mut a = Actions::default();
+            let v = f.compiled.evaluate_cached_into(
+                &mut cache,
+                0,
+                &mut f.state,
+                &[Hook::Prerouting],
+                &p,
+                info.as_ref(),
+                &m,
+                &mut a,
+                None::<fn(&Actions) -> Option<CtView>>,
+            );
+            assert_eq!(v, Verdict::Drop);
+        }
+        assert_eq!(
+            cache.stats.misses, 1,
+            "lengths and sources are not read by the rules"
+        );
+        let totals: Vec<(u64, u64)> = f
+            .compiled
+            .rule_counter_totals(&[&f.state.counters])
+            .iter()
+            .map(|c| (c.3, c.4))
+            .collect();
+        assert_eq!(totals, vec![(100, bytes), (100, bytes)]);
     }
 
     /// A new generation (another plan) starts from an empty cache.

@@ -226,9 +226,10 @@ impl Exec {
 
     /// What the program reads of a packet, when its outcome depends on nothing else: every
     /// chain (jump targets too) holds only matches (payload, meta, ct, lookups in sets that are
-    /// neither dynamic nor timed), verdicts and the statements that only set actions (`notrack`,
-    /// `synproxy`, `reject`, mark and ct mark/label). `None` when some rule counts, limits,
-    /// logs, writes the packet, updates a set or reads the time. See [`crate::cache`].
+    /// neither dynamic nor timed), verdicts, counters (which the cache bumps again on a hit)
+    /// and the statements that only set actions (`notrack`, `synproxy`, `reject`, mark and ct
+    /// mark/label). `None` when some rule limits, logs, writes the packet, updates a set or
+    /// reads the time. See [`crate::cache`].
     pub(crate) fn pure_reads(&self, prog: &Program) -> Option<Vec<crate::cache::Probe>> {
         use crate::cache::Probe;
         let mut out: Vec<Probe> = Vec::new();
@@ -262,8 +263,7 @@ impl Exec {
                         | Op::Verdict(_)
                         | Op::Lookup(_) => {}
                         // Generic ops: their instructions are in `seg.generic`, below.
-                        Op::Generic(_) => {}
-                        Op::Counter { .. } => return None,
+                        Op::Generic(_) | Op::Counter { .. } => {}
                     }
                 }
                 for l in &seg.lookups {
@@ -294,10 +294,10 @@ impl Exec {
                         | Insn::Reject(_)
                         | Insn::Synproxy { .. }
                         | Insn::Notrack
+                        | Insn::Counter { .. }
                         | Insn::Verdict(_) => {}
                         Insn::PayloadWrite { .. }
                         | Insn::Dynset { .. }
-                        | Insn::Counter { .. }
                         | Insn::Limit { .. }
                         | Insn::Quota { .. }
                         | Insn::Log { .. } => return None,
@@ -1119,6 +1119,9 @@ fn step(
         Op::Counter { id } => {
             if let Some(c) = state.counters.get(*id as usize) {
                 c.add(len);
+            }
+            if let Some(log) = state.counted.as_mut() {
+                log.push(*id);
             }
         }
         Op::Verdict(v) => {

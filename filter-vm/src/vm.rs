@@ -591,6 +591,9 @@ pub struct State {
     /// The lowered program's call stack (jumps), kept here so that an evaluation does not
     /// initialise one on the stack per chain: allocated at the first evaluation.
     pub(crate) calls: Option<Box<CallStack>>,
+    /// While `Some`, the ids of the counters an evaluation bumps, in order (the outcome cache
+    /// records them on a miss and bumps them again on each hit).
+    pub(crate) counted: Option<Vec<u32>>,
 }
 
 /// Where to resume after a jump returns: (chain, segment, rule within the segment) per level.
@@ -1146,6 +1149,9 @@ pub(crate) fn run(
         Insn::Counter { id } => {
             if let Some(c) = state.counters.get(*id as usize) {
                 c.add(len);
+            }
+            if let Some(log) = state.counted.as_mut() {
+                log.push(*id);
             }
         }
         Insn::Limit {
