@@ -79,6 +79,11 @@ fn cache_agrees(c: &levee_filter_vm::Compiled) {
             assert_eq!((va, aa), (vb, ab), "cached outcome differs");
         }
     }
+    assert_eq!(
+        c.rule_counter_totals(&[&sa.counters]),
+        c.rule_counter_totals(&[&sb.counters]),
+        "cached outcomes count differently"
+    );
 }
 
 /// An IPv4 TCP SYN, an IPv6 ICMPv6 echo, a truncated IPv4 header and an ARP-ish frame.
