@@ -890,6 +890,13 @@ mod outcome_cache {
         ] {
             assert!(plan(pure), "{pure}");
         }
+        // No base chain: nothing is evaluated, so there is nothing to cache.
+        for empty in ["", "table inet t { chain c { tcp dport 80 drop; } }"] {
+            assert!(
+                compile_ruleset(empty).unwrap().compiled.cache_plan.is_none(),
+                "{empty}"
+            );
+        }
         for impure in [
             "limit rate 5/second accept",
             "log prefix \"x\"",

@@ -976,10 +976,15 @@ impl Image {
         }
         // Stable sort keeps declaration order among equal priorities.
         entries.sort_by_key(|e| (hook_rank(e.hook), e.priority));
-        let cache_plan = crate::cache::CachePlan::of(
-            exec.pure_reads(&self.program),
-            entries.iter().any(|e| e.hook == ast::Hook::Ingress),
-        );
+        // Nothing to cache without a base chain: evaluation is then cheaper than a key.
+        let cache_plan = if entries.is_empty() {
+            None
+        } else {
+            crate::cache::CachePlan::of(
+                exec.pure_reads(&self.program),
+                entries.iter().any(|e| e.hook == ast::Hook::Ingress),
+            )
+        };
         Ok(Compiled {
             program: self.program.clone(),
             exec,
