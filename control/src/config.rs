@@ -407,6 +407,52 @@ const RESERVED_EAL_ARGS: &[(&str, &str)] = &[
     ("--file-prefix", "eal.file_prefix"),
 ];
 
+/// Whether `key` is a plain key (letters, digits, `_`, `-`): every levee setting is.
+fn plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Refuses keys that are not plain, before `config` sees them: it reads a key as a path
+/// expression, so a quoted key such as `"a[-99999999999]"` made it grow an array to that
+/// length (out of memory). No levee setting has such a key. A file that is not valid TOML is
+/// left to `config`, which reports where.
+fn check_keys(text: &str, origin: &str) -> Result<(), ConfigError> {
+    fn walk(t: &toml::Table, at: &str, origin: &str) -> Result<(), ConfigError> {
+        for (k, v) in t {
+            let full = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if !plain_key(k) {
+                return Err(ConfigError::Load {
+                    path: origin.to_owned(),
+                    reason: format!(
+                        "key {full:?} is not a levee setting (keys are letters, digits, `_` and `-`)"
+                    ),
+                });
+            }
+            match v {
+                toml::Value::Table(t) => walk(t, &full, origin)?,
+                toml::Value::Array(a) => {
+                    for t in a.iter().filter_map(toml::Value::as_table) {
+                        walk(t, &full, origin)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    match text.parse::<toml::Table>() {
+        Ok(t) => walk(&t, "", origin),
+        Err(_) => Ok(()),
+    }
+}
+
 impl Config {
     /// Reads `path` (TOML) plus `LEVEE__…` environment overrides and validates everything.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -416,6 +462,18 @@ impl Config {
         };
         if !path.is_file() {
             return Err(load_err("no such file".into()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| load_err(e.to_string()))?;
+        check_keys(&text, &path.display().to_string())?;
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if let Some(key) = name.strip_prefix("LEVEE__") {
+                if !key.split("__").all(plain_key) {
+                    return Err(load_err(format!(
+                        "environment variable {name} is not a levee setting (keys are letters, digits, `_` and `-`)"
+                    )));
+                }
+            }
         }
         let raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
@@ -434,6 +492,7 @@ impl Config {
 
     /// Parses TOML text (no environment overrides) and validates it; for tests and `lab`.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        check_keys(text, "<text>")?;
         let raw = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
@@ -659,6 +718,28 @@ device = "net_ring1"
 
     fn with(extra: &str) -> Result<Config, ConfigError> {
         Config::from_toml(&format!("{MINIMAL}\n{extra}"))
+    }
+
+    /// A quoted key that `config` would read as an array index (the `config` fuzz target's
+    /// crash: it grew an array to that length) is refused with its name, at any depth.
+    #[test]
+    fn keys_that_are_not_settings_are_refused_before_config_reads_them() {
+        for text in [
+            "[\"-[-88888888884]\"]\n",
+            "[ports.\"outside[9999999999]\"]\ndevice = \"net_ring0\"\n",
+            "[eal]\n\"a.b\" = 1\n",
+        ] {
+            match Config::from_toml(text) {
+                Err(ConfigError::Load { reason, .. }) => {
+                    assert!(reason.contains("is not a levee setting"), "{text}: {reason}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(
+            with("[conntrack]\nentries_per_worker = 1024").is_ok(),
+            "plain keys pass"
+        );
     }
 
     fn key_of(e: ConfigError) -> String {
