@@ -84,7 +84,8 @@ fn main() -> ExitCode {
         Command::Check { file, json } => match levee::check::check(&file, json) {
             Ok(out) => {
                 // A closed pipe (`levee check f | head`) is not an error worth a panic.
-                let _ = writeln!(std::io::stdout(), "{}", out.trim_end());
+                let _ = writeln!(std::io::stdout(), "{}", out.listing.trim_end());
+                let _ = writeln!(std::io::stderr(), "{}", out.note);
                 Ok(())
             }
             Err(diagnostic) => {

@@ -117,3 +117,32 @@ fn json_output_has_the_libnftables_shape() {
     assert!(items.iter().any(|i| i.get("chain").is_some()));
     assert_eq!(items.iter().filter(|i| i.get("rule").is_some()).count(), 7);
 }
+
+/// The check says on stderr whether workers will answer from the outcome cache: off for this
+/// file's `limit`, on for the SYN proxy's ruleset (with the fields it reads).
+#[test]
+fn the_check_says_whether_the_outcome_cache_applies() {
+    let out = levee(&["check", write("limited.nft", RULESET).to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("outcome cache: off"),
+        "{err}"
+    );
+    let syn = "table inet t {
+  chain raw { type filter hook prerouting priority raw; policy accept; tcp flags & (syn | ack) == syn notrack; }
+  chain pre { type filter hook prerouting priority filter; policy accept;
+    ip daddr 198.18.0.2 tcp dport 80 ct state invalid,untracked synproxy mss 1460 wscale 7
+    ct state invalid counter drop
+  }
+}";
+    let out = levee(&["check", write("syn.nft", syn).to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("outcome cache: on (the verdict depends on 4 packet field"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("outcome cache"),
+        "the listing stays clean"
+    );
+}
