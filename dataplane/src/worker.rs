@@ -22,11 +22,11 @@ use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
 use levee_conntrack::{Direction as CtDirection, EntryId, Tracked};
 use levee_control::generation::GenerationReader;
-use levee_filter_vm::cache::{CacheStats, VerdictCache};
+use levee_filter_vm::cache::VerdictCache;
 use levee_filter_vm::nft::ast::Hook;
 use levee_filter_vm::reject::{build_reject_into, REJECT_MAX};
 use levee_filter_vm::vm::{Actions, CounterBank, State as FilterState, Verdict};
-use levee_filter_vm::{Compiled, CtState as FilterCtState, PacketMeta, Stage};
+use levee_filter_vm::{Compiled, CtState as FilterCtState, PacketMeta};
 use levee_packet::parse::L3Info;
 use levee_packet::parse::{parse_frame, FrameInfo};
 use levee_packet::tcp::TcpFlags;
@@ -643,11 +643,6 @@ impl WorkerFilter {
         self.generation
     }
 
-    /// What the outcome cache did so far.
-    pub fn cache_stats(&self) -> CacheStats {
-        self.cache.stats
-    }
-
     /// The generation this worker runs (0: a fixed ruleset).
     pub fn generation(&self) -> u64 {
         self.generation
@@ -1123,30 +1118,18 @@ impl<P: PortIo> Worker<P> {
         meta.now_ns = now_ns;
         meta.wall_ns = self.wall_ns;
         set_ct_meta(meta, tracked.as_ref());
-        let verdict = if tracked.is_some() {
-            // Facts from the table: not what the outcome cache keys on.
-            f.compiled.evaluate_stage_into(
-                &mut f.state,
-                &f.hooks,
-                pkt.data(),
-                info,
-                meta,
-                &mut f.actions,
-                Stage::All,
-            )
-        } else {
-            f.compiled.evaluate_cached_into(
-                &mut f.cache,
-                side as u8,
-                &mut f.state,
-                &f.hooks,
-                pkt.data(),
-                info,
-                meta,
-                &mut f.actions,
-                None::<fn(&Actions) -> Option<levee_filter_vm::vm::CtView>>,
-            )
-        };
+        // The table's facts are in `meta` now: the outcome cache keys on those the rules read.
+        let verdict = f.compiled.evaluate_cached_into(
+            &mut f.cache,
+            side as u8,
+            &mut f.state,
+            &f.hooks,
+            pkt.data(),
+            info,
+            meta,
+            &mut f.actions,
+            None::<fn(&Actions) -> Option<levee_filter_vm::vm::CtView>>,
+        );
         self.after_judging(verdict, side, pkt, info)
     }
 

@@ -89,7 +89,8 @@ struct Place {
 /// The fields a generation's outcome depends on, each with its place in the key.
 #[derive(Debug)]
 pub struct CachePlan {
-    probes: Vec<(Probe, Place)>,
+    /// Every field read, in key order.
+    probes: Vec<Probe>,
     /// The payload probes of up to 4 bytes (the common ones), laid out for the key build's
     /// tight loop: base, offset, length, word, shift, presence bit.
     small: Vec<(u8, u16, u8, u8, u8, u8)>,
@@ -164,7 +165,7 @@ impl CachePlan {
         }
         Some(Arc::new(CachePlan {
             meta: probes.iter().any(|(p, _)| matches!(p, Probe::Meta(_))),
-            probes,
+            probes: probes.into_iter().map(|(p, _)| p).collect(),
             small,
             ct_state,
             rest,
@@ -174,7 +175,7 @@ impl CachePlan {
 
     /// The fields probed, in key order.
     pub fn probes(&self) -> impl Iterator<Item = Probe> + '_ {
-        self.probes.iter().map(|&(p, _)| p)
+        self.probes.iter().copied()
     }
 
     /// The key of a packet: `side` (which per-side metadata `meta` is), the frame and its

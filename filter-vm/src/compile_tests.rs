@@ -426,17 +426,25 @@ mod tracked_pass {
         .prop_map(str::to_owned)
     }
 
-    fn chain() -> impl Strategy<Value = (String, String, i32, Vec<String>)> {
+    /// A base chain of this module's statements.
+    pub(super) fn chain_of(
+        stmt: impl Strategy<Value = String>,
+    ) -> impl Strategy<Value = (String, String, i32, Vec<String>)> {
         (
             prop::sample::select(vec!["ip", "ip6", "inet"]),
             prop::sample::select(vec!["prerouting", "forward"]),
             prop::sample::select(vec![-300i32, -250, -200, 0, 10]),
-            prop::collection::vec(stmt(), 0..4),
+            prop::collection::vec(stmt, 0..4),
         )
             .prop_map(|(f, h, p, r)| (f.to_owned(), h.to_owned(), p, r))
     }
 
-    fn ruleset(chains: &[(String, String, i32, Vec<String>)]) -> String {
+    fn chain() -> impl Strategy<Value = (String, String, i32, Vec<String>)> {
+        chain_of(stmt())
+    }
+
+    /// One table per chain.
+    pub(super) fn ruleset(chains: &[(String, String, i32, Vec<String>)]) -> String {
         let mut s = String::new();
         for (i, (family, hook, prio, rules)) in chains.iter().enumerate() {
             s += &format!(
@@ -629,25 +637,10 @@ mod outcome_cache {
     }
 
     fn chain() -> impl Strategy<Value = (String, String, i32, Vec<String>)> {
-        (
-            prop::sample::select(vec!["ip", "ip6", "inet"]),
-            prop::sample::select(vec!["prerouting", "forward"]),
-            prop::sample::select(vec![-300i32, -200, 0]),
-            prop::collection::vec(stmt(), 0..4),
-        )
-            .prop_map(|(f, h, p, r)| (f.to_owned(), h.to_owned(), p, r))
+        super::tracked_pass::chain_of(stmt())
     }
 
-    fn ruleset(chains: &[(String, String, i32, Vec<String>)]) -> String {
-        let mut s = String::new();
-        for (i, (family, hook, prio, rules)) in chains.iter().enumerate() {
-            s += &format!(
-                "table {family} t{i} {{\n chain c {{\n  type filter hook {hook} priority {prio}; policy accept;\n{}\n }}\n}}\n",
-                rules.join("\n")
-            );
-        }
-        s
-    }
+    use super::tracked_pass::ruleset;
 
     /// A packet from a small space (so keys repeat): TCP/UDP over IPv4 or IPv6, a few
     /// sources, ports and flags, sometimes cut short.
@@ -731,6 +724,8 @@ mod outcome_cache {
     fn meta_with(side: u8, ct_state: CtState) -> PacketMeta {
         PacketMeta {
             ct_state,
+            // The facts a table would give with it (the rules read the mark too).
+            ct_mark: if ct_state == CtState::Established { 105 } else { 5 },
             iifname: if side == 0 { "outside" } else { "inside" }.into(),
             iif: u32::from(side) + 1,
             ..Default::default()
