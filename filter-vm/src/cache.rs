@@ -102,6 +102,20 @@ pub struct CachePlan {
     words: usize,
     /// Some probe is a meta key (the key build then needs the whole packet context).
     meta: bool,
+    /// The same key built in registers, for a plan of small payload probes and `ct state`
+    /// only that fits three words (the common case: a SYN-proxy or port ruleset).
+    fast: Option<Fast>,
+}
+
+/// A plan whose values all go in key words 1 and 2: [`CachePlan::key3`] builds them in two
+/// registers and the cache hashes and compares them from there
+/// ([`VerdictCache::get3`]), with no word stored and read back in between.
+#[derive(Debug)]
+pub(crate) struct Fast {
+    /// As [`CachePlan::small`], with the word as a mask: all ones for word 2, zero for 1.
+    small: Vec<(u8, u16, u8, u64, u8, u8)>,
+    /// Where `ct state` goes, the same way.
+    ct_state: Option<(u64, u8)>,
 }
 
 impl CachePlan {
@@ -163,13 +177,24 @@ impl CachePlan {
                 _ => rest.push((p, place, i as u8)),
             }
         }
+        let meta = probes.iter().any(|(p, _)| matches!(p, Probe::Meta(_)));
+        let word_mask = |w: u8| if w == 2 { u64::MAX } else { 0 };
+        let fast = (rest.is_empty() && !meta && word <= 3).then(|| Fast {
+            small: small
+                .iter()
+                .map(|&(base, offset, len, at, shift, bit)| (base, offset, len, word_mask(at), shift, bit))
+                .collect(),
+            ct_state: ct_state.map(|p| (word_mask(p.word), p.shift)),
+        });
         Some(Arc::new(CachePlan {
-            meta: probes.iter().any(|(p, _)| matches!(p, Probe::Meta(_))),
+            meta,
             probes: probes.into_iter().map(|(p, _)| p).collect(),
             small,
             ct_state,
             rest,
-            words: word,
+            // A fast plan always hashes and compares three words (unused ones are zero).
+            words: if fast.is_some() { 3 } else { word },
+            fast,
         }))
     }
 
@@ -265,6 +290,62 @@ impl CachePlan {
     }
 }
 
+impl CachePlan {
+    /// The plan's register-built form, if it has one.
+    #[inline]
+    pub(crate) fn fast(&self) -> Option<&Fast> {
+        self.fast.as_ref()
+    }
+
+    /// [`CachePlan::key_into`] for a plan with a [`Fast`] form: the same three words, built
+    /// in registers and returned by value, and the packet length.
+    #[inline(always)]
+    pub(crate) fn key3(
+        &self,
+        fast: &Fast,
+        side: u8,
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &crate::ctx::PacketMeta,
+    ) -> ([u64; 3], u32) {
+        let l = Layout::of(frame.len(), info, HookKind::Ip);
+        let none = (1usize, 0usize);
+        let spans = [
+            l.field(frame.len(), Base::Link, 0, 0)
+                .map_or(none, |s| (s, frame.len())),
+            l.field(frame.len(), Base::Network, 0, 0)
+                .map_or(none, |s| (s, l.l3_end)),
+            l.field(frame.len(), Base::Transport, 0, 0)
+                .map_or(none, |s| (s, l.l3_end)),
+        ];
+        let (mut w1, mut w2, mut present) = (0u64, 0u64, 0u64);
+        for &(base, offset, len, hi, shift, bit) in &fast.small {
+            let (start, end) = spans[usize::from(base)];
+            let (from, n) = (start + usize::from(offset), usize::from(len));
+            let Some(src) = frame.get(from..from + n).filter(|_| from + n <= end) else {
+                continue;
+            };
+            present |= 1 << bit;
+            let v = match *src {
+                [a] => u64::from(a),
+                [a, b] => u64::from(u16::from_le_bytes([a, b])),
+                [a, b, c] => u64::from(u32::from_le_bytes([a, b, c, 0])),
+                [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+                _ => 0,
+            } << shift;
+            w1 |= v & !hi;
+            w2 |= v & hi;
+        }
+        if let Some((hi, shift)) = fast.ct_state {
+            let v = u64::from(meta.ct_state.bit()) << shift;
+            w1 |= v & !hi;
+            w2 |= v & hi;
+        }
+        let w0 = u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32;
+        ([w0, w1, w2], l.len)
+    }
+}
+
 /// Ct key `key` of the facts in `meta`. Out of line: inlined, LLVM computed every ct key's
 /// value before the probe loop (for a ruleset that reads only the state), reading fields
 /// the worker had just written in other widths (a store-forwarding stall per packet).
@@ -290,6 +371,15 @@ fn put(k: &mut [u64; KEY_WORDS], at: usize, shift: u32, n: usize, v: &[u8; 16]) 
 pub struct Key([u64; KEY_WORDS]);
 
 impl Key {
+    /// The key whose first three words are `w` (the rest zero): what [`CachePlan::key_into`]
+    /// writes for a plan with a [`Fast`] form.
+    #[inline]
+    pub(crate) fn from3(w: [u64; 3]) -> Key {
+        let mut k = Key::default();
+        k.0[..3].copy_from_slice(&w);
+        k
+    }
+
     /// Whether the first `words` words are `other`'s, read one word at a time (an early exit
     /// keeps the compiler from comparing in vector pieces: see [`CachePlan::key_into`]).
     #[inline]
@@ -395,6 +485,22 @@ impl VerdictCache {
     /// from one word to the next), the products folded, then one final mix.
     #[inline]
     fn slot(&self, key: &Key) -> usize {
+        let mut h = self.seed;
+        for (i, &w) in key.0.iter().enumerate().take(self.words) {
+            h ^= self.mix(i, w);
+        }
+        Self::finish(h)
+    }
+
+    /// [`VerdictCache::slot`] of a three-word key held in registers (the same value as for
+    /// [`Key::from3`] of it, when the plan uses three words).
+    #[inline(always)]
+    fn slot3(&self, w: &[u64; 3]) -> usize {
+        Self::finish(self.seed ^ self.mix(0, w[0]) ^ self.mix(1, w[1]) ^ self.mix(2, w[2]))
+    }
+
+    #[inline(always)]
+    fn mix(&self, i: usize, w: u64) -> u64 {
         const M: [u64; KEY_WORDS] = [
             0x9e37_79b9_7f4a_7c15,
             0xc2b2_ae3d_27d4_eb4f,
@@ -405,12 +511,13 @@ impl VerdictCache {
             0x8cb9_2ba7_2f3d_8dd7,
             0xa076_1d64_78bd_642f,
         ];
-        let mut h = self.seed;
-        for (i, (&w, &m)) in key.0.iter().zip(&M).enumerate().take(self.words) {
-            h ^= (w ^ self.seed.rotate_left(i as u32 * 8)).wrapping_mul(m);
-        }
+        (w ^ self.seed.rotate_left(i as u32 * 8)).wrapping_mul(M[i & (KEY_WORDS - 1)])
+    }
+
+    #[inline(always)]
+    fn finish(mut h: u64) -> usize {
         h ^= h >> 32;
-        h = h.wrapping_mul(M[0]);
+        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         (h >> (64 - SLOTS.trailing_zeros())) as usize
     }
 
@@ -421,6 +528,23 @@ impl VerdictCache {
         let hit = self.slots[i]
             .as_ref()
             .is_some_and(|s| s.key.same(key, self.words));
+        self.lookup(i, hit)
+    }
+
+    /// [`VerdictCache::get`] of the key [`Key::from3`] of `w`, for a plan with a [`Fast`]
+    /// form (whose keys are zero past word 2).
+    #[inline(always)]
+    pub(crate) fn get3(&mut self, w: &[u64; 3]) -> Option<&Outcome> {
+        let i = self.slot3(w);
+        let hit = self.slots[i]
+            .as_ref()
+            .is_some_and(|s| s.key.0[0] == w[0] && s.key.0[1] == w[1] && s.key.0[2] == w[2]);
+        self.lookup(i, hit)
+    }
+
+    /// Counts a lookup of slot `i` that hit or not, and gives its outcome on a hit.
+    #[inline(always)]
+    fn lookup(&mut self, i: usize, hit: bool) -> Option<&Outcome> {
         self.window += 1;
         if hit {
             self.stats.hits += 1;
@@ -439,6 +563,13 @@ impl VerdictCache {
             Some(s) if hit => Some(&s.outcome),
             _ => None,
         }
+    }
+
+    /// The slots [`VerdictCache::get`] and [`VerdictCache::get3`] would probe (tests that
+    /// the two agree).
+    #[cfg(test)]
+    pub(crate) fn slots_of(&self, key: &Key, w: &[u64; 3]) -> (usize, usize) {
+        (self.slot(key), self.slot3(w))
     }
 
     /// Remembers the outcome of `key`'s packet, which bumped `counted` (not remembered when

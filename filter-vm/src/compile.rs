@@ -1894,9 +1894,18 @@ impl Compiled {
                 None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
             };
         };
-        let mut key = crate::cache::Key::default();
-        let len = plan.key_into(side, frame, info, meta, &mut key);
-        if let Some(hit) = cache.get(&key) {
+        let (key, len, hit) = match plan.fast() {
+            Some(fast) => {
+                let (w, len) = plan.key3(fast, side, frame, info, meta);
+                (crate::cache::Key::from3(w), len, cache.get3(&w))
+            }
+            None => {
+                let mut key = crate::cache::Key::default();
+                let len = plan.key_into(side, frame, info, meta, &mut key);
+                (key, len, cache.get(&key))
+            }
+        };
+        if let Some(hit) = hit {
             // What the evaluation would have reset (a cacheable ruleset writes no payload),
             // and the counters it would have bumped.
             *actions = hit.actions;

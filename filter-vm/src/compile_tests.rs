@@ -785,6 +785,66 @@ mod outcome_cache {
         }
     }
 
+    /// Rulesets whose fields fit three key words (small payload fields and `ct state`), and
+    /// so are keyed in registers; and some that do not.
+    const FAST: [&str; 4] = [
+        SYNPROXY,
+        "table inet t { chain c { type filter hook prerouting priority 0; policy accept; tcp dport 22 drop; udp dport 53 accept; } }",
+        "table inet t { chain c { type filter hook forward priority 0; policy accept; ip ttl 63 tcp flags syn drop; ip protocol udp ip ttl 64 accept; } }",
+        "table inet t { chain c { type filter hook prerouting priority 0; policy accept; ip saddr 198.18.0.0/30 ip daddr 198.19.0.1 tcp sport 1000-1003 tcp dport 80 ct state new drop; } }",
+    ];
+    const NOT_FAST: [&str; 2] = [
+        "table inet t { chain c { type filter hook prerouting priority 0; policy accept; ip6 daddr 2001:2::2 accept; } }",
+        "table inet t { chain c { type filter hook prerouting priority 0; policy accept; meta mark 7 tcp dport 80 drop; } }",
+    ];
+
+    #[test]
+    fn which_plans_are_keyed_in_registers() {
+        for text in FAST {
+            let plan = compile_ruleset(text)
+                .unwrap()
+                .compiled
+                .cache_plan
+                .expect("cacheable");
+            assert!(plan.fast().is_some(), "{text}");
+        }
+        for text in NOT_FAST {
+            let plan = compile_ruleset(text)
+                .unwrap()
+                .compiled
+                .cache_plan
+                .expect("cacheable");
+            assert!(plan.fast().is_none(), "{text}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// The register-built key is the stored key's first three words (the rest zero), with
+        /// the same packet length and the same slot.
+        #[test]
+        fn register_keys_equal_stored_keys(
+            which in 0usize..FAST.len(),
+            f in packet(),
+            side in 0u8..2,
+            ct in 0usize..3,
+        ) {
+            let plan = compile_ruleset(FAST[which]).unwrap().compiled.cache_plan.unwrap();
+            let fast = plan.fast().unwrap();
+            let info = levee_packet::parse::parse_frame(&f).ok();
+            let m = meta_with(side, [CtState::Invalid, CtState::New, CtState::Established][ct]);
+            let mut key = crate::cache::Key::default();
+            let len = plan.key_into(side, &f, info.as_ref(), &m, &mut key);
+            let (w, len3) = plan.key3(fast, side, &f, info.as_ref(), &m);
+            prop_assert_eq!(crate::cache::Key::from3(w), key);
+            prop_assert_eq!(len3, len);
+            let mut cache = VerdictCache::new(0x5eed);
+            prop_assert!(cache.active(&plan));
+            let (general, registers) = cache.slots_of(&key, &w);
+            prop_assert_eq!(general, registers);
+        }
+    }
+
     const SYNPROXY: &str = "table inet t {
  chain raw { type filter hook prerouting priority raw; policy accept; tcp flags & (syn | ack) == syn notrack; }
  chain pre { type filter hook prerouting priority filter; policy accept;
