@@ -20,7 +20,7 @@
 
 use levee_packet::checksum;
 use levee_packet::ip_protocol;
-use levee_packet::parse::FrameInfo;
+use levee_packet::parse::{FragKind, FrameInfo, L3Info, L4Info};
 use levee_packet::tcp::{SeqNum, TcpFlags, TcpRepr, Timestamps};
 
 use crate::cookie::{CookieAddrs, CookieData, CookieTuple, TsOptions};
@@ -112,50 +112,78 @@ impl SynProxy {
         info: &FrameInfo,
         rule: &SynRule,
     ) -> Result<usize, DropReason> {
-        let frame = &buf[..frame_len.min(buf.len())];
-        let seg = Segment::locate(frame, info)?;
-        if !seg.flags.contains(TcpFlags::SYN)
-            || seg
+        let syn = match Syn::of_plain_v4(buf, frame_len, info) {
+            Some(syn) => syn,
+            None => {
+                let frame = &buf[..frame_len.min(buf.len())];
+                let seg = Segment::locate(frame, info)?;
+                Syn {
+                    l3: seg.l3,
+                    opts: seg.l4 + levee_packet::tcp::HEADER_LEN..seg.l4 + seg.hdr_len,
+                    addrs: seg.addrs,
+                    src_port: seg.src_port,
+                    dst_port: seg.dst_port,
+                    seq: seg.seq,
+                    flags: seg.flags,
+                    checks: Checks::Segment(seg),
+                }
+            }
+        };
+        if !syn.flags.contains(TcpFlags::SYN)
+            || syn
                 .flags
                 .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
         {
             return Err(DropReason::NotEligible);
         }
         self.counters.syn_received += 1;
-        if self.config.verify_checksums && !seg.checksums_ok(frame) {
+        if self.config.verify_checksums && !syn.checksums_ok(&buf[..frame_len.min(buf.len())]) {
             return Err(DropReason::BadChecksum);
         }
-        let opts = options::scan(seg.options(frame));
+        let opts = options::scan(&buf[syn.opts.clone()]);
         // The reply goes to the SYN's source: that is whom a spoofed flood would reflect onto.
-        let (dst, v6) = match seg.addrs {
+        let (dst, v6) = match syn.addrs {
             Addrs::V4 { src, .. } => (u128::from(u32::from(src)), false),
             Addrs::V6 { src, .. } => (u128::from(src), true),
         };
         if let Err(Limited::Prefix | Limited::Worker) = self.limiter.allow(dst, v6, self.now_ns) {
             return Err(DropReason::RateLimited);
         }
-        let tuple = CookieTuple::of_client_segment(&seg);
-        let data = cookie_data(&tuple, seg.flags, &opts, rule, self.config.ecn);
+        let tuple = CookieTuple {
+            addrs: match syn.addrs {
+                Addrs::V4 { src, dst } => CookieAddrs::V4 {
+                    client: src.octets(),
+                    server: dst.octets(),
+                },
+                Addrs::V6 { src, dst } => CookieAddrs::V6 {
+                    client: src.octets(),
+                    server: dst.octets(),
+                },
+            },
+            client_port: syn.src_port,
+            server_port: syn.dst_port,
+        };
+        let data = cookie_data(&tuple, syn.flags, &opts, rule, self.config.ecn);
         let cookie = self
             .jar
-            .make(&tuple, seg.seq, data)
+            .make(&tuple, syn.seq, data)
             .map_err(|_| DropReason::Malformed)?;
-        let rule_mss = match (rule.mss, seg.addrs.is_v6()) {
+        let rule_mss = match (rule.mss, syn.addrs.is_v6()) {
             (0, false) => DEFAULT_MSS_V4,
             (0, true) => DEFAULT_MSS_V6,
             (mss, _) => mss,
         };
         let mut synack = SynAck {
-            addrs: seg.addrs.reversed(),
-            ttl: if seg.addrs.is_v6() {
+            addrs: syn.addrs.reversed(),
+            ttl: if syn.addrs.is_v6() {
                 self.config.hop_limit
             } else {
                 self.config.ttl
             },
-            src_port: seg.dst_port,
-            dst_port: seg.src_port,
+            src_port: syn.dst_port,
+            dst_port: syn.src_port,
             seq: cookie,
-            ack: seg.seq.wrapping_add(1),
+            ack: syn.seq.wrapping_add(1),
             ece: false,
             mss: opts.mss.map_or(rule_mss, |m| m.min(rule_mss)),
             wscale: None,
@@ -173,9 +201,91 @@ impl SynProxy {
             synack.ts = Some(Timestamps { tsval, tsecr });
         }
         // Everything needed is in locals now; the SYN's bytes may be overwritten.
-        let len = synack.write(buf, seg.l3)?;
+        let len = synack.write(buf, syn.l3)?;
         frame::swap_macs(buf);
         Ok(len)
+    }
+}
+
+/// What the SYN-ACK is made from: where the SYN's IP header and options lie, and its
+/// fields.
+struct Syn {
+    l3: usize,
+    opts: std::ops::Range<usize>,
+    addrs: Addrs,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    flags: TcpFlags,
+    checks: Checks,
+}
+
+/// How to verify the SYN's checksums.
+enum Checks {
+    /// An IPv4 header of 20 bytes at `l3`, the TCP segment `l4..end`.
+    PlainV4 { l3: usize, end: usize },
+    /// Any other shape, as [`Segment::checksums_ok`] does.
+    Segment(Segment),
+}
+
+impl Syn {
+    /// The SYN of an IPv4 frame without IP options, read straight from the frame and its
+    /// parse (the flood's shape, and nearly every real SYN's); `None` for anything else,
+    /// which [`Segment::locate`] then describes (and refuses when it must). Accepts exactly
+    /// the frames `Segment::locate` accepts of that shape, with the same fields.
+    #[inline(always)]
+    fn of_plain_v4(buf: &[u8], frame_len: usize, info: &FrameInfo) -> Option<Syn> {
+        let L3Info::Ipv4(ip) = &info.l3 else {
+            return None;
+        };
+        let l3 = usize::from(info.l3_offset);
+        let l4 = usize::from(ip.l4_offset);
+        let end = l4 + usize::from(ip.l4_len);
+        if l4 != l3 + levee_packet::ipv4::HEADER_LEN
+            || ip.protocol != ip_protocol::TCP
+            || ip.frag != FragKind::Unfragmented
+            || !matches!(ip.l4, L4Info::Tcp { .. })
+            || end > frame_len.min(buf.len())
+        {
+            return None;
+        }
+        let t: &[u8; 20] = buf.get(l4..l4 + 20)?.try_into().ok()?;
+        let hdr_len = usize::from(t[12] >> 4) * 4;
+        if hdr_len < 20 || l4 + hdr_len > end {
+            return None;
+        }
+        Some(Syn {
+            l3,
+            opts: l4 + 20..l4 + hdr_len,
+            addrs: Addrs::V4 {
+                src: ip.src,
+                dst: ip.dst,
+            },
+            src_port: u16::from_be_bytes([t[0], t[1]]),
+            dst_port: u16::from_be_bytes([t[2], t[3]]),
+            seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+            flags: TcpFlags::from_bits(t[13]),
+            checks: Checks::PlainV4 { l3, end },
+        })
+    }
+
+    /// Whether the IPv4 header checksum (IPv4) and the TCP checksum verify.
+    #[inline(always)]
+    fn checksums_ok(&self, frame: &[u8]) -> bool {
+        match (&self.checks, self.addrs) {
+            (&Checks::PlainV4 { l3, end }, Addrs::V4 { src, dst }) => {
+                let (Some(h), Some(t)) = (frame.get(l3..l3 + 20), frame.get(l3 + 20..end)) else {
+                    return false;
+                };
+                checksum::verify(h)
+                    && checksum::add(
+                        checksum::pseudo_header_v4(src, dst, ip_protocol::TCP, t.len() as u16),
+                        checksum::sum(t),
+                    ) == 0xFFFF
+            }
+            (Checks::Segment(seg), _) => seg.checksums_ok(frame),
+            (Checks::PlainV4 { .. }, Addrs::V6 { .. }) => false,
+        }
     }
 }
 
