@@ -225,12 +225,12 @@ impl Segment {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn be16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }

@@ -344,6 +344,7 @@ impl SynAck {
     /// [`frame::emit`] writes for [`SynAck::tcp_repr`] (options in Linux's layout, IPv4 with
     /// DF and identification 0), in straight-line code: this is the flood path, where the
     /// general builders cost about 20 ns more per SYN.
+    #[inline(always)]
     pub fn write(&self, buf: &mut [u8], l3: usize) -> Result<usize, RewriteError> {
         // Options length first, so every piece below is a fixed-size store (no memmove).
         let ts_len = match (self.ts, self.sack_perm) {
