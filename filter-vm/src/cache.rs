@@ -102,20 +102,11 @@ pub struct CachePlan {
     words: usize,
     /// Some probe is a meta key (the key build then needs the whole packet context).
     meta: bool,
-    /// The same key built in registers, for a plan of small payload probes and `ct state`
-    /// only that fits three words (the common case: a SYN-proxy or port ruleset).
-    fast: Option<Fast>,
-}
-
-/// A plan whose values all go in key words 1 and 2: [`CachePlan::key3`] builds them in two
-/// registers and the cache hashes and compares them from there
-/// ([`VerdictCache::get3`]), with no word stored and read back in between.
-#[derive(Debug)]
-pub(crate) struct Fast {
-    /// As [`CachePlan::small`], with the word as a mask: all ones for word 2, zero for 1.
-    small: Vec<(u8, u16, u8, u64, u8, u8)>,
-    /// Where `ct state` goes, the same way.
-    ct_state: Option<(u64, u8)>,
+    /// The key is built in registers ([`CachePlan::key3`]): the plan has only small payload
+    /// probes and `ct state`, in words 1 and 2 (the common case: a SYN-proxy or port ruleset),
+    /// and the cache hashes and compares the words from there ([`VerdictCache::get3`]), with
+    /// no word stored and read back in between.
+    fast: bool,
 }
 
 impl CachePlan {
@@ -178,14 +169,7 @@ impl CachePlan {
             }
         }
         let meta = probes.iter().any(|(p, _)| matches!(p, Probe::Meta(_)));
-        let word_mask = |w: u8| if w == 2 { u64::MAX } else { 0 };
-        let fast = (rest.is_empty() && !meta && word <= 3).then(|| Fast {
-            small: small
-                .iter()
-                .map(|&(base, offset, len, at, shift, bit)| (base, offset, len, word_mask(at), shift, bit))
-                .collect(),
-            ct_state: ct_state.map(|p| (word_mask(p.word), p.shift)),
-        });
+        let fast = rest.is_empty() && !meta && word <= 3;
         Some(Arc::new(CachePlan {
             meta,
             probes: probes.into_iter().map(|(p, _)| p).collect(),
@@ -193,7 +177,7 @@ impl CachePlan {
             ct_state,
             rest,
             // A fast plan always hashes and compares three words (unused ones are zero).
-            words: if fast.is_some() { 3 } else { word },
+            words: if fast { 3 } else { word },
             fast,
         }))
     }
@@ -225,35 +209,16 @@ impl CachePlan {
         let ctx = self
             .meta
             .then(|| crate::ctx::packet_ctx_from(frame, info, meta, HookKind::Ip));
-        // Where each base's fields may lie (as `Layout::field` decides, once per base, not per
-        // probe); an absent header gets an empty span.
-        let none = (1usize, 0usize);
-        let spans = [
-            l.field(frame.len(), Base::Link, 0, 0)
-                .map_or(none, |s| (s, frame.len())),
-            l.field(frame.len(), Base::Network, 0, 0)
-                .map_or(none, |s| (s, l.l3_end)),
-            l.field(frame.len(), Base::Transport, 0, 0)
-                .map_or(none, |s| (s, l.l3_end)),
-        ];
+        let spans = spans(&l, frame.len());
         out.0 = [0u64; KEY_WORDS];
         let k = &mut out.0;
         let mut present = 0u64;
         for &(base, offset, len, at, shift, bit) in &self.small {
-            let (start, end) = spans[usize::from(base)];
-            let (from, n) = (start + usize::from(offset), usize::from(len));
-            let Some(src) = frame.get(from..from + n).filter(|_| from + n <= end) else {
+            let Some(src) = payload(frame, &spans, usize::from(base), offset, len) else {
                 continue;
             };
             present |= 1 << bit;
-            let v = match *src {
-                [a] => u64::from(a),
-                [a, b] => u64::from(u16::from_le_bytes([a, b])),
-                [a, b, c] => u64::from(u32::from_le_bytes([a, b, c, 0])),
-                [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
-                _ => 0,
-            };
-            k[usize::from(at) & (KEY_WORDS - 1)] |= v << shift;
+            k[usize::from(at) & (KEY_WORDS - 1)] |= small_word(src) << shift;
         }
         if let Some(place) = self.ct_state {
             k[usize::from(place.word) & (KEY_WORDS - 1)] |= u64::from(meta.ct_state.bit()) << place.shift;
@@ -263,14 +228,12 @@ impl CachePlan {
             let mut v = [0u8; 16];
             let n = match probe {
                 Probe::Payload { base, offset, len } => {
-                    let (start, end) = spans[base as usize];
-                    let (from, n) = (start + usize::from(offset), usize::from(len));
-                    let Some(src) = frame.get(from..from + n).filter(|_| from + n <= end) else {
+                    let Some(src) = payload(frame, &spans, base as usize, offset, len) else {
                         continue;
                     };
                     present |= 1 << bit;
-                    v[..n].copy_from_slice(src);
-                    n
+                    v[..src.len()].copy_from_slice(src);
+                    src.len()
                 }
                 Probe::Ct(key) => {
                     ct_probe(key, meta, &mut v);
@@ -285,65 +248,98 @@ impl CachePlan {
             };
             put(k, at, shift, n, &v);
         }
-        k[0] = u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32;
+        k[0] = header_word(side, &l, present);
         l.len
     }
 }
 
 impl CachePlan {
-    /// The plan's register-built form, if it has one.
+    /// Whether the plan's key is built in registers ([`CachePlan::key3`]).
     #[inline]
-    pub(crate) fn fast(&self) -> Option<&Fast> {
-        self.fast.as_ref()
+    pub(crate) fn fast(&self) -> bool {
+        self.fast
     }
 
-    /// [`CachePlan::key_into`] for a plan with a [`Fast`] form: the same three words, built
-    /// in registers and returned by value, and the packet length.
+    /// [`CachePlan::key_into`] for a plan whose key is built in registers
+    /// ([`CachePlan::fast`]): the same three words, returned by value, and the packet length.
     #[inline(always)]
     pub(crate) fn key3(
         &self,
-        fast: &Fast,
         side: u8,
         frame: &[u8],
         info: Option<&levee_packet::parse::FrameInfo>,
         meta: &crate::ctx::PacketMeta,
     ) -> ([u64; 3], u32) {
         let l = Layout::of(frame.len(), info, HookKind::Ip);
-        let none = (1usize, 0usize);
-        let spans = [
-            l.field(frame.len(), Base::Link, 0, 0)
-                .map_or(none, |s| (s, frame.len())),
-            l.field(frame.len(), Base::Network, 0, 0)
-                .map_or(none, |s| (s, l.l3_end)),
-            l.field(frame.len(), Base::Transport, 0, 0)
-                .map_or(none, |s| (s, l.l3_end)),
-        ];
+        let spans = spans(&l, frame.len());
+        // Each value goes to word 1 or 2: a mask of all ones selects word 2.
+        let hi = |word: u8| 0u64.wrapping_sub(u64::from(word == 2));
         let (mut w1, mut w2, mut present) = (0u64, 0u64, 0u64);
-        for &(base, offset, len, hi, shift, bit) in &fast.small {
-            let (start, end) = spans[usize::from(base)];
-            let (from, n) = (start + usize::from(offset), usize::from(len));
-            let Some(src) = frame.get(from..from + n).filter(|_| from + n <= end) else {
+        for &(base, offset, len, at, shift, bit) in &self.small {
+            let Some(src) = payload(frame, &spans, usize::from(base), offset, len) else {
                 continue;
             };
             present |= 1 << bit;
-            let v = match *src {
-                [a] => u64::from(a),
-                [a, b] => u64::from(u16::from_le_bytes([a, b])),
-                [a, b, c] => u64::from(u32::from_le_bytes([a, b, c, 0])),
-                [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
-                _ => 0,
-            } << shift;
-            w1 |= v & !hi;
-            w2 |= v & hi;
+            let v = small_word(src) << shift;
+            w1 |= v & !hi(at);
+            w2 |= v & hi(at);
         }
-        if let Some((hi, shift)) = fast.ct_state {
-            let v = u64::from(meta.ct_state.bit()) << shift;
-            w1 |= v & !hi;
-            w2 |= v & hi;
+        if let Some(place) = self.ct_state {
+            let v = u64::from(meta.ct_state.bit()) << place.shift;
+            w1 |= v & !hi(place.word);
+            w2 |= v & hi(place.word);
         }
-        let w0 = u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32;
-        ([w0, w1, w2], l.len)
+        ([header_word(side, &l, present), w1, w2], l.len)
     }
+}
+
+/// Where each base's fields may lie in a `frame_len`-byte frame of layout `l` (as
+/// `Layout::field` decides, once per base, not per probe), link, network and transport; an
+/// absent header gets an empty span.
+#[inline(always)]
+fn spans(l: &Layout, frame_len: usize) -> [(usize, usize); 3] {
+    let none = (1usize, 0usize);
+    [
+        l.field(frame_len, Base::Link, 0, 0)
+            .map_or(none, |s| (s, frame_len)),
+        l.field(frame_len, Base::Network, 0, 0)
+            .map_or(none, |s| (s, l.l3_end)),
+        l.field(frame_len, Base::Transport, 0, 0)
+            .map_or(none, |s| (s, l.l3_end)),
+    ]
+}
+
+/// The `len` bytes at `offset` from base `base` (an index into `spans`), if the packet has
+/// them.
+#[inline(always)]
+fn payload<'a>(
+    frame: &'a [u8],
+    spans: &[(usize, usize); 3],
+    base: usize,
+    offset: u16,
+    len: u8,
+) -> Option<&'a [u8]> {
+    let (start, end) = spans[base];
+    let (from, n) = (start + usize::from(offset), usize::from(len));
+    frame.get(from..from + n).filter(|_| from + n <= end)
+}
+
+/// A value of up to 4 bytes as the low bytes of a word, in packet order.
+#[inline(always)]
+fn small_word(src: &[u8]) -> u64 {
+    match *src {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a, b, c] => u64::from(u32::from_le_bytes([a, b, c, 0])),
+        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+        _ => 0,
+    }
+}
+
+/// Word 0 of a key: side, family, transport protocol and which probes found their field.
+#[inline(always)]
+fn header_word(side: u8, l: &Layout, present: u64) -> u64 {
+    u64::from(side) | u64::from(l.nfproto) << 8 | u64::from(l.l4proto) << 16 | present << 32
 }
 
 /// Ct key `key` of the facts in `meta`. Out of line: inlined, LLVM computed every ct key's
@@ -372,7 +368,7 @@ pub struct Key([u64; KEY_WORDS]);
 
 impl Key {
     /// The key whose first three words are `w` (the rest zero): what [`CachePlan::key_into`]
-    /// writes for a plan with a [`Fast`] form.
+    /// writes for a plan whose key is built in registers.
     #[inline]
     pub(crate) fn from3(w: [u64; 3]) -> Key {
         let mut k = Key::default();
@@ -531,8 +527,8 @@ impl VerdictCache {
         self.lookup(i, hit)
     }
 
-    /// [`VerdictCache::get`] of the key [`Key::from3`] of `w`, for a plan with a [`Fast`]
-    /// form (whose keys are zero past word 2).
+    /// [`VerdictCache::get`] of the key [`Key::from3`] of `w`, for a plan whose key is built
+    /// in registers (zero past word 2).
     #[inline(always)]
     pub(crate) fn get3(&mut self, w: &[u64; 3]) -> Option<&Outcome> {
         let i = self.slot3(w);

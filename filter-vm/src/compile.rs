@@ -1894,16 +1894,13 @@ impl Compiled {
                 None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
             };
         };
-        let (key, len, hit) = match plan.fast() {
-            Some(fast) => {
-                let (w, len) = plan.key3(fast, side, frame, info, meta);
-                (crate::cache::Key::from3(w), len, cache.get3(&w))
-            }
-            None => {
-                let mut key = crate::cache::Key::default();
-                let len = plan.key_into(side, frame, info, meta, &mut key);
-                (key, len, cache.get(&key))
-            }
+        let (key, len, hit) = if plan.fast() {
+            let (w, len) = plan.key3(side, frame, info, meta);
+            (crate::cache::Key::from3(w), len, cache.get3(&w))
+        } else {
+            let mut key = crate::cache::Key::default();
+            let len = plan.key_into(side, frame, info, meta, &mut key);
+            (key, len, cache.get(&key))
         };
         if let Some(hit) = hit {
             // What the evaluation would have reset (a cacheable ruleset writes no payload),

@@ -52,7 +52,10 @@ pub fn combine(sums: &[u16]) -> u16 {
     fold(sums.iter().map(|&s| u64::from(s)).sum())
 }
 
-/// The one's-complement sum of `data` as 16-bit big-endian words, folded.
+/// The one's-complement sum of `data` as 16-bit big-endian words (RFC 1071), not negated.
+///
+/// An odd trailing byte is padded with a zero byte, as the RFC prescribes. The sum is zero only
+/// when every byte is zero.
 ///
 /// Computed as RFC 1071 §2 allows: whole 64-bit words in the machine's (little-endian) byte
 /// order with end-around carry (2^64 is 1 modulo `0xFFFF`, as 2^16 is), folded once, then the
@@ -60,7 +63,7 @@ pub fn combine(sums: &[u16]) -> u16 {
 /// sum). Eight bytes cost one load and an add-with-carry instead of two loads, two byte swaps
 /// and two adds; the IPv4 header and a bare TCP header are a few words each.
 #[inline]
-fn sum16(data: &[u8]) -> u16 {
+pub fn sum(data: &[u8]) -> u16 {
     let add = |acc: u64, w: u64| {
         let (s, carry) = acc.overflowing_add(w);
         s + u64::from(carry)
@@ -93,21 +96,6 @@ fn sum16(data: &[u8]) -> u16 {
     fold(add(acc, tail)).swap_bytes()
 }
 
-/// [`sum16`] widened, for adding into an accumulator of other words.
-#[inline]
-fn sum_wide(data: &[u8]) -> u64 {
-    u64::from(sum16(data))
-}
-
-/// The one's-complement sum of `data` as 16-bit big-endian words (RFC 1071), not negated.
-///
-/// An odd trailing byte is padded with a zero byte, as the RFC prescribes. The sum is zero only
-/// when every byte is zero.
-#[inline]
-pub fn sum(data: &[u8]) -> u16 {
-    sum16(data)
-}
-
 /// The Internet checksum of `data`: the negation of [`sum`]. Compute it with the checksum field
 /// zeroed, then store it in that field.
 #[inline]
@@ -134,8 +122,10 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, upper_len: u
 /// length, three zero bytes and the next-header value of the upper layer.
 #[inline]
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, upper_len: u32) -> u16 {
-    let acc =
-        sum_wide(&src.octets()) + sum_wide(&dst.octets()) + u64::from(upper_len) + u64::from(next_header);
+    let acc = u64::from(sum(&src.octets()))
+        + u64::from(sum(&dst.octets()))
+        + u64::from(upper_len)
+        + u64::from(next_header);
     fold(acc)
 }
 

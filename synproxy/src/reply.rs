@@ -36,7 +36,13 @@ const DEFAULT_MSS_V6: u16 = 1440;
 impl CookieTuple {
     /// The cookie tuple of a segment sent by the client.
     pub(crate) fn of_client_segment(seg: &Segment) -> CookieTuple {
-        let addrs = match seg.addrs {
+        Self::of_client(seg.addrs, seg.src_port, seg.dst_port)
+    }
+
+    /// The cookie tuple of a client segment with addresses `addrs` (client → server).
+    #[inline(always)]
+    pub(crate) fn of_client(addrs: Addrs, client_port: u16, server_port: u16) -> CookieTuple {
+        let addrs = match addrs {
             Addrs::V4 { src, dst } => CookieAddrs::V4 {
                 client: src.octets(),
                 server: dst.octets(),
@@ -48,8 +54,8 @@ impl CookieTuple {
         };
         CookieTuple {
             addrs,
-            client_port: seg.src_port,
-            server_port: seg.dst_port,
+            client_port,
+            server_port,
         }
     }
 }
@@ -149,20 +155,7 @@ impl SynProxy {
         if let Err(Limited::Prefix | Limited::Worker) = self.limiter.allow(dst, v6, self.now_ns) {
             return Err(DropReason::RateLimited);
         }
-        let tuple = CookieTuple {
-            addrs: match syn.addrs {
-                Addrs::V4 { src, dst } => CookieAddrs::V4 {
-                    client: src.octets(),
-                    server: dst.octets(),
-                },
-                Addrs::V6 { src, dst } => CookieAddrs::V6 {
-                    client: src.octets(),
-                    server: dst.octets(),
-                },
-            },
-            client_port: syn.src_port,
-            server_port: syn.dst_port,
-        };
+        let tuple = CookieTuple::of_client(syn.addrs, syn.src_port, syn.dst_port);
         let data = cookie_data(&tuple, syn.flags, &opts, rule, self.config.ecn);
         let cookie = self
             .jar
@@ -222,8 +215,8 @@ struct Syn {
 
 /// How to verify the SYN's checksums.
 enum Checks {
-    /// An IPv4 header of 20 bytes at `l3`, the TCP segment `l4..end`.
-    PlainV4 { l3: usize, end: usize },
+    /// An IPv4 header of 20 bytes at the SYN's `l3`, the TCP segment after it up to `end`.
+    PlainV4 { end: usize },
     /// Any other shape, as [`Segment::checksums_ok`] does.
     Segment(Segment),
 }
@@ -265,7 +258,7 @@ impl Syn {
             dst_port: u16::from_be_bytes([t[2], t[3]]),
             seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
             flags: TcpFlags::from_bits(t[13]),
-            checks: Checks::PlainV4 { l3, end },
+            checks: Checks::PlainV4 { end },
         })
     }
 
@@ -273,8 +266,9 @@ impl Syn {
     #[inline(always)]
     fn checksums_ok(&self, frame: &[u8]) -> bool {
         match (&self.checks, self.addrs) {
-            (&Checks::PlainV4 { l3, end }, Addrs::V4 { src, dst }) => {
-                let (Some(h), Some(t)) = (frame.get(l3..l3 + 20), frame.get(l3 + 20..end)) else {
+            (&Checks::PlainV4 { end }, Addrs::V4 { src, dst }) => {
+                let l4 = self.l3 + levee_packet::ipv4::HEADER_LEN;
+                let (Some(h), Some(t)) = (frame.get(self.l3..l4), frame.get(l4..end)) else {
                     return false;
                 };
                 checksum::verify(h)
