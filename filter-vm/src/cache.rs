@@ -438,6 +438,9 @@ pub struct VerdictCache {
     window: u32,
     window_hits: u32,
     bypass: u32,
+    /// The slot of the last register-built key that was looked up (see
+    /// [`VerdictCache::get3`]).
+    last: usize,
     /// The counter-id buffer of misses (see [`VerdictCache::take_log`]).
     log: Vec<u32>,
     pub stats: CacheStats,
@@ -455,6 +458,7 @@ impl VerdictCache {
             window: 0,
             window_hits: 0,
             bypass: 0,
+            last: 0,
             log: Vec::with_capacity(MAX_COUNTED * 2),
             stats: CacheStats::default(),
         }
@@ -529,12 +533,25 @@ impl VerdictCache {
 
     /// [`VerdictCache::get`] of the key [`Key::from3`] of `w`, for a plan whose key is built
     /// in registers (zero past word 2).
+    ///
+    /// The slot of the previous lookup is compared first: a packet with the same key as the one
+    /// before it (a flood at one service, the packets of one flow in a burst) hits there
+    /// without the slot hash, and that slot's address does not wait for the key, so the CPU
+    /// loads it while the key is still being built. Any other key takes the hashed slot. Both
+    /// compare the whole key, so which slot hit never changes the outcome.
     #[inline(always)]
     pub(crate) fn get3(&mut self, w: &[u64; 3]) -> Option<&Outcome> {
+        let same = |s: &Option<Slot>| {
+            s.as_ref()
+                .is_some_and(|s| s.key.0[0] == w[0] && s.key.0[1] == w[1] && s.key.0[2] == w[2])
+        };
+        let last = self.last % SLOTS;
+        if same(&self.slots[last]) {
+            return self.lookup(last, true);
+        }
         let i = self.slot3(w);
-        let hit = self.slots[i]
-            .as_ref()
-            .is_some_and(|s| s.key.0[0] == w[0] && s.key.0[1] == w[1] && s.key.0[2] == w[2]);
+        let hit = same(&self.slots[i]);
+        self.last = i;
         self.lookup(i, hit)
     }
 

@@ -845,6 +845,45 @@ mod outcome_cache {
         }
     }
 
+    /// The previous lookup's slot answers only its own key: once another key takes that slot,
+    /// the old key misses there (and in its hashed slot) instead of getting the new outcome.
+    #[test]
+    fn the_last_slot_shortcut_compares_the_whole_key() {
+        let plan = compile_ruleset(FAST[0]).unwrap().compiled.cache_plan.unwrap();
+        let mut cache = VerdictCache::new(0x5eed);
+        assert!(cache.active(&plan));
+        let a = [1u64, 2, 3];
+        let ka = crate::cache::Key::from3(a);
+        let slot_a = cache.slots_of(&ka, &a).1;
+        // Another key in A's slot, found by search (256 slots: a few hundred tries).
+        let b = (4u64..)
+            .map(|x| [x, 2, 3])
+            .find(|b| cache.slots_of(&crate::cache::Key::from3(*b), b).1 == slot_a)
+            .unwrap();
+        let kb = crate::cache::Key::from3(b);
+        let (accept, drop) = (Verdict::Accept, Verdict::Drop);
+        assert!(cache.get3(&a).is_none());
+        cache.put(&ka, accept, Actions::default(), &[]);
+        // Hit twice: through the hashed slot, then through the remembered one.
+        assert_eq!(cache.get3(&a).map(|o| o.verdict), Some(accept));
+        assert_eq!(cache.get3(&a).map(|o| o.verdict), Some(accept));
+        cache.put(&kb, drop, Actions::default(), &[1]);
+        assert!(cache.get3(&a).is_none(), "A must not get B's outcome");
+        assert_eq!(cache.get3(&b).map(|o| o.verdict), Some(drop));
+        assert_eq!(cache.get3(&b).map(|o| o.counted().to_vec()), Some(vec![1]));
+        // A key in another slot after B: hashed there, B's slot no longer remembered.
+        let c = (b[0] + 1..)
+            .map(|x| [x, 2, 3])
+            .find(|c| cache.slots_of(&crate::cache::Key::from3(*c), c).1 != slot_a)
+            .unwrap();
+        assert!(cache.get3(&c).is_none());
+        cache.put(&crate::cache::Key::from3(c), accept, Actions::default(), &[]);
+        assert_eq!(cache.get3(&c).map(|o| o.verdict), Some(accept));
+        assert_eq!(cache.get3(&b).map(|o| o.verdict), Some(drop));
+        assert_eq!(cache.stats.hits, 6);
+        assert_eq!(cache.stats.misses, 3);
+    }
+
     const SYNPROXY: &str = "table inet t {
  chain raw { type filter hook prerouting priority raw; policy accept; tcp flags & (syn | ack) == syn notrack; }
  chain pre { type filter hook prerouting priority filter; policy accept;
