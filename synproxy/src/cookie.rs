@@ -276,6 +276,14 @@ pub struct CookieTuple {
     pub server_port: u16,
 }
 
+const _: () = {
+    let mut i = 1;
+    while i < 4 {
+        assert!(MSS_TABLE_V4[i - 1] < MSS_TABLE_V4[i] && MSS_TABLE_V6[i - 1] < MSS_TABLE_V6[i]);
+        i += 1;
+    }
+};
+
 impl CookieTuple {
     fn mss_table(&self) -> &'static [u16; 4] {
         match self.addrs {
@@ -287,9 +295,11 @@ impl CookieTuple {
     /// The MSS index for a client MSS option (`None`: the client sent none).
     pub fn mss_index(&self, client_mss: Option<u16>) -> u8 {
         let mss = client_mss.unwrap_or(0);
-        let table = self.mss_table();
-        // Largest entry not above the client's MSS; index 0 otherwise, as Linux.
-        (1..table.len()).rev().find(|&i| mss >= table[i]).unwrap_or(0) as u8
+        let t = self.mss_table();
+        // Largest entry not above the client's MSS; index 0 otherwise, as Linux. The tables
+        // ascend (checked at compile time below), so that index is how many of entries 1..=3
+        // are not above it: no loop, no branch.
+        u8::from(mss >= t[1]) + u8::from(mss >= t[2]) + u8::from(mss >= t[3])
     }
 
     /// The MSS of table index `index`, bounds-checked.

@@ -451,16 +451,20 @@ impl RxQueue {
     /// returned.
     #[inline]
     pub fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); 64];
+        // Not zeroed first (512 bytes per call, busy or idle): the driver writes the n entries
+        // that are read.
+        let mut raw = [std::mem::MaybeUninit::<*mut sys::rte_mbuf>::uninit(); 64];
         let max = max.min(raw.len());
-        // SAFETY: raw has room for max pointers; we are the only user of this queue (handles
-        // are unique and not Sync).
+        // SAFETY: raw has room for max pointers (MaybeUninit<*mut T> has the layout of *mut T);
+        // we are the only user of this queue (handles are unique and not Sync).
         let n =
-            unsafe { sys::rte_eth_rx_burst(self.port.id, self.queue, raw.as_mut_ptr(), max as u16) } as usize;
+            unsafe { sys::rte_eth_rx_burst(self.port.id, self.queue, raw.as_mut_ptr().cast(), max as u16) }
+                as usize;
         let before = out.len();
-        for &m in &raw[..n] {
-            // SAFETY: the driver hands us ownership of n valid mbufs.
-            let m = unsafe { Mbuf::from_raw(m) };
+        for m in &raw[..n.min(max)] {
+            // SAFETY: the driver wrote the first n entries and hands us ownership of those n
+            // valid mbufs.
+            let m = unsafe { Mbuf::from_raw(m.assume_init()) };
             if m.segments() == 1 {
                 out.push(m);
             }
