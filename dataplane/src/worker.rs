@@ -1135,7 +1135,7 @@ impl<P: PortIo> Worker<P> {
 
     /// The judgement of a packet the ruleset gave `verdict` (payload writes applied to an
     /// accepted frame).
-    #[inline]
+    #[inline(always)]
     fn after_judging(
         &mut self,
         verdict: Verdict,
@@ -1158,7 +1158,7 @@ impl<P: PortIo> Worker<P> {
 
     /// After a stage of the ruleset: delivers fired `log` statements, and for a drop its
     /// outcome (a reject answer written over the packet, or a drop), or go on.
-    #[inline]
+    #[inline(always)]
     fn after_filter(
         &mut self,
         verdict: Verdict,
@@ -1404,7 +1404,7 @@ impl<P: PortIo> Worker<P> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn enqueue_tx(&mut self, side: Side, pkt: P::Buf, now: u64) {
         let s = side as usize;
         if self.tx[s].is_empty() {
