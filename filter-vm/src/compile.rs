@@ -1872,7 +1872,7 @@ impl Compiled {
     /// the side, not the interface names), and `hooks` the same for every packet. A packet
     /// whose `track` returned facts (conntrack consulted) is evaluated, not cached.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub fn evaluate_cached_into<F>(
         &self,
         cache: &mut crate::cache::VerdictCache,
@@ -1888,32 +1888,112 @@ impl Compiled {
     where
         F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
     {
-        let Some(plan) = self.cache_plan.as_ref().filter(|p| cache.active(p)) else {
-            return match track {
-                Some(t) => self.evaluate_tracked_into(state, hooks, frame, info, meta, actions, t),
-                None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
-            };
-        };
-        let (key, len, hit) = if plan.fast() {
-            let (w, len) = plan.key3(side, frame, info, meta);
-            (crate::cache::Key::from3(w), len, cache.get3(&w))
-        } else {
-            let mut key = crate::cache::Key::default();
-            let len = plan.key_into(side, frame, info, meta, &mut key);
-            (key, len, cache.get(&key))
-        };
-        if let Some(hit) = hit {
-            // What the evaluation would have reset (a cacheable ruleset writes no payload),
-            // and the counters it would have bumped.
-            *actions = hit.actions;
-            state.writes.clear();
-            for &id in hit.counted() {
-                if let Some(c) = state.counters.get(id as usize) {
-                    c.add(u64::from(len));
+        // Inlined into the caller up to a hit of a register-built key (a SYN flood's case);
+        // everything else (other plans, misses, generations that cannot be cached) is out of
+        // line.
+        if let Some(plan) = self.cache_plan.as_ref().filter(|p| p.fast()) {
+            if cache.active(plan) {
+                let (w, len) = plan.key3(side, frame, info, meta);
+                if let Some(hit) = cache.get3(&w) {
+                    return Self::replay(hit, state, actions, len);
                 }
+                let key = crate::cache::Key::from3(w);
+                return self.evaluate_miss(cache, &key, state, hooks, frame, info, meta, actions, track);
             }
-            return hit.verdict;
+            return self.evaluate_uncached(state, hooks, frame, info, meta, actions, track);
         }
+        self.evaluate_cached_slow(cache, side, state, hooks, frame, info, meta, actions, track)
+    }
+
+    /// [`Compiled::evaluate_cached_into`] for a plan whose key is not built in registers, or
+    /// no plan.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn evaluate_cached_slow<F>(
+        &self,
+        cache: &mut crate::cache::VerdictCache,
+        side: u8,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+        track: Option<F>,
+    ) -> Verdict
+    where
+        F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
+    {
+        let Some(plan) = self.cache_plan.as_ref().filter(|p| cache.active(p)) else {
+            return self.evaluate_uncached(state, hooks, frame, info, meta, actions, track);
+        };
+        let mut key = crate::cache::Key::default();
+        let len = plan.key_into(side, frame, info, meta, &mut key);
+        if let Some(hit) = cache.get(&key) {
+            return Self::replay(hit, state, actions, len);
+        }
+        self.evaluate_miss(cache, &key, state, hooks, frame, info, meta, actions, track)
+    }
+
+    /// A cache hit: what the evaluation would have reset (a cacheable ruleset writes no
+    /// payload), the counters it would have bumped, its verdict.
+    #[inline(always)]
+    fn replay(
+        hit: &crate::cache::Outcome,
+        state: &mut State,
+        actions: &mut vm::Actions,
+        len: u32,
+    ) -> Verdict {
+        *actions = hit.actions;
+        state.writes.clear();
+        for &id in hit.counted() {
+            if let Some(c) = state.counters.get(id as usize) {
+                c.add(u64::from(len));
+            }
+        }
+        hit.verdict
+    }
+
+    /// [`Compiled::evaluate_cached_into`] without a cache.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn evaluate_uncached<F>(
+        &self,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+        track: Option<F>,
+    ) -> Verdict
+    where
+        F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
+    {
+        match track {
+            Some(t) => self.evaluate_tracked_into(state, hooks, frame, info, meta, actions, t),
+            None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
+        }
+    }
+
+    /// A cache miss: the evaluation, remembered under `key` unless conntrack was consulted.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn evaluate_miss<F>(
+        &self,
+        cache: &mut crate::cache::VerdictCache,
+        key: &crate::cache::Key,
+        state: &mut State,
+        hooks: &[ast::Hook],
+        frame: &[u8],
+        info: Option<&levee_packet::parse::FrameInfo>,
+        meta: &PacketMeta,
+        actions: &mut vm::Actions,
+        track: Option<F>,
+    ) -> Verdict
+    where
+        F: FnOnce(&vm::Actions) -> Option<vm::CtView>,
+    {
         let mut consulted = false;
         state.counted = Some(cache.take_log());
         let verdict = match track {
@@ -1929,7 +2009,7 @@ impl Compiled {
         };
         let counted = state.counted.take().unwrap_or_default();
         if !consulted {
-            cache.put(&key, verdict, *actions, &counted);
+            cache.put(key, verdict, *actions, &counted);
         }
         cache.give_back(counted);
         verdict
