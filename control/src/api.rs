@@ -555,8 +555,12 @@ pub fn parse_request(line: &[u8], limits: &Limits) -> Result<Request, ApiError> 
             ),
         ));
     }
-    let req: Request = serde_json::from_slice(line)
-        .map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("bad request: {e}")))?;
+    let req: Request = serde_json::from_slice(line).map_err(|e| {
+        ApiError::new(
+            ErrorKind::BadRequest,
+            format!("bad request: {}", explain(line, &e)),
+        )
+    })?;
     if let Request::Commit { ops, owner, .. } = &req {
         if ops.len() > limits.max_ops {
             return Err(ApiError::new(
@@ -576,6 +580,57 @@ pub fn parse_request(line: &[u8], limits: &Limits) -> Result<Request, ApiError> 
         }
     }
     Ok(req)
+}
+
+/// Most fields of a bad operation [`explain`] tries one by one.
+const MAX_FIELDS_SEARCHED: usize = 32;
+
+/// The reason a request line did not parse. For a commit batch whose operation is at fault,
+/// which one and, where one field is, which field: serde reads an operation (an internally
+/// tagged enum) from a buffer, and its own message then names neither.
+///
+/// The field is found by elimination: without the culprit, the operation parses or lacks just
+/// that field; without any other field, the culprit still fails it. A missing field is named
+/// by serde already, so that case is left as it is.
+fn explain(line: &[u8], e: &serde_json::Error) -> String {
+    use serde_json::Value;
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(line) else {
+        return e.to_string();
+    };
+    let Some(Value::Array(ops)) = req.get("ops") else {
+        return e.to_string();
+    };
+    for (i, op) in ops.iter().enumerate() {
+        let Err(why) = serde_json::from_value::<OpRequest>(op.clone()) else {
+            continue;
+        };
+        let why = why.to_string();
+        let name = op
+            .get("op")
+            .and_then(Value::as_str)
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        let field = match op.as_object() {
+            // Real operations have a handful of fields; a request of thousands of junk keys
+            // is not searched (each try parses the operation again).
+            Some(o) if !why.starts_with("missing field") && o.len() <= MAX_FIELDS_SEARCHED => {
+                o.keys().filter(|k| *k != "op").find(|k| {
+                    let mut fewer = o.clone();
+                    fewer.remove(*k);
+                    match serde_json::from_value::<OpRequest>(Value::Object(fewer)) {
+                        Ok(_) => true,
+                        Err(e) => e.to_string() == format!("missing field `{k}`"),
+                    }
+                })
+            }
+            _ => None,
+        };
+        return match field {
+            Some(k) => format!("operation {i}{name}, field `{k}`: {why}"),
+            None => format!("operation {i}{name}: {why}"),
+        };
+    }
+    e.to_string()
 }
 
 fn check_owner(o: &str) -> Result<(), ApiError> {

@@ -98,22 +98,36 @@ fn every_bad_request_is_refused_clearly_and_changes_nothing() {
         (
             r#"{"cmd":"commit","ops":[{"op":"add_rule","family":"inet","table":"filter","chain":"input","rule":"accept","priority":1}]}"#.into(),
             ErrorKind::BadRequest,
-            "priority",
+            "operation 0 (add_rule), field `priority`",
         ),
         (
             r#"{"cmd":"commit","ops":[{"op":"add_rule","family":"inet6","table":"filter","chain":"input","rule":"accept"}]}"#.into(),
             ErrorKind::BadRequest,
-            "inet6",
+            "operation 0 (add_rule), field `family`",
         ),
         (
             r#"{"cmd":"commit","ops":[{"op":"add_rule","family":"inet","table":"filter","rule":"accept"}]}"#.into(),
             ErrorKind::BadRequest,
-            "chain",
+            "operation 0 (add_rule): missing field `chain`",
         ),
         (
             r#"{"cmd":"commit","ops":[{"op":"delete_rule","handle":"one"}]}"#.into(),
             ErrorKind::BadRequest,
-            "expected u64",
+            "operation 0 (delete_rule), field `handle`: invalid type: string \"one\", expected u64",
+        ),
+        (
+            format!(r#"{{"cmd":"commit","ops":[{good},{{"op":"add_rule","family":"inet","table":7,"chain":"input","rule":"accept"}}]}}"#),
+            ErrorKind::BadRequest,
+            "operation 1 (add_rule), field `table`: invalid type: integer `7`",
+        ),
+        (
+            // Too many fields to search one by one: the operation is still named.
+            format!(
+                r#"{{"cmd":"commit","ops":[{{"op":"delete_rule","handle":1,{}}}]}}"#,
+                (0..40).map(|i| format!(r#""k{i}":0"#)).collect::<Vec<_>>().join(",")
+            ),
+            ErrorKind::BadRequest,
+            "operation 0 (delete_rule): unknown field `k0`",
         ),
         (r#"{"cmd":"commit","ops":[]}"#.into(), ErrorKind::BadRequest, "empty"),
         (
