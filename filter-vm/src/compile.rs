@@ -1996,17 +1996,14 @@ impl Compiled {
     {
         let mut consulted = false;
         state.counted = Some(cache.take_log());
-        let verdict = match track {
-            Some(t) => {
-                let t = |a: &vm::Actions| {
-                    let facts = t(a);
-                    consulted = facts.is_some();
-                    facts
-                };
-                self.evaluate_tracked_into(state, hooks, frame, info, meta, actions, t)
+        let track = track.map(|t| {
+            |a: &vm::Actions| {
+                let facts = t(a);
+                consulted = facts.is_some();
+                facts
             }
-            None => self.evaluate_stage_into(state, hooks, frame, info, meta, actions, Stage::All),
-        };
+        });
+        let verdict = self.evaluate_uncached(state, hooks, frame, info, meta, actions, track);
         let counted = state.counted.take().unwrap_or_default();
         if !consulted {
             cache.put(key, verdict, *actions, &counted);

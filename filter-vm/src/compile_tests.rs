@@ -800,21 +800,15 @@ mod outcome_cache {
 
     #[test]
     fn which_plans_are_keyed_in_registers() {
-        for text in FAST {
-            let plan = compile_ruleset(text)
-                .unwrap()
-                .compiled
-                .cache_plan
-                .expect("cacheable");
-            assert!(plan.fast(), "{text}");
-        }
-        for text in NOT_FAST {
-            let plan = compile_ruleset(text)
-                .unwrap()
-                .compiled
-                .cache_plan
-                .expect("cacheable");
-            assert!(!plan.fast(), "{text}");
+        for (texts, fast) in [(&FAST[..], true), (&NOT_FAST[..], false)] {
+            for text in texts {
+                let plan = compile_ruleset(text)
+                    .unwrap()
+                    .compiled
+                    .cache_plan
+                    .expect("cacheable");
+                assert_eq!(plan.fast(), fast, "{text}");
+            }
         }
     }
 

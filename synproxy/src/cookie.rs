@@ -297,7 +297,7 @@ impl CookieTuple {
         let mss = client_mss.unwrap_or(0);
         let t = self.mss_table();
         // Largest entry not above the client's MSS; index 0 otherwise, as Linux. The tables
-        // ascend (checked at compile time below), so that index is how many of entries 1..=3
+        // ascend (checked at compile time above), so that index is how many of entries 1..=3
         // are not above it: no loop, no branch.
         u8::from(mss >= t[1]) + u8::from(mss >= t[2]) + u8::from(mss >= t[3])
     }
