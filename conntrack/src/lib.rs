@@ -47,8 +47,8 @@ pub use event::{DestroyReason, Event, EventKind};
 pub use key::HashKey;
 pub use shard::burst::{Burst, BURST_MAX};
 pub use shard::{
-    ConfigError, Counters, EntryError, ExpireReport, InsertError, Pending, Shard, ShardConfig, Tracked,
-    TupleDisplay, MAX_CAPACITY,
+    ConfigError, Counters, EntryError, ExpireReport, InsertError, Outcome, Pending, Shard, ShardConfig,
+    Tracked, TupleDisplay, MAX_CAPACITY,
 };
 pub use tcp::{TcpEndpoint, TcpInvalid, TcpState};
 pub use timeout::{TimeoutPolicy, Timeouts, MAX_TIMEOUT_MS};

@@ -13,6 +13,11 @@
 //! calls [`Shard::confirm`] only if the packet was accepted (`nf_conntrack_confirm` at the last
 //! hook), so dropped packets never create entries.
 //!
+//! The packet path uses the brief form of the same call: [`Shard::classify`] returns an
+//! [`Outcome`] of eight bytes (in a register) and keeps the pending flow in the shard
+//! ([`Shard::pending_mut`], [`Shard::confirm_pending`]); [`Shard::info`] builds the filter's
+//! view only when a ruleset wants it.
+//!
 //! Bursts: [`burst`] tracks up to [`burst::BURST_MAX`] packets with their cache misses
 //! overlapped ([`Shard::prepare`], then [`Shard::track_prepared`] per packet); each packet is
 //! classified exactly as [`Shard::track`] would at that moment.
@@ -245,6 +250,9 @@ pub enum InsertError {
         /// Its entry.
         index: u32,
     },
+    /// `confirm_pending` without a packet classified NEW since the last confirm.
+    #[error("no flow is pending: the last packet classified was not NEW")]
+    NothingPending,
     /// `insert_tcp` got a tuple of another protocol.
     #[error("insert_tcp needs a TCP tuple, got protocol {protocol}")]
     NotTcp {
@@ -520,6 +528,59 @@ impl Tracked {
     }
 }
 
+/// [`Tracked`] in brief: what [`Shard::classify`] returns. Eight bytes, so it comes back in a
+/// register; a result the size of [`Tracked`] came back through memory and the caller's first
+/// look at it waited on store forwarding. The rest of the classification stays in the shard
+/// until the next call that tracks a packet: the flow an [`Outcome::New`] packet would open
+/// ([`Shard::confirm_pending`], [`Shard::pending_mut`]) and the last view of an entry the packet
+/// ended. [`Shard::info`] gives the filter's view of any outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The packet belongs to the live entry `entry` (NEW: original direction, no reply yet;
+    /// ESTABLISHED; RELATED).
+    Known {
+        /// Classification.
+        state: CtState,
+        /// Direction of the packet in the flow.
+        direction: Direction,
+        /// The entry.
+        entry: EntryId,
+    },
+    /// The packet belonged to an entry and ended it (an RST): the entry is gone.
+    Ended {
+        /// Classification.
+        state: CtState,
+        /// Direction of the packet in the flow.
+        direction: Direction,
+    },
+    /// The packet would open a flow; the shard holds it pending.
+    New,
+    /// The tracker refused it (`ct state invalid`).
+    Invalid(InvalidReason),
+    /// Not tracked (`ct state untracked`).
+    Untracked(UntrackedReason),
+}
+
+impl Outcome {
+    /// The classification alone.
+    pub fn state(self) -> CtState {
+        match self {
+            Outcome::Known { state, .. } | Outcome::Ended { state, .. } => state,
+            Outcome::New => CtState::New,
+            Outcome::Invalid(_) => CtState::Invalid,
+            Outcome::Untracked(_) => CtState::Untracked,
+        }
+    }
+
+    /// The live entry the packet belongs to.
+    pub fn entry(self) -> Option<EntryId> {
+        match self {
+            Outcome::Known { entry, .. } => Some(entry),
+            _ => None,
+        }
+    }
+}
+
 /// What one [`Shard::expire`] call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExpireReport {
@@ -669,6 +730,10 @@ pub struct Shard<X = ()> {
     events: Option<Sender<Event>>,
     event_seq: u64,
     flagged: FlagFilter,
+    /// The flow the last packet classified [`Outcome::New`] would open.
+    pending: Option<Pending>,
+    /// The last view of the entry the last packet classified [`Outcome::Ended`] ended.
+    ended: CtInfo,
 }
 
 impl<X> fmt::Debug for Shard<X> {
@@ -843,6 +908,8 @@ impl<X: Default> Shard<X> {
             events: None,
             event_seq: 0,
             flagged: FlagFilter::new(cfg.capacity, &key),
+            pending: None,
+            ended: CtInfo::without_entry(CtState::Invalid),
             cfg,
         })
     }
@@ -934,13 +1001,68 @@ impl<X: Default> Shard<X> {
     /// Classifies one packet and updates its flow. `info` is `parse_frame(frame)`; `now_ns` is
     /// the caller's monotonic clock.
     pub fn track(&mut self, frame: &[u8], info: &FrameInfo, now_ns: u64) -> Tracked {
+        let o = self.classify(frame, info, now_ns);
+        self.expand(o, now_ns)
+    }
+
+    /// [`Shard::track`] in brief (see [`Outcome`]): the same classification, counters, events
+    /// and table changes.
+    pub fn classify(&mut self, frame: &[u8], info: &FrameInfo, now_ns: u64) -> Outcome {
         self.track_hinted(frame, info, now_ns, None)
+    }
+
+    /// The whole result of a packet `classify` just classified `o` at `now_ns` (the pending
+    /// flow of an [`Outcome::New`] is taken out of the shard).
+    fn expand(&mut self, o: Outcome, now_ns: u64) -> Tracked {
+        match o {
+            Outcome::New => Tracked::New(
+                self.pending
+                    .take()
+                    .expect("classify leaves a NEW packet's flow pending"),
+            ),
+            Outcome::Invalid(why) => Tracked::Invalid(why),
+            Outcome::Untracked(why) => Tracked::Untracked(why),
+            Outcome::Known { .. } | Outcome::Ended { .. } => Tracked::Known(self.info(o, now_ns)),
+        }
+    }
+
+    /// The filter's view of a packet just classified `o` at `now_ns`: valid until the next call
+    /// that tracks a packet or changes the entry.
+    pub fn info(&self, o: Outcome, now_ns: u64) -> CtInfo {
+        match o {
+            Outcome::Known {
+                state,
+                direction,
+                entry,
+            } => self.view(entry.0, state, direction as usize, Now::new(now_ns)),
+            Outcome::Ended { .. } => self.ended,
+            Outcome::New => self
+                .pending
+                .as_ref()
+                .map_or(CtInfo::without_entry(CtState::New), Pending::info),
+            Outcome::Invalid(_) => CtInfo::without_entry(CtState::Invalid),
+            Outcome::Untracked(_) => CtInfo::without_entry(CtState::Untracked),
+        }
+    }
+
+    /// The flow the last packet classified [`Outcome::New`] would open (to set its mark,
+    /// label or timeout policy before [`Shard::confirm_pending`]).
+    pub fn pending_mut(&mut self) -> Option<&mut Pending> {
+        self.pending.as_mut()
+    }
+
+    /// [`Shard::confirm`] of the flow the last packet classified [`Outcome::New`] would open.
+    pub fn confirm_pending(&mut self, now_ns: u64) -> Result<EntryId, InsertError> {
+        match self.pending.take() {
+            Some(p) => self.confirm(p, now_ns),
+            None => Err(InsertError::NothingPending),
+        }
     }
 
     /// [`Shard::track`], using what a burst's probe found when it was prepared for the key the
     /// packet's tracker looks up (see [`burst`]).
     #[inline]
-    fn track_hinted(&mut self, frame: &[u8], info: &FrameInfo, now_ns: u64, hint: Option<&Probe>) -> Tracked {
+    fn track_hinted(&mut self, frame: &[u8], info: &FrameInfo, now_ns: u64, hint: Option<&Probe>) -> Outcome {
         let now = Now::new(now_ns);
         self.wheel.start(now.ms);
         let pkt = match Pkt::of(frame, info) {
@@ -958,19 +1080,19 @@ impl<X: Default> Shard<X> {
         }
     }
 
-    fn untracked(&mut self, why: UntrackedReason) -> Tracked {
+    fn untracked(&mut self, why: UntrackedReason) -> Outcome {
         self.counters.untracked += 1;
-        Tracked::Untracked(why)
+        Outcome::Untracked(why)
     }
 
-    fn invalid(&mut self, why: InvalidReason) -> Tracked {
+    fn invalid(&mut self, why: InvalidReason) -> Outcome {
         self.counters.invalid += 1;
-        Tracked::Invalid(why)
+        Outcome::Invalid(why)
     }
 
-    fn new_flow(&mut self, key: Key, hash: u64, orig_side: u8, l4: L4, timeout_ms: u32) -> Tracked {
+    fn new_flow(&mut self, key: Key, hash: u64, orig_side: u8, l4: L4, timeout_ms: u32) -> Outcome {
         self.counters.new += 1;
-        Tracked::New(Pending {
+        self.pending = Some(Pending {
             key: key.pack(),
             hash,
             orig_side,
@@ -979,7 +1101,8 @@ impl<X: Default> Shard<X> {
             timeout_ms,
             mark: 0,
             label: 0,
-        })
+        });
+        Outcome::New
     }
 
     /// Finds a live entry; one found expired is removed (`nf_ct_gc_expired` on lookup).
@@ -1026,6 +1149,20 @@ impl<X: Default> Shard<X> {
                 let entries = &self.entries;
                 self.index.find(hash, |i| entries[i as usize].key.is(&key))
             }
+        }
+    }
+
+    /// The outcome of a packet in `dir` of live entry `idx`, classified `state`.
+    #[inline(always)]
+    fn known(idx: u32, state: CtState, dir: usize) -> Outcome {
+        Outcome::Known {
+            state,
+            direction: if dir == 0 {
+                Direction::Original
+            } else {
+                Direction::Reply
+            },
+            entry: EntryId(idx),
         }
     }
 
@@ -1092,7 +1229,7 @@ impl<X: Default> Shard<X> {
         }
     }
 
-    fn track_tcp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
+    fn track_tcp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Outcome {
         let Some(seg) = tcp::segment(pkt.l4) else {
             return self.invalid(InvalidReason::Truncated);
         };
@@ -1112,7 +1249,7 @@ impl<X: Default> Shard<X> {
 
     /// `nf_conntrack_tcp_packet` on an existing entry; `None` when the entry was deleted for a
     /// reopening SYN.
-    fn tcp_existing(&mut self, idx: u32, side: u8, seg: &Segment<'_>, now: Now) -> Option<Tracked> {
+    fn tcp_existing(&mut self, idx: u32, side: u8, seg: &Segment<'_>, now: Now) -> Option<Outcome> {
         let tcp_cfg = self.tcp;
         let e = &mut self.entries[idx as usize];
         let dir = usize::from(side != e.orig_side());
@@ -1147,7 +1284,7 @@ impl<X: Default> Shard<X> {
                     self.entries[idx as usize].status |= ST_SEEN_REPLY;
                     self.changed(idx, before_bucket, before_status, now);
                 }
-                Some(Tracked::Known(self.view(idx, class, dir, now)))
+                Some(Self::known(idx, class, dir))
             }
             TcpVerdict::Accept { timeout_ms, kill, .. } => {
                 self.counters.found += 1;
@@ -1164,17 +1301,22 @@ impl<X: Default> Shard<X> {
                     self.refresh(idx, ms, now);
                 }
                 self.changed(idx, before_bucket, before_status, now);
-                let mut info = self.view(idx, class, dir, now);
                 if kill {
-                    self.destroy(idx, DestroyReason::Reset, now);
+                    let mut info = self.view(idx, class, dir, now);
                     info.entry = None;
+                    self.ended = info;
+                    self.destroy(idx, DestroyReason::Reset, now);
+                    return Some(Outcome::Ended {
+                        state: class,
+                        direction: info.direction,
+                    });
                 }
-                Some(Tracked::Known(info))
+                Some(Self::known(idx, class, dir))
             }
         }
     }
 
-    fn track_udp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
+    fn track_udp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Outcome {
         // `udp_error`: header and length (parse_frame has checked both for whole packets).
         if pkt.l4.len() < 8 {
             return self.invalid(InvalidReason::Truncated);
@@ -1213,7 +1355,7 @@ impl<X: Default> Shard<X> {
             self.refresh(idx, timeout, now);
             self.changed(idx, before_bucket, before_status, now);
             self.counters.found += 1;
-            return Tracked::Known(self.view(idx, class, dir, now));
+            return Self::known(idx, class, dir);
         }
         let timeout = self.policies[0].1.udp_unreplied;
         let l4 = L4::Udp {
@@ -1222,7 +1364,7 @@ impl<X: Default> Shard<X> {
         self.new_flow(key, hash, side, l4, timeout)
     }
 
-    fn track_generic(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
+    fn track_generic(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Outcome {
         let (key, side) = Key::ports(pkt.v6, pkt.proto, pkt.src, pkt.dst, 0, 0);
         let (hash, home) = self.hashed(key, hint);
         if let Some(idx) = self.lookup_hinted(key, hash, now, home) {
@@ -1238,13 +1380,13 @@ impl<X: Default> Shard<X> {
             self.refresh(idx, timeout, now);
             self.changed(idx, before_bucket, before_status, now);
             self.counters.found += 1;
-            return Tracked::Known(self.view(idx, class, dir, now));
+            return Self::known(idx, class, dir);
         }
         let timeout = self.policies[0].1.generic;
         self.new_flow(key, hash, side, L4::Other, timeout)
     }
 
-    fn track_icmp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Tracked {
+    fn track_icmp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Outcome {
         let msg = pkt.l4;
         if msg.len() < 8 {
             return self.invalid(InvalidReason::Truncated);
@@ -1293,7 +1435,7 @@ impl<X: Default> Shard<X> {
             self.refresh(idx, timeout, now);
             self.changed(idx, before_bucket, before_status, now);
             self.counters.found += 1;
-            return Tracked::Known(self.view(idx, class, dir, now));
+            return Self::known(idx, class, dir);
         }
         if !is_request {
             // `valid_new[]`: only requests open a flow.
@@ -1305,7 +1447,7 @@ impl<X: Default> Shard<X> {
 
     /// `nf_conntrack_inet_error`: an ICMP error is RELATED to the flow of the packet it quotes
     /// when that flow exists and the error goes to the quoted packet's source.
-    fn related(&mut self, pkt: &Pkt<'_>, quoted: &[u8], now: Now) -> Tracked {
+    fn related(&mut self, pkt: &Pkt<'_>, quoted: &[u8], now: Now) -> Outcome {
         let inner = if pkt.v6 {
             icmp::inner_v6(quoted)
         } else {
@@ -1374,7 +1516,7 @@ impl<X: Default> Shard<X> {
         };
         self.counters.found += 1;
         self.counters.related += 1;
-        Tracked::Known(self.view(idx, CtState::Related, dir, now))
+        Self::known(idx, CtState::Related, dir)
     }
 
     // ---------------------------------------------------------------------------------------

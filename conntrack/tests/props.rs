@@ -5,7 +5,9 @@
 mod common;
 
 use common::{frame, hosts, Conn, Opts, L4};
-use levee_conntrack::{CtState, DestroyReason, DumpFilter, EventKind, HashKey, Shard, ShardConfig, Tracked};
+use levee_conntrack::{
+    CtState, DestroyReason, Direction, DumpFilter, EventKind, HashKey, Outcome, Shard, ShardConfig, Tracked,
+};
 use levee_packet::ethernet::MacAddr;
 use levee_packet::parse::{parse_frame, FlowTuple};
 use proptest::prelude::*;
@@ -54,6 +56,11 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0u32..200_000).prop_map(Action::Sleep),
         1 => (0u16..64).prop_map(Action::Expire),
     ]
+}
+
+/// The source address of a parsed IP frame, as a tuple holds it.
+fn parsed_src(info: &levee_packet::parse::FrameInfo) -> [u8; 16] {
+    info.flow_tuple().expect("an IP frame").src_addr
 }
 
 fn icmp_fits(v6: bool, l4: &L4) -> bool {
@@ -105,6 +112,72 @@ proptest! {
             sh.expire(now, u32::MAX);
         }
         prop_assert_eq!((sh.len(), sh.flagged_len()), (0, 0));
+    }
+
+    /// The brief API (`classify`, `info`, `pending_mut`, `confirm_pending`) and the whole one
+    /// (`track`, `Pending::set_mark`, `confirm`) on two shards fed the same packets: the same
+    /// view for every packet, the same confirm results, the same tables and counters.
+    #[test]
+    fn brief_and_whole_results_agree(actions in prop::collection::vec(action(), 1..200), cap in 1u32..24, loose in any::<bool>()) {
+        let cfg = ShardConfig { capacity: cap, loose, early_drop_scan: 4, ..ShardConfig::default() };
+        let mut whole: Shard = Shard::new(cfg, HashKey([5, 6])).unwrap();
+        let mut brief: Shard = Shard::new(cfg, HashKey([5, 6])).unwrap();
+        let mut now = 1_000_000_000u64;
+        for (n, a) in actions.into_iter().enumerate() {
+            match a {
+                Action::Packet { v6, host, reverse, l4, confirm } => {
+                    if !icmp_fits(v6, &l4) { continue; }
+                    let (c, s) = hosts(v6, 0, host);
+                    let (src, dst) = if reverse { (s, c) } else { (c, s) };
+                    let f = frame(MAC, MAC, src, dst, &l4, 1);
+                    let Ok(info) = parse_frame(&f) else { continue };
+                    let t = whole.track(&f, &info, now);
+                    let o = brief.classify(&f, &info, now);
+                    prop_assert_eq!(t.state(), o.state());
+                    prop_assert_eq!(t.info(), brief.info(o, now), "packet {}: {:?}", n, o);
+                    prop_assert_eq!(t.info().entry, o.entry());
+                    if let Some(id) = o.entry().filter(|_| o.state() != CtState::Related) {
+                        // The view against the entry's own record: direction from its original
+                        // tuple (an ICMP error's comes from the packet it quotes), and its
+                        // status, mark and expiry.
+                        let i = brief.info(o, now);
+                        let snap = brief.snapshot(id, now).unwrap();
+                        let from_opener = snap.original.src_addr == parsed_src(&info);
+                        let want = if from_opener { Direction::Original } else { Direction::Reply };
+                        prop_assert_eq!(i.direction, want, "packet {}: {:?}", n, snap);
+                        prop_assert_eq!((i.status, i.mark, i.expiration_ms), (snap.status, snap.mark, snap.expires_in_ms));
+                    }
+                    let mark = n as u32;
+                    match (t, o) {
+                        (Tracked::New(mut p), Outcome::New) if confirm => {
+                            p.set_mark(mark);
+                            brief.pending_mut().expect("pending").set_mark(mark);
+                            prop_assert_eq!(brief.info(o, now).mark, mark);
+                            prop_assert_eq!(whole.confirm(p, now), brief.confirm_pending(now));
+                            // Confirmed once: nothing is pending any more.
+                            prop_assert!(brief.confirm_pending(now).is_err());
+                        }
+                        (Tracked::New(_), Outcome::New) => {}
+                        (Tracked::New(_), o) => prop_assert!(false, "whole NEW, brief {:?}", o),
+                        (_, Outcome::New) => prop_assert!(false, "brief NEW, whole {:?}", t),
+                        _ => {}
+                    }
+                }
+                Action::Sleep(ms) => now += u64::from(ms) * 1_000_000,
+                Action::Expire(budget) => {
+                    prop_assert_eq!(whole.expire(now, u32::from(budget)), brief.expire(now, u32::from(budget)));
+                }
+            }
+            prop_assert_eq!(whole.len(), brief.len());
+            prop_assert_eq!(whole.state_counts(), brief.state_counts());
+        }
+        prop_assert_eq!(whole.counters(), brief.counters());
+        let dump = |sh: &Shard| {
+            let mut v: Vec<_> = sh.iter(&DumpFilter::default(), now).collect();
+            v.sort_by_key(|e| e.id.index());
+            v
+        };
+        prop_assert_eq!(dump(&whole), dump(&brief));
     }
 
     /// An assured flow is never evicted, however many half-open flows arrive.

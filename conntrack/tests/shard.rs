@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use common::{frame, hosts, Conn, Opts, ACK, FIN, L4, PSH, RST, SYN};
 use crossbeam_channel::bounded;
 use levee_conntrack::{
-    CtState, DestroyReason, DumpFilter, EntryError, EventKind, HashKey, InsertError, L4State, Shard,
-    ShardConfig, TcpEndpoint, TcpState, TimeoutPolicy, Tracked, UntrackedReason,
+    CtState, DestroyReason, Direction, DumpFilter, EntryError, EventKind, HashKey, InsertError, L4State,
+    Outcome, Shard, ShardConfig, TcpEndpoint, TcpState, TimeoutPolicy, Tracked, UntrackedReason,
 };
 use levee_packet::ethernet::MacAddr;
 use levee_packet::parse::{parse_frame, FlowTuple};
@@ -123,6 +123,48 @@ fn rst_before_any_reply_deletes_the_entry() {
             EventKind::Destroy(DestroyReason::Reset)
         ]
     );
+}
+
+/// The brief API on the same sequence: the SYN's flow waits in the shard with the mark the
+/// filter gave it; the RST's outcome says its entry ended, and its view is still the entry's
+/// last one (the mark, the reply seen) without a handle.
+#[test]
+fn brief_outcomes_keep_the_pending_flow_and_the_ended_entry() {
+    assert!(
+        core::mem::size_of::<Outcome>() <= 8,
+        "an outcome no longer fits a register"
+    );
+    let mut sh = shard_with(ShardConfig::default());
+    let k = conn(3);
+    let classify = |sh: &mut Shard<u32>, step: &common::Step| {
+        let f = frame(MAC, MAC, step.src, step.dst, &step.l4, 1);
+        sh.classify(&f, &parse_frame(&f).unwrap(), SEC)
+    };
+    let o = classify(&mut sh, &k.handshake()[0]);
+    assert_eq!(o, Outcome::New);
+    assert_eq!(sh.info(o, SEC).mark, 0);
+    sh.pending_mut()
+        .expect("a NEW packet leaves its flow pending")
+        .set_mark(77);
+    assert_eq!(sh.info(o, SEC).mark, 77);
+    let id = sh.confirm_pending(SEC).unwrap();
+    assert_eq!(sh.confirm_pending(SEC), Err(InsertError::NothingPending));
+    let o = classify(&mut sh, &k.s(RST | ACK, 0, 1001, 0, 0, CtState::Established, ""));
+    assert_eq!(
+        o,
+        Outcome::Ended {
+            state: CtState::Established,
+            direction: Direction::Reply
+        }
+    );
+    assert_eq!(sh.len(), 0);
+    assert!(sh.snapshot(id, SEC).is_err());
+    let info = sh.info(o, SEC);
+    assert_eq!(
+        (info.state, info.mark, info.entry),
+        (CtState::Established, 77, None)
+    );
+    assert_ne!(info.status & levee_conntrack::status::SEEN_REPLY, 0);
 }
 
 #[test]

@@ -20,7 +20,7 @@
 use crate::flow::{steering_hash, Steering};
 use crate::io::{PacketBuf, PortIo};
 use crossbeam_queue::ArrayQueue;
-use levee_conntrack::{Direction as CtDirection, EntryId, Tracked};
+use levee_conntrack::{CtInfo, Direction as CtDirection, EntryId, Outcome};
 use levee_control::generation::GenerationReader;
 use levee_filter_vm::cache::VerdictCache;
 use levee_filter_vm::nft::ast::Hook;
@@ -457,8 +457,8 @@ fn tcp_flags(info: &FrameInfo) -> Option<TcpFlags> {
 /// The filter's view of the packet's flow (`ct state`, `ct mark`, …); untracked without
 /// conntrack.
 #[inline]
-fn set_ct_meta(meta: &mut PacketMeta, tracked: Option<&Tracked>) {
-    let Some(t) = tracked else {
+fn set_ct_meta(meta: &mut PacketMeta, tracked: Option<&CtInfo>) {
+    let Some(i) = tracked else {
         // No entry: nothing of an earlier packet's flow may show through.
         meta.ct_state = FilterCtState::Untracked;
         meta.ct_status = 0;
@@ -469,7 +469,6 @@ fn set_ct_meta(meta: &mut PacketMeta, tracked: Option<&Tracked>) {
         meta.ct_zone = 0;
         return;
     };
-    let i = t.info();
     meta.ct_state = match i.state {
         levee_conntrack::CtState::New => FilterCtState::New,
         levee_conntrack::CtState::Established => FilterCtState::Established,
@@ -487,7 +486,7 @@ fn set_ct_meta(meta: &mut PacketMeta, tracked: Option<&Tracked>) {
 
 /// The conntrack facts the ruleset sees for a tracking result (None: untracked, no entry).
 #[inline]
-fn ct_view(tracked: Option<&Tracked>) -> levee_filter_vm::vm::CtView {
+fn ct_view(tracked: Option<&CtInfo>) -> levee_filter_vm::vm::CtView {
     let mut meta = PacketMeta::default();
     set_ct_meta(&mut meta, tracked);
     levee_filter_vm::vm::CtView::of(&meta)
@@ -496,38 +495,38 @@ fn ct_view(tracked: Option<&Tracked>) -> levee_filter_vm::vm::CtView {
 /// After an accept: create the flow of a NEW packet (unless the ruleset said `notrack`), and
 /// store the `ct mark set` / `ct label set` results. False when the shard is full.
 #[inline]
-fn commit_flow(ct: &mut CtShard, t: Tracked, actions: Option<&Actions>, now_ns: u64) -> bool {
+fn commit_flow(ct: &mut CtShard, t: Outcome, actions: Option<&Actions>, now_ns: u64) -> bool {
     let none = Actions::default();
     let a = actions.unwrap_or(&none);
     match t {
-        Tracked::New(mut p) => {
+        Outcome::New => {
             if a.notrack {
                 // levee tracks before the ruleset runs, so `notrack` (the kernel's raw-table
                 // statement) keeps a new flow from being created; packets of flows that exist
                 // stay tracked.
                 return true;
             }
-            if let Some(m) = a.ct_mark {
-                p.set_mark(m);
-            }
-            if let Some(l) = a.ct_label {
-                p.set_label(l);
-            }
-            ct.confirm(p, now_ns).is_ok()
-        }
-        Tracked::Known(info) => {
-            if let Some(id) = info.entry {
+            if let Some(p) = ct.pending_mut() {
                 if let Some(m) = a.ct_mark {
-                    let _ = ct.set_mark(id, m);
+                    p.set_mark(m);
                 }
                 if let Some(l) = a.ct_label {
-                    // Refused only when labels are off in the shard's config.
-                    let _ = ct.set_label(id, l);
+                    p.set_label(l);
                 }
+            }
+            ct.confirm_pending(now_ns).is_ok()
+        }
+        Outcome::Known { entry: id, .. } => {
+            if let Some(m) = a.ct_mark {
+                let _ = ct.set_mark(id, m);
+            }
+            if let Some(l) = a.ct_label {
+                // Refused only when labels are off in the shard's config.
+                let _ = ct.set_label(id, l);
             }
             true
         }
-        Tracked::Invalid(_) | Tracked::Untracked(_) => true,
+        Outcome::Ended { .. } | Outcome::Invalid(_) | Outcome::Untracked(_) => true,
     }
 }
 
@@ -1040,7 +1039,7 @@ impl<P: PortIo> Worker<P> {
                 self.drop_pkt(DropReason::ConntrackFull, pkt);
                 return;
             }
-            if matches!(t, Tracked::New(_)) {
+            if t == Outcome::New {
                 self.totals.ct_confirmed += 1;
             }
         }
@@ -1059,7 +1058,7 @@ impl<P: PortIo> Worker<P> {
         side: Side,
         pkt: &mut P::Buf,
         info: Option<&FrameInfo>,
-        tracked: &mut Option<Tracked>,
+        tracked: &mut Option<Outcome>,
     ) -> Judgement {
         let now_ns = self.now_ns;
         let staged = self.conntrack.is_some() && self.filter.as_ref().is_some_and(|f| f.pre_conntrack);
@@ -1091,13 +1090,15 @@ impl<P: PortIo> Worker<P> {
                             // to what the chains before saw.
                             return None;
                         }
-                        if let (Some(ct), Some(info)) = (ct.as_deref_mut(), info) {
-                            *tracked = Some(match hint {
-                                Some(bi) => ct.track_prepared(burst, bi, frame, info, now_ns),
-                                None => ct.track(frame, info, now_ns),
-                            });
-                        }
-                        Some(ct_view(tracked.as_ref()))
+                        let (Some(ct), Some(info)) = (ct.as_deref_mut(), info) else {
+                            return Some(ct_view(None));
+                        };
+                        let o = match hint {
+                            Some(bi) => ct.classify_prepared(burst, bi, frame, info, now_ns),
+                            None => ct.classify(frame, info, now_ns),
+                        };
+                        *tracked = Some(o);
+                        Some(ct_view(Some(&ct.info(o, now_ns))))
                     }),
                 );
                 return self.after_judging(verdict, side, pkt, info);
@@ -1107,8 +1108,8 @@ impl<P: PortIo> Worker<P> {
         // new one is only pending.
         if let (Some(ct), Some(info)) = (self.conntrack.as_deref_mut(), info) {
             *tracked = Some(match self.ct_hint {
-                Some(bi) => ct.track_prepared(&self.ct_burst, bi, pkt.data(), info, now_ns),
-                None => ct.track(pkt.data(), info, now_ns),
+                Some(bi) => ct.classify_prepared(&self.ct_burst, bi, pkt.data(), info, now_ns),
+                None => ct.classify(pkt.data(), info, now_ns),
             });
         }
         let Some(f) = self.filter.as_mut() else {
@@ -1117,7 +1118,11 @@ impl<P: PortIo> Worker<P> {
         let meta = &mut f.meta[side as usize];
         meta.now_ns = now_ns;
         meta.wall_ns = self.wall_ns;
-        set_ct_meta(meta, tracked.as_ref());
+        let ct_info = match (self.conntrack.as_deref(), *tracked) {
+            (Some(ct), Some(o)) => Some(ct.info(o, now_ns)),
+            _ => None,
+        };
+        set_ct_meta(meta, ct_info.as_ref());
         // The table's facts are in `meta` now: the outcome cache keys on those the rules read.
         let verdict = f.compiled.evaluate_cached_into(
             &mut f.cache,
@@ -1257,10 +1262,9 @@ impl<P: PortIo> Worker<P> {
                 pkt.set_len(len);
                 if let Ok(syn_info) = parse_frame(pkt.data()) {
                     let now_ns = self.now_ns;
-                    let id2 = match ct.track(pkt.data(), &syn_info, now_ns) {
-                        Tracked::New(p) => ct.confirm(p, now_ns).ok(),
-                        Tracked::Known(i) => i.entry,
-                        _ => None,
+                    let id2 = match ct.classify(pkt.data(), &syn_info, now_ns) {
+                        Outcome::New => ct.confirm_pending(now_ns).ok(),
+                        o => o.entry(),
                     };
                     if let Some(id2) = id2 {
                         attach_proxy(ct, id2, state);
@@ -1384,10 +1388,9 @@ impl<P: PortIo> Worker<P> {
                 // The SYN for the server opens the flow in conntrack, as Linux's SYN from the
                 // output path does; the proxy's state rides in the entry.
                 let opened = match parse_frame(pkt.data()) {
-                    Ok(syn_info) => match ct.track(pkt.data(), &syn_info, self.now_ns) {
-                        Tracked::New(p) => ct.confirm(p, self.now_ns).ok(),
-                        Tracked::Known(i) => i.entry,
-                        _ => None,
+                    Ok(syn_info) => match ct.classify(pkt.data(), &syn_info, self.now_ns) {
+                        Outcome::New => ct.confirm_pending(self.now_ns).ok(),
+                        o => o.entry(),
                     },
                     Err(_) => None,
                 };

@@ -63,7 +63,7 @@ use levee_packet::parse::FrameInfo;
 use super::{Now, Pkt, Shard};
 use crate::index::Home;
 use crate::key::Key;
-use crate::{Direction, EntryId, Tracked};
+use crate::{Direction, EntryId, Outcome, Tracked};
 
 /// Most packets one [`Burst`] holds: DPDK's usual rx burst of 32, or the bursts of both ports
 /// prepared together (the more misses in flight at once, the better: at 1 M flows the staged
@@ -206,9 +206,22 @@ impl<X: Default> Shard<X> {
         info: &FrameInfo,
         now_ns: u64,
     ) -> Tracked {
+        let o = self.classify_prepared(burst, i, frame, info, now_ns);
+        self.expand(o, now_ns)
+    }
+
+    /// [`Shard::track_prepared`] in brief (see [`Outcome`]).
+    pub fn classify_prepared(
+        &mut self,
+        burst: &Burst,
+        i: usize,
+        frame: &[u8],
+        info: &FrameInfo,
+        now_ns: u64,
+    ) -> Outcome {
         match self.probe(burst, i) {
             Some(probe) => self.track_hinted(frame, info, now_ns, Some(&probe)),
-            None => self.track(frame, info, now_ns),
+            None => self.classify(frame, info, now_ns),
         }
     }
 
