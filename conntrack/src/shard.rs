@@ -1196,6 +1196,8 @@ impl<X: Default> Shard<X> {
     }
 
     /// Sets a new lifetime; moves the entry in the wheel when it now expires before its slot.
+    /// Inline up to the move (every tracked packet comes here; few move).
+    #[inline(always)]
     fn refresh(&mut self, idx: u32, ms: u32, now: Now) {
         let new_expires = now.after(ms);
         let e = &mut self.entries[idx as usize];
@@ -1210,23 +1212,37 @@ impl<X: Default> Shard<X> {
             _ => i64::from(ms) < old_left,
         };
         if relink {
-            let tick = self.wheel.target(expiry_ms, self.wheel.cursor);
-            self.wheel.unlink(&mut self.entries, idx);
-            self.wheel.link(&mut self.entries, idx, tick);
+            self.relink(idx, expiry_ms);
         }
     }
 
-    /// Applies a status/state change's bookkeeping: counts and an UPDATE event.
+    /// Moves entry `idx` to the wheel slot of `expiry_ms`.
+    #[inline(never)]
+    fn relink(&mut self, idx: u32, expiry_ms: u64) {
+        let tick = self.wheel.target(expiry_ms, self.wheel.cursor);
+        self.wheel.unlink(&mut self.entries, idx);
+        self.wheel.link(&mut self.entries, idx, tick);
+    }
+
+    /// Applies a status/state change's bookkeeping: counts and an UPDATE event. Inline up to
+    /// the change (most packets change nothing).
+    #[inline(always)]
     fn changed(&mut self, idx: u32, before: Bucket, before_status: u8, now: Now) {
         let e = &self.entries[idx as usize];
-        let after = e.bucket();
+        if e.status != before_status || e.bucket() != before {
+            self.record_change(idx, before, now);
+        }
+    }
+
+    /// [`Shard::changed`] for an entry whose state or status changed.
+    #[inline(never)]
+    fn record_change(&mut self, idx: u32, before: Bucket, now: Now) {
+        let after = self.entries[idx as usize].bucket();
         if after != before {
             *self.counts.slot(before) -= 1;
             *self.counts.slot(after) += 1;
         }
-        if after != before || e.status != before_status {
-            self.emit(idx, EventKind::Update, now);
-        }
+        self.emit(idx, EventKind::Update, now);
     }
 
     fn track_tcp(&mut self, pkt: &Pkt<'_>, now: Now, hint: Option<&Probe>) -> Outcome {
