@@ -714,7 +714,10 @@ pub struct Worker<P: PortIo> {
     requests: Option<crossbeam_channel::Receiver<WorkerRequest>>,
     /// The packets of a burst this worker owns, staged so conntrack can prepare them all
     /// (hash, then prefetch each flow's index bucket and entry) before any is tracked.
-    staged: Vec<(P::Buf, Option<FrameInfo>)>,
+    staged: Vec<P::Buf>,
+    /// Their parse results, in the same order (two vectors: a tuple of both was written and
+    /// read back in pieces that stalled on store forwarding).
+    staged_info: Vec<FrameInfo>,
     /// The prepared burst, and the index in it of the packet being admitted (None: not from
     /// a prepared burst, e.g. a hand-off).
     ct_burst: Box<levee_conntrack::Burst>,
@@ -763,6 +766,7 @@ impl<P: PortIo> Worker<P> {
             now_ns: 0,
             requests: None,
             staged: Vec::with_capacity(cfg.burst),
+            staged_info: Vec::with_capacity(cfg.burst),
             ct_burst: Box::default(),
             ct_hint: None,
             stage_min: STAGE_MIN_ENTRIES,
@@ -873,11 +877,20 @@ impl<P: PortIo> Worker<P> {
                 .as_deref()
                 .is_some_and(|ct| ct.len() >= self.stage_min);
             let mut staged = std::mem::take(&mut self.staged);
+            let mut staged_info = std::mem::take(&mut self.staged_info);
             for pkt in burst.drain(..) {
                 self.totals.rx_bytes[s] += pkt.data().len() as u64;
                 let parsed = parse_frame(pkt.data());
                 match classify(&parsed, pkt.rss_hash(), &self.steering, self.id) {
-                    Disposition::Mine if stage => staged.push((pkt, parsed.ok())),
+                    Disposition::Mine if stage => {
+                        if let Ok(info) = parsed {
+                            staged.push(pkt);
+                            staged_info.push(info);
+                        } else {
+                            // Not reached: only parsed frames are this worker's.
+                            self.admit(side, pkt, None, now);
+                        }
+                    }
                     Disposition::Mine => self.admit(side, pkt, parsed.as_ref().ok(), now),
                     Disposition::HandOff(owner) => self.hand_off(owner, side, pkt),
                     Disposition::Drop(reason) => self.drop_pkt(reason, pkt),
@@ -891,19 +904,22 @@ impl<P: PortIo> Worker<P> {
                         &mut self.ct_burst,
                         staged
                             .iter()
+                            .zip(&staged_info)
                             .take(levee_conntrack::BURST_MAX)
-                            .map(|(p, i)| i.as_ref().map(|i| (p.data(), i))),
+                            .map(|(p, i)| Some((p.data(), i))),
                     );
                     staged.len().min(levee_conntrack::BURST_MAX)
                 }
                 _ => 0,
             };
-            for (bi, (pkt, info)) in staged.drain(..).enumerate() {
+            for (bi, (pkt, info)) in staged.drain(..).zip(&staged_info).enumerate() {
                 self.ct_hint = (bi < prepared).then_some(bi);
-                self.admit(side, pkt, info.as_ref(), now);
+                self.admit(side, pkt, Some(info), now);
             }
+            staged_info.clear();
             self.ct_hint = None;
             self.staged = staged;
+            self.staged_info = staged_info;
             self.rx = burst;
         }
         seen += self.drain_handoffs(now);
