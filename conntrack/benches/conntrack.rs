@@ -129,6 +129,18 @@ fn bench_lookup(c: &mut Criterion) {
                 }
             })
         });
+        // The brief form the worker calls: the same tracking, an eight-byte result.
+        g.bench_function(BenchmarkId::new("classify", label), |b| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    k += 1;
+                    packet_of(&mut f, &mut info, scatter(k, n));
+                    let o = sh.classify(&f, &info, 2_000_000_000);
+                    debug_assert!(matches!(o, levee_conntrack::Outcome::Known { .. }));
+                    black_box(o);
+                }
+            })
+        });
         let mut g2_k = 0u64;
         let tuples: Vec<FlowTuple> = (0..4096u32)
             .map(|i| {
