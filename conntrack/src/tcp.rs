@@ -859,88 +859,98 @@ impl TcpTrack {
         let old_state = self.state;
         let index = Index::of(seg.flags);
         let mut old = old_state;
-        let mut new_state = transition(dir, index, old_state);
+        // Most segments: an ACK in ESTABLISHED, which the table keeps in ESTABLISHED in both
+        // directions (`sES` in the `ack` rows of `tcp_conntracks`) and none of the special cases
+        // below is about. Taken without the table load and the dispatch on its entry.
+        let est_ack = index == Index::Ack && old_state == TcpState::Established;
+        let mut new_state = if est_ack {
+            Next::To(TcpState::Established)
+        } else {
+            transition(dir, index, old_state)
+        };
 
         let mut skip_window = false;
-        match new_state {
-            Next::To(TcpState::SynSent) if old_state >= TcpState::TimeWait => {
-                // RFC 1122 reopening from TIME_WAIT/CLOSE when this side or the other closed,
-                // or after an RST from this side: delete and look up again.
-                let closed = (self.flags[dir] | self.flags[1 - dir]) & F_CLOSE_INIT != 0;
-                let reset_here = usize::from(self.ld()) == dir && self.li() == Index::Rst as u8;
-                if closed || reset_here {
-                    return TcpVerdict::Reopen;
-                }
-                return self.ignore(dir, index, seg, old_state);
-            }
-            Next::Ignore => {
-                if index == Index::SynAck
-                    && self.li() == Index::Syn as u8
-                    && usize::from(self.ld()) != dir
-                    && seg.ack == self.last_end
-                {
-                    // b) This SYN-ACK acknowledges a SYN we ignored: the ends are in sync and
-                    // we are not. Resynchronise from the annotated SYN.
-                    old = TcpState::SynSent;
-                    new_state = Next::To(TcpState::SynRecv);
-                    let ld = usize::from(self.ld());
-                    self.td_end[ld] = self.last_end;
-                    self.td_maxend[ld] = self.last_end;
-                    self.td_maxwin[ld] = u32::from(self.last_win).max(1);
-                    self.td_scale[ld] = self.lws();
-                    self.set_lf(self.lf() & !F_EXP_CHALLENGE_ACK);
-                    self.flags[ld] = self.lf();
-                    self.reset_dir(dir);
-                } else {
+        if !est_ack {
+            match new_state {
+                Next::To(TcpState::SynSent) if old_state >= TcpState::TimeWait => {
+                    // RFC 1122 reopening from TIME_WAIT/CLOSE when this side or the other closed,
+                    // or after an RST from this side: delete and look up again.
+                    let closed = (self.flags[dir] | self.flags[1 - dir]) & F_CLOSE_INIT != 0;
+                    let reset_here = usize::from(self.ld()) == dir && self.li() == Index::Rst as u8;
+                    if closed || reset_here {
+                        return TcpVerdict::Reopen;
+                    }
                     return self.ignore(dir, index, seg, old_state);
                 }
-            }
-            Next::Invalid => {
-                return TcpVerdict::Invalid {
-                    why: TcpInvalid::State,
-                    shrink_ms: None,
-                };
-            }
-            Next::To(TcpState::TimeWait) => {
-                // RFC 5961 challenge ACK answering a SYN in LAST_ACK: not the last ACK.
-                if old_state == TcpState::LastAck
-                    && index == Index::Ack
-                    && usize::from(self.ld()) != dir
-                    && self.li() == Index::Syn as u8
-                    && self.lf() & F_EXP_CHALLENGE_ACK != 0
-                {
-                    self.set_lf(self.lf() & !F_EXP_CHALLENGE_ACK);
-                    return TcpVerdict::Ignore;
-                }
-            }
-            Next::To(TcpState::SynSent2) => {
-                // The table alone cannot finish a simultaneous open; remember it.
-                self.set_lf(self.lf() | F_SIMULTANEOUS_OPEN);
-            }
-            Next::To(TcpState::SynRecv) => {
-                if dir == 1 && index == Index::Ack && self.lf() & F_SIMULTANEOUS_OPEN != 0 {
-                    new_state = Next::To(TcpState::Established);
-                }
-            }
-            Next::To(TcpState::Close) if index == Index::Rst => {
-                match self.rst_in_close(dir, seg, status, cfg) {
-                    RstCheck::Invalid => {
-                        return TcpVerdict::Invalid {
-                            why: TcpInvalid::Rst,
-                            shrink_ms: None,
-                        }
+                Next::Ignore => {
+                    if index == Index::SynAck
+                        && self.li() == Index::Syn as u8
+                        && usize::from(self.ld()) != dir
+                        && seg.ack == self.last_end
+                    {
+                        // b) This SYN-ACK acknowledges a SYN we ignored: the ends are in sync and
+                        // we are not. Resynchronise from the annotated SYN.
+                        old = TcpState::SynSent;
+                        new_state = Next::To(TcpState::SynRecv);
+                        let ld = usize::from(self.ld());
+                        self.td_end[ld] = self.last_end;
+                        self.td_maxend[ld] = self.last_end;
+                        self.td_maxwin[ld] = u32::from(self.last_win).max(1);
+                        self.td_scale[ld] = self.lws();
+                        self.set_lf(self.lf() & !F_EXP_CHALLENGE_ACK);
+                        self.flags[ld] = self.lf();
+                        self.reset_dir(dir);
+                    } else {
+                        return self.ignore(dir, index, seg, old_state);
                     }
-                    RstCheck::KeepState => new_state = Next::To(old_state),
-                    RstCheck::SkipWindow { keep_state } => {
-                        skip_window = true;
-                        if keep_state {
-                            new_state = Next::To(old_state);
-                        }
-                    }
-                    RstCheck::Check => {}
                 }
+                Next::Invalid => {
+                    return TcpVerdict::Invalid {
+                        why: TcpInvalid::State,
+                        shrink_ms: None,
+                    };
+                }
+                Next::To(TcpState::TimeWait) => {
+                    // RFC 5961 challenge ACK answering a SYN in LAST_ACK: not the last ACK.
+                    if old_state == TcpState::LastAck
+                        && index == Index::Ack
+                        && usize::from(self.ld()) != dir
+                        && self.li() == Index::Syn as u8
+                        && self.lf() & F_EXP_CHALLENGE_ACK != 0
+                    {
+                        self.set_lf(self.lf() & !F_EXP_CHALLENGE_ACK);
+                        return TcpVerdict::Ignore;
+                    }
+                }
+                Next::To(TcpState::SynSent2) => {
+                    // The table alone cannot finish a simultaneous open; remember it.
+                    self.set_lf(self.lf() | F_SIMULTANEOUS_OPEN);
+                }
+                Next::To(TcpState::SynRecv) => {
+                    if dir == 1 && index == Index::Ack && self.lf() & F_SIMULTANEOUS_OPEN != 0 {
+                        new_state = Next::To(TcpState::Established);
+                    }
+                }
+                Next::To(TcpState::Close) if index == Index::Rst => {
+                    match self.rst_in_close(dir, seg, status, cfg) {
+                        RstCheck::Invalid => {
+                            return TcpVerdict::Invalid {
+                                why: TcpInvalid::Rst,
+                                shrink_ms: None,
+                            }
+                        }
+                        RstCheck::KeepState => new_state = Next::To(old_state),
+                        RstCheck::SkipWindow { keep_state } => {
+                            skip_window = true;
+                            if keep_state {
+                                new_state = Next::To(old_state);
+                            }
+                        }
+                        RstCheck::Check => {}
+                    }
+                }
+                Next::To(_) => {}
             }
-            Next::To(_) => {}
         }
         let Next::To(new_state) = new_state else {
             unreachable!("ignore and invalid returned above");
@@ -965,7 +975,11 @@ impl TcpTrack {
             self.flags[dir] |= F_CLOSE_INIT;
         }
 
-        let state_timeout = timeouts.tcp(new_state).unwrap_or(timeouts.tcp_syn_sent);
+        let state_timeout = if new_state == TcpState::Established {
+            timeouts.tcp_established
+        } else {
+            timeouts.tcp(new_state).unwrap_or(timeouts.tcp_syn_sent)
+        };
         let mut timeout = if self.retrans >= cfg.max_retrans && state_timeout > timeouts.tcp_retrans {
             timeouts.tcp_retrans
         } else if index == Index::Rst {
@@ -1204,6 +1218,9 @@ mod tests {
     fn transition_table_spot_checks() {
         use TcpState::*;
         // tcp_conntracks: ORIGINAL syn in TIME_WAIT reopens, REPLY syn in SYN_SENT is sS2.
+        // The premise of `packet_with_remaining`'s shortcut: an ACK keeps ESTABLISHED both ways.
+        assert_eq!(transition(0, Index::Ack, Established), Next::To(Established));
+        assert_eq!(transition(1, Index::Ack, Established), Next::To(Established));
         assert_eq!(transition(0, Index::Syn, TimeWait), Next::To(SynSent));
         assert_eq!(transition(1, Index::Syn, SynSent), Next::To(SynSent2));
         assert_eq!(transition(1, Index::Syn, TimeWait), Next::To(SynSent));
