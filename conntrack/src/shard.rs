@@ -1234,6 +1234,14 @@ impl<X: Default> Shard<X> {
         }
     }
 
+    /// [`Shard::changed`] for a TCP entry whose state went from `states[0]` to `states[1]`.
+    #[inline(always)]
+    fn tcp_changed(&mut self, idx: u32, states: [TcpState; 2], before_status: u8, now: Now) {
+        if states[0] != states[1] || self.entries[idx as usize].status != before_status {
+            self.record_change(idx, Bucket::Tcp(states[0]), now);
+        }
+    }
+
     /// [`Shard::changed`] for an entry whose state or status changed.
     #[inline(never)]
     fn record_change(&mut self, idx: u32, before: Bucket, now: Now) {
@@ -1269,7 +1277,6 @@ impl<X: Default> Shard<X> {
         let tcp_cfg = self.tcp;
         let e = &mut self.entries[idx as usize];
         let dir = usize::from(side != e.orig_side());
-        let before_bucket = e.bucket();
         let before_status = e.status;
         let class = Self::ctinfo(e.seen_reply(), dir);
         let timeouts = &self.policies[usize::from(e.policy)].1;
@@ -1281,7 +1288,11 @@ impl<X: Default> Shard<X> {
         let L4::Tcp(t) = &mut e.l4 else {
             unreachable!("a TCP key always holds TCP state");
         };
+        // The TCP state before and after, compared directly: an entry's count bucket is its TCP
+        // state (`Entry::bucket`), whose general form cost a dispatch per packet.
+        let before_state = t.state;
         let verdict = t.packet_with_remaining(dir, seg, &mut st, &tcp_cfg, timeouts, remaining);
+        let after_state = t.state;
         match verdict {
             TcpVerdict::Reopen => {
                 self.destroy(idx, DestroyReason::Reopened, now);
@@ -1298,7 +1309,7 @@ impl<X: Default> Shard<X> {
                 self.counters.ignored += 1;
                 if dir == 1 {
                     self.entries[idx as usize].status |= ST_SEEN_REPLY;
-                    self.changed(idx, before_bucket, before_status, now);
+                    self.tcp_changed(idx, [before_state, after_state], before_status, now);
                 }
                 Some(Self::known(idx, class, dir))
             }
@@ -1316,7 +1327,7 @@ impl<X: Default> Shard<X> {
                 if let Some(ms) = timeout_ms {
                     self.refresh(idx, ms, now);
                 }
-                self.changed(idx, before_bucket, before_status, now);
+                self.tcp_changed(idx, [before_state, after_state], before_status, now);
                 if kill {
                     let mut info = self.view(idx, class, dir, now);
                     info.entry = None;
