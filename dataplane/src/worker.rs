@@ -577,6 +577,8 @@ pub struct WorkerFilter {
     hooks: Vec<Hook>,
     /// Some base chain runs before conntrack (a `raw` chain).
     pre_conntrack: bool,
+    /// Some rule reads a conntrack fact: without one the packet's ct view is not built.
+    reads_ct: bool,
     /// Per-side packet metadata (interface names and indexes), updated with the clock.
     meta: [PacketMeta; 2],
     /// The last packet's actions (reused, so nothing large is copied per packet).
@@ -603,6 +605,7 @@ impl WorkerFilter {
         WorkerFilter {
             state: FilterState::new(&compiled.program),
             pre_conntrack: compiled.has_pre_conntrack(),
+            reads_ct: compiled.reads_ct,
             compiled,
             reader: None,
             generation: 0,
@@ -637,6 +640,7 @@ impl WorkerFilter {
                 self.compiled = g.compiled.clone();
                 self.hooks = hooks_of(&self.compiled);
                 self.pre_conntrack = self.compiled.has_pre_conntrack();
+                self.reads_ct = self.compiled.reads_ct;
             }
         }
         self.generation
@@ -1135,7 +1139,7 @@ impl<P: PortIo> Worker<P> {
         meta.now_ns = now_ns;
         meta.wall_ns = self.wall_ns;
         let ct_info = match (self.conntrack.as_deref(), *tracked) {
-            (Some(ct), Some(o)) => Some(ct.info(o, now_ns)),
+            (Some(ct), Some(o)) if f.reads_ct => Some(ct.info(o, now_ns)),
             _ => None,
         };
         set_ct_meta(meta, ct_info.as_ref());

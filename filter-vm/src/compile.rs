@@ -165,6 +165,9 @@ pub struct Compiled {
     /// What the outcome depends on, when the rules only match and decide (see
     /// [`crate::cache`]); `None`: every packet is interpreted.
     pub cache_plan: Option<std::sync::Arc<crate::cache::CachePlan>>,
+    /// Some rule reads a conntrack fact ([`crate::exec::Exec::reads_ct`]): without one the
+    /// caller need not work out the packet's ct facts for the evaluation.
+    pub reads_ct: bool,
 }
 
 /// The base chains of each [`Stage`] and hook, decided once per generation instead of per

@@ -1128,3 +1128,57 @@ mod outcome_cache {
         assert_eq!((cache.stats.hits, cache.stats.misses), (1, 2));
     }
 }
+
+/// `Compiled::reads_ct` says whether any rule (a jump target's too) reads a conntrack fact, and
+/// follows rules added and deleted one at a time.
+#[test]
+fn reads_ct_follows_the_rules_that_read_conntrack() {
+    let ct = |body: &str| {
+        let text = format!(
+            "table inet t {{ chain x {{ }} chain c {{ type filter hook forward priority 0; {body} }} }}"
+        );
+        compile_ruleset(&text).unwrap().compiled.reads_ct
+    };
+    assert!(!ct(""));
+    assert!(!ct("tcp dport 80 counter accept"));
+    assert!(!ct("ct mark set 5 accept"), "writing a mark reads nothing");
+    assert!(ct("ct state established accept"));
+    assert!(ct("tcp dport 80 ct state new counter accept"));
+    assert!(ct("ct mark 5 accept"));
+    assert!(ct("ct direction original accept"));
+    assert!(ct("ct mark set ct mark or 1 accept"));
+    let jump = "table inet t { chain x { ct state new drop } \
+                chain c { type filter hook forward priority 0; tcp dport 80 jump x } }";
+    assert!(compile_ruleset(jump).unwrap().compiled.reads_ct);
+
+    // Incrementally: a ct rule added to a ruleset without one, then deleted again.
+    let base = crate::nft::parse_ruleset(
+        "table inet t { chain c { type filter hook forward priority 0; tcp dport 80 accept } }",
+    )
+    .unwrap();
+    let mut img = crate::incremental::Image::new(0);
+    img.add_ruleset(base, 1).unwrap();
+    assert!(!img.snapshot().unwrap().reads_ct);
+    let rule = crate::nft::parse_ruleset(
+        "table inet t { chain c { type filter hook forward priority 0; ct state invalid drop } }",
+    )
+    .unwrap()
+    .tables
+    .remove(0)
+    .chains
+    .remove(0)
+    .rules
+    .remove(0);
+    img.insert_rule(
+        crate::nft::ast::Family::Inet,
+        "t",
+        "c",
+        crate::incremental::Position::Prepend,
+        100,
+        rule,
+    )
+    .unwrap();
+    assert!(img.snapshot().unwrap().reads_ct);
+    img.delete_rule(100).unwrap();
+    assert!(!img.snapshot().unwrap().reads_ct);
+}

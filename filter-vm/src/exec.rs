@@ -174,6 +174,8 @@ pub(crate) struct Segment {
     run_in: bool,
     /// The chunk's last rule starts or continues a merged run that goes on in the next chunk.
     run_out: bool,
+    /// Some rule of the chunk reads a conntrack fact (`ct state`, `ct mark`, …).
+    reads_ct: bool,
 }
 
 static EMPTY_SEGMENT: Segment = Segment {
@@ -186,6 +188,7 @@ static EMPTY_SEGMENT: Segment = Segment {
     generic: Vec::new(),
     run_in: false,
     run_out: false,
+    reads_ct: false,
 };
 
 /// One chain: its segments, one per chunk of its rules, and those that have rules to run
@@ -196,14 +199,18 @@ static EMPTY_SEGMENT: Segment = Segment {
 pub(crate) struct ExecChain {
     pub(crate) segs: Arc<[Arc<Segment>]>,
     live: Arc<[Arc<Segment>]>,
+    /// Some segment reads a conntrack fact.
+    reads_ct: bool,
 }
 
 impl ExecChain {
     fn new(segs: Vec<Arc<Segment>>) -> ExecChain {
         let live = segs.iter().filter(|s| s.rule_start.len() > 1).cloned().collect();
+        let reads_ct = segs.iter().any(|s| s.reads_ct);
         ExecChain {
             segs: segs.into(),
             live,
+            reads_ct,
         }
     }
 }
@@ -216,6 +223,13 @@ pub struct Exec {
 }
 
 impl Exec {
+    /// Whether any chain (a jump target too) reads a conntrack fact: without one, what the
+    /// rules decide does not depend on the packet's flow. O(chains): each chain knows it from
+    /// its segments, each segment from when it was lowered.
+    pub fn reads_ct(&self) -> bool {
+        self.chains.iter().any(|c| c.reads_ct)
+    }
+
     /// Number of rules chain `chain` runs as (a merged run counts once).
     pub fn lowered_rules(&self, chain: usize) -> usize {
         self.chains
@@ -554,6 +568,10 @@ fn lower_group(
     }
     for s in &mut segs {
         s.rule_start.push(s.ops.len() as u32);
+    }
+    for seg in &mut segs {
+        seg.reads_ct = seg.ops.iter().any(|o| matches!(o, Op::CtState { .. }))
+            || seg.generic.iter().any(|i| matches!(i, Insn::Ct { .. }));
     }
     segs
 }

@@ -987,6 +987,7 @@ impl Image {
         };
         Ok(Compiled {
             program: self.program.clone(),
+            reads_ct: exec.reads_ct(),
             exec,
             plans: crate::compile::StagePlans::of(&entries),
             cache_plan,
