@@ -22,10 +22,13 @@
 //! overlapped ([`Shard::prepare`], then [`Shard::track_prepared`] per packet); each packet is
 //! classified exactly as [`Shard::track`] would at that moment.
 //!
-//! Memory: an entry is 112 bytes for `X = ()` (key 38, status and policy 2, expiry, wheel links
-//! and mark 16, TCP state 56); the flow index adds 12.8 bytes per entry of capacity (a 64-byte
-//! line per five entries: it is at most half full); labels, when enabled, 16 bytes per entry
-//! in a parallel array; the wheel 16.9 kB per shard. 124.8 bytes per flow at 1 M. Once an
+//! Memory: an entry is 116 bytes whatever `X` is (key 38, status and policy 2, expiry, wheel
+//! links and mark 16, TCP state 56, the slot of its extension 4); the flow index adds 11.5
+//! bytes per entry of capacity (a 64-byte line per 5.6 entries: it is at most 56% full);
+//! labels, when enabled, 16 bytes per entry in a parallel array; the wheel 16.9 kB per shard:
+//! 127.5 bytes per flow at 1 M. An owner's extension (the SYN proxy's per-connection state,
+//! 36 bytes in the dataplane) lives in a slab of its own, only for the entries given one
+//! ([`Shard::ext_mut`]): inline it made every flow pay for it (160.8 bytes per flow). Once an
 //! owner flags an entry ([`Shard::flag`]: the SYN proxy flags its connections) a presence
 //! filter of flagged entries is allocated: four one-byte counters per entry of capacity,
 //! at most 1 Mi of them (4 bytes per flow for small tables, 1 byte at 1 M).
@@ -370,12 +373,14 @@ impl L4 {
 }
 
 /// One flow. `repr(C)` fixes the layout so that a burst knows which fields to read to bring
-/// every cache line of an entry in (`burst::touch_entry`): entries sit 112 bytes apart, so one
-/// starts 0, 16, 32 or 48 bytes into a line and spans two or three lines; `key` (offset 0),
-/// `next` (48) and `mark` (108) lie on each of them. What a lookup reads (key, status,
-/// expiry) is the first 44 bytes.
+/// every cache line of an entry in (`burst::touch_entry`): entries sit 116 bytes apart, so one
+/// starts at a multiple of 4 bytes into a line and spans two or three lines; `key` (offset 0),
+/// `next` (48) and `mark` (108) lie on each of those tracking reads (all but `ext`, at 112,
+/// which only the owner reads). What a lookup reads (key, status,
+/// expiry) is the first 44 bytes. The owner's extension (`X`) is not here: `ext` is its slot
+/// in the shard's extension slab, so flows without one (most) do not pay its size.
 #[repr(C)]
-struct Entry<X> {
+struct Entry {
     key: PackedKey,
     status: u8,
     policy: u8,
@@ -387,10 +392,11 @@ struct Entry<X> {
     next: u32,
     l4: L4,
     mark: u32,
-    ext: X,
+    /// Slot of the entry's extension in `Shard::exts`, or `NIL`.
+    ext: u32,
 }
 
-impl<X> Entry<X> {
+impl Entry {
     fn is_free(&self) -> bool {
         self.status & ST_FREE != 0
     }
@@ -627,7 +633,7 @@ impl Wheel {
         (expiry_ms / TICK_MS).clamp(floor, self.cursor + SLOTS as u64 - 1)
     }
 
-    fn link<X>(&mut self, entries: &mut [Entry<X>], idx: u32, tick: u64) {
+    fn link(&mut self, entries: &mut [Entry], idx: u32, tick: u64) {
         let slot = (tick % SLOTS as u64) as usize;
         let head = self.heads[slot];
         let e = &mut entries[idx as usize];
@@ -644,7 +650,7 @@ impl Wheel {
         self.heads[slot] = idx;
     }
 
-    fn unlink<X>(&mut self, entries: &mut [Entry<X>], idx: u32) {
+    fn unlink(&mut self, entries: &mut [Entry], idx: u32) {
         let (prev, next) = {
             let e = &entries[idx as usize];
             (e.prev, e.next)
@@ -718,8 +724,14 @@ pub struct Shard<X = ()> {
     tcp: TcpConfig,
     hash_key: HashKey,
     index: FlowIndex,
-    entries: Vec<Entry<X>>,
+    entries: Vec<Entry>,
     labels: Vec<u128>,
+    /// Extensions of the entries that have one (`Entry::ext`), and the free slots among them.
+    /// Grows with the flows that get one (amortized; only an owner's `ext_mut` adds one).
+    exts: Vec<X>,
+    exts_free: Vec<u32>,
+    /// What `ext` shows for an entry without an extension.
+    no_ext: X,
     free: u32,
     live: u32,
     wheel: Wheel,
@@ -899,6 +911,9 @@ impl<X: Default> Shard<X> {
             index: FlowIndex::with_capacity(cfg.capacity),
             entries: Vec::with_capacity(cap),
             labels: if cfg.labels { vec![0; cap] } else { Vec::new() },
+            exts: Vec::new(),
+            exts_free: Vec::new(),
+            no_ext: X::default(),
             free: NIL,
             live: 0,
             wheel: Wheel::new(),
@@ -982,7 +997,9 @@ impl<X: Default> Shard<X> {
 
     /// Bytes this shard holds for its capacity: slab, flow index, labels and wheel.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.capacity() * core::mem::size_of::<Entry<X>>()
+        self.entries.capacity() * core::mem::size_of::<Entry>()
+            + self.exts.capacity() * core::mem::size_of::<X>()
+            + self.exts_free.capacity() * 4
             + self.index.memory_bytes()
             + self.labels.capacity() * 16
             + SLOTS * 4
@@ -992,7 +1009,7 @@ impl<X: Default> Shard<X> {
 
     /// Size of one entry of this shard, in bytes.
     pub const fn entry_size() -> usize {
-        core::mem::size_of::<Entry<X>>()
+        core::mem::size_of::<Entry>()
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1578,7 +1595,7 @@ impl<X: Default> Shard<X> {
             timeout,
             pending.mark,
             pending.label,
-            X::default(),
+            None,
             now,
         )?;
         Ok(EntryId(idx))
@@ -1631,7 +1648,18 @@ impl<X: Default> Shard<X> {
         }
         let timeouts = &self.policies[0].1;
         let timeout = timeouts.tcp(t.state()).unwrap_or(timeouts.tcp_syn_recv);
-        let idx = self.insert(key.pack(), hash, status, 0, L4::Tcp(t), timeout, 0, 0, ext, now)?;
+        let idx = self.insert(
+            key.pack(),
+            hash,
+            status,
+            0,
+            L4::Tcp(t),
+            timeout,
+            0,
+            0,
+            Some(ext),
+            now,
+        )?;
         Ok(EntryId(idx))
     }
 
@@ -1646,7 +1674,7 @@ impl<X: Default> Shard<X> {
         timeout_ms: u32,
         mark: u32,
         label: u128,
-        ext: X,
+        ext: Option<X>,
         now: Now,
     ) -> Result<u32, InsertError> {
         if self.live >= self.cfg.capacity {
@@ -1668,7 +1696,7 @@ impl<X: Default> Shard<X> {
             next: NIL,
             mark,
             l4,
-            ext,
+            ext: NIL,
         };
         let idx = if self.free != NIL {
             let idx = self.free;
@@ -1681,6 +1709,9 @@ impl<X: Default> Shard<X> {
         };
         if let Some(l) = self.labels.get_mut(idx as usize) {
             *l = label;
+        }
+        if let Some(x) = ext {
+            *self.ext_slot(idx) = x;
         }
         self.index.insert(hash, idx);
         let tick = self
@@ -1759,10 +1790,30 @@ impl<X: Default> Shard<X> {
         }
         let e = &mut self.entries[idx as usize];
         e.status = ST_FREE;
-        e.ext = X::default();
+        let ext = core::mem::replace(&mut e.ext, NIL);
         e.next = self.free;
         self.free = idx;
         self.live -= 1;
+        if ext != NIL {
+            self.exts[ext as usize] = X::default();
+            self.exts_free.push(ext);
+        }
+    }
+
+    /// The extension of entry `idx`, given one (a default value) if it has none.
+    fn ext_slot(&mut self, idx: u32) -> &mut X {
+        let mut slot = self.entries[idx as usize].ext;
+        if slot == NIL {
+            slot = match self.exts_free.pop() {
+                Some(free) => free,
+                None => {
+                    self.exts.push(X::default());
+                    (self.exts.len() - 1) as u32
+                }
+            };
+            self.entries[idx as usize].ext = slot;
+        }
+        &mut self.exts[slot as usize]
     }
 
     /// Removes an entry (`conntrack -D`).
@@ -1811,7 +1862,7 @@ impl<X: Default> Shard<X> {
     // ---------------------------------------------------------------------------------------
     // Entries.
 
-    fn check(&self, id: EntryId) -> Result<&Entry<X>, EntryError> {
+    fn check(&self, id: EntryId) -> Result<&Entry, EntryError> {
         match self.entries.get(id.0 as usize) {
             Some(e) if !e.is_free() => Ok(e),
             _ => Err(EntryError::NoEntry { index: id.0 }),
@@ -1860,13 +1911,15 @@ impl<X: Default> Shard<X> {
 
     /// The extension of an entry.
     pub fn ext(&self, id: EntryId) -> Result<&X, EntryError> {
-        Ok(&self.check(id)?.ext)
+        let slot = self.check(id)?.ext;
+        Ok(self.exts.get(slot as usize).unwrap_or(&self.no_ext))
     }
 
-    /// The extension of an entry, to change.
+    /// The extension of an entry, to change (an entry gets a slot in the extension slab the
+    /// first time; it keeps it until it is removed).
     pub fn ext_mut(&mut self, id: EntryId) -> Result<&mut X, EntryError> {
         self.check(id)?;
-        Ok(&mut self.entries[id.0 as usize].ext)
+        Ok(self.ext_slot(id.0))
     }
 
     /// Flags an entry for its owner (the SYN proxy flags the connections it set up), so that
@@ -2055,17 +2108,20 @@ fn lifetime(l4: &L4, t: &Timeouts, assured: bool) -> Option<u32> {
 mod tests {
     use super::*;
 
-    /// The fields `burst::touch_entry` reads lie on every line an entry can span.
+    /// The fields `burst::touch_entry` reads lie on every line of what tracking reads of an
+    /// entry.
     #[test]
     fn entry_layout_is_what_bursts_touch() {
         use core::mem::offset_of;
-        assert_eq!(offset_of!(Entry<()>, key), 0);
-        assert_eq!(offset_of!(Entry<()>, expires), 40);
-        assert_eq!(offset_of!(Entry<()>, next), 48);
-        assert_eq!(offset_of!(Entry<()>, mark), 108);
-        for start in [0usize, 16, 32, 48] {
+        assert_eq!(offset_of!(Entry, key), 0);
+        assert_eq!(offset_of!(Entry, expires), 40);
+        assert_eq!(offset_of!(Entry, next), 48);
+        assert_eq!(offset_of!(Entry, mark), 108);
+        assert_eq!(Shard::<()>::entry_size() % 4, 0);
+        for start in (0usize..64).step_by(4) {
             let lines = |from: usize, to: usize| (start + from) / 64..=(start + to - 1) / 64;
-            let all = lines(0, Shard::<()>::entry_size());
+            // All but the extension's slot, which only the owner reads.
+            let all = lines(0, core::mem::offset_of!(Entry, ext));
             let touched = [0usize, 48, 108].map(|at| (start + at) / 64);
             assert!(all.clone().all(|l| touched.contains(&l)), "entry at +{start}");
             // What a lookup reads is the first 44 bytes.
@@ -2074,21 +2130,77 @@ mod tests {
     }
 
     /// Slab, index and wheel together stay within 128 bytes per flow (labels off) from a
-    /// capacity of 64 k on (below, the fixed 16.9 kB of the wheel weighs in).
+    /// capacity of 64 k on (below, the fixed 16.9 kB of the wheel weighs in), with or without
+    /// an extension type (the dataplane's is 36 bytes): flows without an extension do not pay
+    /// for it.
     #[test]
     fn memory_per_flow_stays_within_128_bytes() {
-        for capacity in [65_536u32, 100_000, 1 << 20] {
+        fn per_flow<X: Default>(capacity: u32) -> f64 {
             let cfg = ShardConfig {
                 capacity,
                 ..ShardConfig::default()
             };
-            let sh = Shard::<()>::new(cfg, HashKey([1, 2])).unwrap();
-            let per_flow = sh.memory_bytes() as f64 / f64::from(capacity);
-            assert!(
-                per_flow <= 128.0,
-                "capacity {capacity}: {per_flow:.1} bytes per flow"
-            );
+            let sh = Shard::<X>::new(cfg, HashKey([1, 2])).unwrap();
+            sh.memory_bytes() as f64 / f64::from(capacity)
         }
+        for capacity in [65_536u32, 100_000, 1 << 20] {
+            for (what, bytes) in [
+                ("()", per_flow::<()>(capacity)),
+                ("[u32; 9]", per_flow::<[u32; 9]>(capacity)),
+            ] {
+                assert!(
+                    bytes <= 128.0,
+                    "capacity {capacity}, X = {what}: {bytes:.1} bytes per flow"
+                );
+            }
+        }
+    }
+
+    /// An entry gets an extension slot the first time its owner asks for one, keeps it (and
+    /// its value) while it lives, and gives it back when it goes; an entry without one shows
+    /// the default and costs no slot.
+    #[test]
+    fn extensions_live_and_die_with_their_entries() {
+        let mut sh = Shard::<u64>::new(ShardConfig::default(), HashKey([1, 2])).unwrap();
+        let t = |port: u16| FlowTuple::v4([198, 18, 0, 1].into(), [198, 19, 0, 1].into(), 6, port, 80);
+        let ep = crate::TcpEndpoint {
+            isn: 1,
+            window: 1000,
+            wscale: None,
+            sack_perm: false,
+        };
+        let now = 1_000_000_000;
+        let a = sh.insert_tcp(&t(1000), &ep, &ep, true, 3, now).unwrap();
+        let b = sh.insert_tcp(&t(1001), &ep, &ep, true, 7, now).unwrap();
+        assert_eq!(sh.exts.len(), 2, "insert_tcp stores the extension it is given");
+        assert_eq!((*sh.ext(a).unwrap(), *sh.ext(b).unwrap()), (3, 7));
+        *sh.ext_mut(a).unwrap() = 5;
+        assert_eq!(sh.exts.len(), 2, "an entry keeps its slot");
+        assert_eq!(*sh.ext(a).unwrap(), 5);
+        sh.remove(b, now).unwrap();
+        assert_eq!(sh.exts_free, [1]);
+        assert_eq!(sh.exts[1], 0, "a freed slot is reset");
+        assert!(sh.ext(b).is_err());
+        // A flow confirmed from a packet has no extension: the default, no slot.
+        let (key, _) = Key::ports(
+            false,
+            6,
+            v4_addr([198, 18, 0, 2]),
+            v4_addr([198, 19, 0, 1]),
+            1003,
+            80,
+        );
+        let hash = key.hash(&sh.hash_key);
+        let c = sh
+            .insert(key.pack(), hash, 0, 0, L4::Other, 1000, 0, 0, None, Now::new(now))
+            .unwrap();
+        assert_eq!(*sh.ext(EntryId(c)).unwrap(), 0);
+        assert_eq!((sh.exts.len(), sh.exts_free.len()), (2, 1));
+        // Asked for one, it takes the free slot.
+        *sh.ext_mut(EntryId(c)).unwrap() = 9;
+        assert_eq!((sh.exts.len(), sh.exts_free.len()), (2, 0));
+        assert_eq!(*sh.ext(EntryId(c)).unwrap(), 9);
+        assert_eq!(*sh.ext(a).unwrap(), 5);
     }
 
     #[test]
@@ -2097,13 +2209,15 @@ mod tests {
         assert_eq!(core::mem::size_of::<PackedKey>(), 38);
         let size = Shard::<()>::entry_size();
         assert!(size <= 128, "entry is {size} bytes");
-        assert_eq!(size, 112);
+        assert_eq!(size, 116);
+        // An extension does not change it.
+        assert_eq!(Shard::<[u32; 9]>::entry_size(), 116);
     }
 
     #[test]
     fn wheel_finds_next_occupied_across_words() {
         let mut w = Wheel::new();
-        let mut entries: Vec<Entry<()>> = (0..3)
+        let mut entries: Vec<Entry> = (0..3)
             .map(|_| Entry {
                 key: Key::ports(false, 17, 0, 0, 0, 0).0.pack(),
                 status: 0,
@@ -2113,7 +2227,7 @@ mod tests {
                 next: NIL,
                 mark: 0,
                 l4: L4::Other,
-                ext: (),
+                ext: NIL,
             })
             .collect();
         w.link(&mut entries, 0, 70);

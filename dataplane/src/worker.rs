@@ -1605,6 +1605,25 @@ mod tests {
         p
     }
 
+    /// The shard as the dataplane runs it (with the SYN proxy's per-connection state as its
+    /// extension) stays within 128 bytes per flow: the state lives outside the entries, so
+    /// flows the proxy did not open do not pay for it.
+    #[test]
+    fn the_dataplane_shard_stays_within_128_bytes_per_flow() {
+        let capacity = 1u32 << 20;
+        let cfg = levee_conntrack::ShardConfig {
+            capacity,
+            ..Default::default()
+        };
+        let sh = CtShard::new(cfg, levee_conntrack::HashKey([1, 2])).unwrap();
+        let per_flow = sh.memory_bytes() as f64 / f64::from(capacity);
+        assert!(per_flow <= 128.0, "{per_flow:.1} bytes per flow");
+        assert!(
+            core::mem::size_of::<ConnExt>() > 16,
+            "the extension this is about"
+        );
+    }
+
     #[test]
     fn conntrack_feeds_ct_state_and_only_accepted_packets_create_flows() {
         // A stateful edge: replies of flows the outside opened to port 80 come back as
