@@ -2,15 +2,16 @@
 //! operations (a TCP segment of one of a few flows with fuzzed sequence numbers, flags, window
 //! and options; a raw frame; an ICMP error quoting a segment; a clock step; a wheel step).
 //! Packets gather into bursts (ended by a clock or wheel step, or at `BURST_MAX`), and a second
-//! shard tracks each burst through the burst path (`prepare`, sometimes for the wrong packets,
-//! then `track_prepared`, confirming between packets): it must answer exactly like the first,
-//! tracked packet by packet. Nothing may panic, the table may never exceed its capacity and the
+//! shard tracks each burst through the burst path and the brief results the worker uses
+//! (`prepare`, sometimes for the wrong packets, then `classify_prepared` and `info`, confirming
+//! between packets with `confirm_pending`): it must answer exactly like the first, tracked
+//! packet by packet with the whole results. Nothing may panic, the table may never exceed its capacity and the
 //! per-state counts must match a recount.
 #![no_main]
 
 use std::net::Ipv4Addr;
 
-use levee_conntrack::{Burst, CtState, HashKey, Shard, ShardConfig, Tracked, BURST_MAX};
+use levee_conntrack::{Burst, CtState, Direction, HashKey, Outcome, Shard, ShardConfig, Tracked, BURST_MAX};
 use levee_packet::checksum::PseudoHeader;
 use levee_packet::ipv4::Ipv4Repr;
 use levee_packet::parse::parse_frame;
@@ -94,7 +95,7 @@ struct Queued {
 
 /// Runs the queued burst through both shards: `one` packet by packet with `track`, `many`
 /// with `prepare` (for a rotated list of the frames when `rotate` is set, so hints belong to
-/// other packets) and `track_prepared`. Both must answer alike.
+/// other packets), `classify_prepared` and `info`. Both must answer alike.
 fn flush(
     one: &mut Shard,
     many: &mut Shard,
@@ -117,8 +118,21 @@ fn flush(
     );
     for (i, (frame, info, confirm)) in parsed.iter().enumerate() {
         let a = one.track(frame, info, now);
-        let b = many.track_prepared(burst, i, frame, info, now);
-        assert_eq!(a, b, "packet {i} of a burst of {n}");
+        let b = many.classify_prepared(burst, i, frame, info, now);
+        assert_eq!(a.state(), b.state(), "packet {i} of a burst of {n}");
+        assert_eq!(a.info(), many.info(b, now), "packet {i} of a burst of {n}");
+        assert_eq!(matches!(a, Tracked::New(_)), b == Outcome::New);
+        if let Some(id) = b.entry().filter(|_| b.state() != CtState::Related) {
+            // The direction against the entry's own record (its original tuple).
+            let from_opener =
+                many.snapshot(id, now).unwrap().original.src_addr == info.flow_tuple().unwrap().src_addr;
+            let want = if from_opener {
+                Direction::Original
+            } else {
+                Direction::Reply
+            };
+            assert_eq!(many.info(b, now).direction, want, "packet {i} of a burst of {n}");
+        }
         if let Tracked::Known(k) = a {
             if let Some(id) = k.entry {
                 // Flag every other flow (as the SYN proxy flags its own): the presence
@@ -134,9 +148,9 @@ fn flush(
                 assert!(one.flagged_len() <= one.len());
             }
         }
-        if let (Tracked::New(a), Tracked::New(b)) = (a, b) {
+        if let Tracked::New(a) = a {
             if *confirm {
-                assert_eq!(one.confirm(a, now), many.confirm(b, now));
+                assert_eq!(one.confirm(a, now), many.confirm_pending(now));
             }
         }
     }
