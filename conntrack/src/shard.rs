@@ -884,7 +884,8 @@ impl<'a> Pkt<'a> {
 
 impl<X: Default> Shard<X> {
     /// A shard with `cfg`, hashing with the secret `key`. Allocates the flow index and reserves
-    /// the slab for `cfg.capacity` entries; nothing allocates afterwards.
+    /// the slab for `cfg.capacity` entries; afterwards only the extension slab grows (doubling,
+    /// when more entries than ever before hold an extension at once).
     pub fn new(cfg: ShardConfig, key: HashKey) -> Result<Shard<X>, ConfigError> {
         if cfg.capacity == 0 || cfg.capacity > MAX_CAPACITY {
             return Err(ConfigError::Capacity {

@@ -235,8 +235,8 @@ impl Running {
                 worker = worker.with_filter(wf);
             }
             if let Some(shard) = shards.next() {
-                // Allocated on the control thread before the worker starts; the shard
-                // allocates nothing afterwards.
+                // Allocated on the control thread before the worker starts; afterwards the
+                // shard allocates only to grow its slab of proxied connections' state.
                 worker = worker.with_conntrack(shard);
             }
             if let Some(proxy) = proxies.next() {
