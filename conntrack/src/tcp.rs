@@ -975,11 +975,7 @@ impl TcpTrack {
             self.flags[dir] |= F_CLOSE_INIT;
         }
 
-        let state_timeout = if new_state == TcpState::Established {
-            timeouts.tcp_established
-        } else {
-            timeouts.tcp(new_state).unwrap_or(timeouts.tcp_syn_sent)
-        };
+        let state_timeout = timeouts.tcp(new_state).unwrap_or(timeouts.tcp_syn_sent);
         let mut timeout = if self.retrans >= cfg.max_retrans && state_timeout > timeouts.tcp_retrans {
             timeouts.tcp_retrans
         } else if index == Index::Rst {

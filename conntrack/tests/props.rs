@@ -58,6 +58,19 @@ fn action() -> impl Strategy<Value = Action> {
     ]
 }
 
+/// The frame of a random packet action and its parse (None when the packet cannot be built
+/// or parsed: an ICMP type of the other family, a frame `parse_frame` refuses).
+fn packet(v6: bool, host: u8, reverse: bool, l4: &L4) -> Option<(Vec<u8>, levee_packet::parse::FrameInfo)> {
+    if !icmp_fits(v6, l4) {
+        return None;
+    }
+    let (c, s) = hosts(v6, 0, host);
+    let (src, dst) = if reverse { (s, c) } else { (c, s) };
+    let f = frame(MAC, MAC, src, dst, l4, 1);
+    let info = parse_frame(&f).ok()?;
+    Some((f, info))
+}
+
 /// The source address of a parsed IP frame, as a tuple holds it.
 fn parsed_src(info: &levee_packet::parse::FrameInfo) -> [u8; 16] {
     info.flow_tuple().expect("an IP frame").src_addr
@@ -78,11 +91,7 @@ proptest! {
         for a in actions {
             match a {
                 Action::Packet { v6, host, reverse, l4, confirm } => {
-                    if !icmp_fits(v6, &l4) { continue; }
-                    let (c, s) = hosts(v6, 0, host);
-                    let (src, dst) = if reverse { (s, c) } else { (c, s) };
-                    let f = frame(MAC, MAC, src, dst, &l4, 1);
-                    let Ok(info) = parse_frame(&f) else { continue };
+                    let Some((f, info)) = packet(v6, host, reverse, &l4) else { continue };
                     match sh.track(&f, &info, now) {
                         Tracked::New(p) if confirm => { let _ = sh.confirm(p, now); }
                         Tracked::Known(i) => {
@@ -126,11 +135,7 @@ proptest! {
         for (n, a) in actions.into_iter().enumerate() {
             match a {
                 Action::Packet { v6, host, reverse, l4, confirm } => {
-                    if !icmp_fits(v6, &l4) { continue; }
-                    let (c, s) = hosts(v6, 0, host);
-                    let (src, dst) = if reverse { (s, c) } else { (c, s) };
-                    let f = frame(MAC, MAC, src, dst, &l4, 1);
-                    let Ok(info) = parse_frame(&f) else { continue };
+                    let Some((f, info)) = packet(v6, host, reverse, &l4) else { continue };
                     let t = whole.track(&f, &info, now);
                     let o = brief.classify(&f, &info, now);
                     prop_assert_eq!(t.state(), o.state());

@@ -1094,6 +1094,7 @@ impl<P: PortIo> Worker<P> {
                 // updated now, a new one only pending; nothing for a `notrack`ed packet), the
                 // rest of the ruleset: one pass of the interpreter.
                 let (ct, burst, hint) = (&mut self.conntrack, &self.ct_burst, self.ct_hint);
+                let reads_ct = f.reads_ct;
                 let frame = pkt.data();
                 let verdict = f.compiled.evaluate_cached_into(
                     &mut f.cache,
@@ -1118,7 +1119,7 @@ impl<P: PortIo> Worker<P> {
                             None => ct.classify(frame, info, now_ns),
                         };
                         *tracked = Some(o);
-                        Some(ct_view(Some(&ct.info(o, now_ns))))
+                        Some(ct_view(reads_ct.then(|| ct.info(o, now_ns)).as_ref()))
                     }),
                 );
                 return self.after_judging(verdict, side, pkt, info);
